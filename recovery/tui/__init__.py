@@ -1,0 +1,1 @@
+"""The Textual app. Imports the engine; the engine never imports this package."""

@@ -1,0 +1,38 @@
+"""The engine is importable without the UI, and never imports textual."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_engine_does_not_import_textual() -> None:
+    code = (
+        "import sys, pkgutil, importlib, recovery\n"
+        "for pkg in ('core', 'devices', 'filesystems', 'repository', 'engine'):\n"
+        "    m = importlib.import_module('recovery.' + pkg)\n"
+        "    for info in pkgutil.walk_packages(m.__path__, m.__name__ + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+        "bad = [n for n in sys.modules if n == 'textual' or n.startswith(('textual.', 'recovery.tui'))]\n"
+        "print(bad)\n"
+        "raise SystemExit(1 if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cli_help_without_arguments_or_tui() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "recovery", "--help"], capture_output=True, text=True
+    )
+    assert r.returncode == 0
+    assert "COMMAND" in r.stdout
+
+
+def test_unknown_option_is_one_line_and_exit_2() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "recovery", "--frobnicate"], capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
