@@ -1,0 +1,114 @@
+"""``recovery disks [--json]``: the disks of this machine, as a table or as JSON.
+
+Called by :mod:`recovery.cli`. The JSON form is a contract (PRODUCT.md): ``{"disks": [...]}``,
+each disk with path, size, model, serial, transport, removable, table and partitions (path,
+number, start, size, fstype, label, uuid, partlabel, parttype, mountpoint), sizes in bytes;
+more fields may be added, none renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from recovery.devices.disks import list_disks
+from recovery.devices.model import Disk, Partition
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(nbytes: int) -> str:
+    """``268435456`` -> ``"256.0 MiB"``: binary units, one decimal."""
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    value = float(nbytes)
+    unit = 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.1f} {_UNITS[unit]}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print the disks as JSON (sizes in bytes)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    disks = list_disks()
+    if args.json:
+        json.dump({"disks": [d.to_json() for d in disks]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not disks:
+        print("No disks found. Plug in a disk, or check that it shows in 'lsblk'.")
+        return 0
+    sys.stdout.write(render(disks))
+    return 0
+
+
+def _flags(disk: Disk) -> str:
+    flags = []
+    if disk.boot_medium:
+        flags.append("boot medium")
+    if disk.mounted:
+        flags.append("mounted")
+    if disk.removable:
+        flags.append("removable")
+    if disk.read_only:
+        flags.append("read-only")
+    return ", ".join(flags)
+
+
+def _disk_row(disk: Disk) -> list[str]:
+    model = disk.model or (f"file {disk.backing_file}" if disk.backing_file else "")
+    table = disk.table or (disk.fstype or "")
+    return [disk.path, human_size(disk.size), model, disk.transport or "", table, _flags(disk)]
+
+
+def _partition_row(part: Partition) -> list[str]:
+    fstype = "extended" if part.extended else (part.fstype or "")
+    label = part.label or (f"[{part.partlabel}]" if part.partlabel else "")
+    return [
+        f"  {part.number:>2} {part.path}",
+        human_size(part.size),
+        fstype,
+        label,
+        part.mountpoint or "",
+    ]
+
+
+def _align(rows: Sequence[Sequence[str]], right: frozenset[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def render(disks: Sequence[Disk]) -> str:
+    """The human table: one line per disk, then its partitions indented under it.
+
+    Disk lines and partition lines are aligned as two tables of their own, so a long model
+    name does not push the partition columns apart.
+    """
+    disk_lines = _align(
+        [["DEVICE", "SIZE", "MODEL", "TRAN", "TABLE", "FLAGS"], *(_disk_row(d) for d in disks)],
+        right=frozenset({1}),
+    )
+    part_rows = [_partition_row(p) for d in disks for p in d.partitions]
+    part_lines = iter(_align(part_rows, right=frozenset({1})) if part_rows else [])
+    out = [disk_lines[0]]
+    for disk, line in zip(disks, disk_lines[1:], strict=True):
+        out.append(line)
+        if disk.mountpoint:
+            out.append(f"     (whole disk mounted on {disk.mountpoint})")
+        out.extend(next(part_lines) for _ in disk.partitions)
+    return "\n".join(out) + "\n"
