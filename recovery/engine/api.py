@@ -99,7 +99,9 @@ def restore_plan(repo: str, image: str, target: str, partitions: list[int] | Non
     return restore.plan_restore(repo, image, target, partitions=partitions)
 
 
-def restore_run(plan: Any, progress: Progress | None = None, cancel: CancelToken | None = None) -> Any:
+def restore_run(
+    plan: Any, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> Any:
     from recovery.engine import restore
 
     return restore.run_restore(plan, progress or NullProgress(), cancel or CancelToken())

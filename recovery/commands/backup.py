@@ -1,0 +1,65 @@
+"""``recovery backup SOURCE... --to REPO``."""
+
+from __future__ import annotations
+
+import argparse
+
+from recovery.commands.reporting import print_json, progress_for
+from recovery.core.units import human_duration, human_size
+from recovery.engine import api
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a whole disk (/dev/sdb) or partitions of one disk (/dev/sdb1 /dev/sdb3)",
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="REPO",
+        help="backup location: a folder (made into one when missing or empty)",
+    )
+    p.add_argument("--name", help="image name (default: the disk's name and the date)")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="only the partitions the system needs to boot (EFI, Windows, Linux root)",
+    )
+    p.add_argument("--level", type=int, default=3, help="zstd level, 1 (fast) to 19 (small)")
+    p.add_argument("--yes", action="store_true", help="do not ask (backup never writes to SOURCE)")
+    p.add_argument("--json", action="store_true", help="JSON progress events and result")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = api.backup_plan(
+        args.sources, args.to, name=args.name, level=args.level, system=args.system
+    )
+    progress = progress_for(args.json)
+    if not args.json:
+        for line in plan.describe():
+            print(line)
+    try:
+        result = api.backup_run(plan, progress)
+    finally:
+        progress.close()
+    if args.json:
+        print_json(
+            {
+                "event": "result",
+                "image": result.image.to_json(),
+                "new_bytes": result.new_bytes,
+                "seconds": round(result.seconds, 3),
+                "notes": list(result.notes),
+            }
+        )
+    else:
+        print(
+            f"Saved image '{result.image.name}' in {args.to}: "
+            f"{human_size(result.image.data_size)} of data, "
+            f"{human_size(result.new_bytes)} added to the location, "
+            f"in {human_duration(result.seconds)}."
+        )
+    return 0

@@ -1,0 +1,59 @@
+"""``recovery restore REPO::IMAGE TARGET``."""
+
+from __future__ import annotations
+
+import argparse
+
+from recovery.commands.reporting import confirm, print_json, progress_for
+from recovery.core.units import human_duration, human_size
+from recovery.engine import api
+from recovery.engine.images import split_ref
+from recovery.errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="REPO::IMAGE", help="the image to restore")
+    p.add_argument("target", metavar="TARGET", help="the whole disk to write (/dev/sdc)")
+    p.add_argument(
+        "--partitions",
+        metavar="N,...",
+        help="restore only these partitions into the target's existing table",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="JSON progress events and result")
+
+
+def parse_numbers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        numbers = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise UsageError(f"--partitions takes numbers separated by commas, not '{text}'") from None
+    if not numbers or min(numbers) < 1:
+        raise UsageError("--partitions takes partition numbers from 1 up, e.g. --partitions 2,3")
+    return numbers
+
+
+def run(args: argparse.Namespace) -> int:
+    repo, image = split_ref(args.ref)
+    plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
+    confirm(
+        plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
+    )
+    progress = progress_for(args.json)
+    try:
+        result = api.restore_run(plan, progress)
+    finally:
+        progress.close()
+    if args.json:
+        print_json({"event": "result", **result.to_json()})
+    else:
+        for c in result.checks:
+            print(c)
+        print(
+            f"Restored '{image}' to {args.target}: {human_size(result.written_bytes)} written "
+            f"in {human_duration(result.seconds)}"
+            + ("." if result.ok else "; some checks FAILED (see above).")
+        )
+    return 0 if result.ok else 8

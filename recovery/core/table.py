@@ -1,0 +1,272 @@
+"""Partition tables as plain data, and the layout of a table on a disk of another size.
+
+The device layer reads tables with ``sfdisk --json`` (libfdisk parses GPT, protective MBR and
+MBR with extended/logical partitions) and writes them with an sfdisk script; both are turned
+into / made from :class:`Table` here. Nothing here touches a device.
+
+Layout rule (restore and clone onto a larger disk): the *main* partition (the largest one whose
+file system we can grow) takes the extra space; every partition that starts after it moves by the
+same amount towards the end, keeping its size, its order and its alignment; an extended
+partition that contains the main one grows with it. On a smaller disk the layout is kept when
+every partition still fits; otherwise the plan is refused (shrinking comes later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from recovery.core.units import human_size
+from recovery.errors import Refused
+
+GPT_BACKUP_SECTORS = 33  # backup entries (32 sectors of 128 x 128 bytes) + backup header
+ALIGN = 1 << 20
+
+# MBR types that are containers, not file systems.
+EXTENDED_TYPES = {"5", "f", "85", "0x5", "0xf", "0x85"}
+
+# File systems whose size we can grow after restore (ntfs arrives with its reader).
+GROWABLE = {"ext2", "ext3", "ext4", "ntfs"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    number: int
+    start: int
+    """In sectors."""
+    size: int
+    """In sectors."""
+    type: str
+    uuid: str | None = None
+    name: str | None = None
+    attrs: str | None = None
+    bootable: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def extended(self) -> bool:
+        return self.type.lower() in EXTENDED_TYPES
+
+
+@dataclass(frozen=True)
+class Table:
+    label: str
+    """``gpt`` or ``dos``."""
+    id: str | None
+    sector_size: int
+    first_lba: int | None
+    last_lba: int | None
+    entries: tuple[Entry, ...] = field(default_factory=tuple)
+
+    def entry(self, number: int) -> Entry:
+        for e in self.entries:
+            if e.number == number:
+                return e
+        raise KeyError(number)
+
+    @property
+    def data_entries(self) -> tuple[Entry, ...]:
+        """Partitions that hold data (not MBR extended containers), in disk order."""
+        return tuple(sorted((e for e in self.entries if not e.extended), key=lambda e: e.start))
+
+    def to_json(self) -> dict[str, Any]:
+        parts = []
+        for e in self.entries:
+            p: dict[str, Any] = {
+                "number": e.number,
+                "start": e.start,
+                "size": e.size,
+                "type": e.type,
+            }
+            if e.uuid:
+                p["uuid"] = e.uuid
+            if e.name:
+                p["name"] = e.name
+            if e.attrs:
+                p["attrs"] = e.attrs
+            if e.bootable:
+                p["bootable"] = True
+            parts.append(p)
+        return {
+            "label": self.label,
+            "id": self.id,
+            "sectorsize": self.sector_size,
+            "firstlba": self.first_lba,
+            "lastlba": self.last_lba,
+            "partitions": parts,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Table:
+        """From our manifest form or from ``sfdisk --json``'s ``partitiontable`` object."""
+        entries = []
+        for p in d.get("partitions", []):
+            number = p.get("number")
+            if number is None:
+                node = str(p["node"])
+                digits = ""
+                for ch in reversed(node):
+                    if not ch.isdigit():
+                        break
+                    digits = ch + digits
+                number = int(digits)
+            entries.append(
+                Entry(
+                    number=int(number),
+                    start=int(p["start"]),
+                    size=int(p["size"]),
+                    type=str(p["type"]),
+                    uuid=p.get("uuid"),
+                    name=p.get("name"),
+                    attrs=p.get("attrs"),
+                    bootable=bool(p.get("bootable", False)),
+                )
+            )
+        return cls(
+            label=str(d["label"]),
+            id=d.get("id"),
+            sector_size=int(d.get("sectorsize", 512)),
+            first_lba=d.get("firstlba"),
+            last_lba=d.get("lastlba"),
+            entries=tuple(sorted(entries, key=lambda e: e.number)),
+        )
+
+
+def partition_node(disk: str, number: int) -> str:
+    """The kernel's name for partition ``number`` of ``disk`` (sda1, nvme0n1p1, loop0p1)."""
+    return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
+
+
+def sfdisk_script(table: Table, disk: str) -> str:
+    """The sfdisk script that writes ``table`` onto ``disk``, identifiers included."""
+    lines = [f"label: {table.label}"]
+    if table.id:
+        lines.append(f"label-id: {table.id}")
+    lines.append("unit: sectors")
+    lines.append(f"sector-size: {table.sector_size}")
+    if table.label == "gpt":
+        if table.first_lba is not None:
+            lines.append(f"first-lba: {table.first_lba}")
+        if table.last_lba is not None:
+            lines.append(f"last-lba: {table.last_lba}")
+    for e in sorted(table.entries, key=lambda e: e.number):
+        fields = [f"start={e.start}", f"size={e.size}", f"type={e.type}"]
+        if table.label == "gpt":
+            if e.uuid:
+                fields.append(f"uuid={e.uuid}")
+            if e.name:
+                fields.append('name="' + e.name.replace('"', "") + '"')
+            if e.attrs:
+                fields.append(f'attrs="{e.attrs}"')
+        elif e.bootable:
+            fields.append("bootable")
+        lines.append(f"{partition_node(disk, e.number)} : " + ", ".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Move:
+    number: int
+    old_start: int
+    """Bytes."""
+    new_start: int
+    old_size: int
+    new_size: int
+
+    @property
+    def grown(self) -> bool:
+        return self.new_size > self.old_size
+
+
+@dataclass(frozen=True)
+class Layout:
+    table: Table
+    moves: tuple[Move, ...]
+    """One per data partition, in disk order."""
+    main: int | None
+    """Number of the partition that grows, or None."""
+    same_geometry: bool
+    """True when every partition keeps its place and the disk has the same size: the saved
+    table and gaps can be written byte for byte."""
+
+    def move(self, number: int) -> Move:
+        for m in self.moves:
+            if m.number == number:
+                return m
+        raise KeyError(number)
+
+
+def usable_end(label: str, disk_sectors: int) -> int:
+    """First sector past the area partitions may use."""
+    return disk_sectors - GPT_BACKUP_SECTORS if label == "gpt" else disk_sectors
+
+
+def choose_main(table: Table, fstypes: dict[int, str | None]) -> int | None:
+    """The partition that takes extra space: the largest with a file system we can grow."""
+    candidates = [e for e in table.data_entries if (fstypes.get(e.number) or "") in GROWABLE]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda e: (e.size, -e.number)).number
+
+
+def plan_layout(
+    table: Table,
+    source_size: int,
+    target_size: int,
+    fstypes: dict[int, str | None],
+    grow: bool = True,
+) -> Layout:
+    """Lay ``table`` (from a disk of ``source_size`` bytes) out on a disk of ``target_size``."""
+    ss = table.sector_size
+    src_sectors = source_size // ss
+    dst_sectors = target_size // ss
+    src_end = usable_end(table.label, src_sectors)
+    dst_end = usable_end(table.label, dst_sectors)
+    last_used = max((e.end for e in table.entries), default=0)
+    main = choose_main(table, fstypes) if grow else None
+
+    delta = 0
+    if dst_end > src_end and main is not None:
+        align = ALIGN // ss
+        delta = (dst_end - src_end) // align * align
+        # Partitions after the main one end where they ended relative to the disk's end.
+        tail_room = src_end - last_used
+        if tail_room < 0:
+            delta = 0
+    if dst_end < last_used:
+        need = last_used * ss + (GPT_BACKUP_SECTORS * ss if table.label == "gpt" else 0)
+        raise Refused(
+            f"the target disk is too small: the image's partitions need {need} bytes "
+            f"({human_size(need)}), the target has {target_size} ({human_size(target_size)}); "
+            "choose a larger disk"
+        )
+
+    main_entry = table.entry(main) if main is not None and delta else None
+    new_entries = []
+    for e in table.entries:
+        start, size = e.start, e.size
+        if main_entry is not None:
+            contains_main = e.extended and e.start <= main_entry.start < e.end
+            if e.number == main_entry.number or contains_main:
+                size += delta
+            elif e.start > main_entry.start:
+                start += delta
+        new_entries.append(replace(e, start=start, size=size))
+    new_table = replace(
+        table,
+        entries=tuple(new_entries),
+        last_lba=(dst_end - 1) if table.label == "gpt" else table.last_lba,
+    )
+    moves = tuple(
+        Move(e.number, e.start * ss, n.start * ss, e.size * ss, n.size * ss)
+        for e, n in zip(table.entries, new_entries, strict=True)
+        if not e.extended
+    )
+    moves = tuple(sorted(moves, key=lambda m: m.old_start))
+    same = (dst_sectors == src_sectors) and all(
+        m.old_start == m.new_start and m.old_size == m.new_size for m in moves
+    )
+    return Layout(new_table, moves, main if delta else None, same)

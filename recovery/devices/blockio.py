@@ -1,0 +1,199 @@
+"""Opening block devices safely, and the identity questions asked before writing to one.
+
+Called by the engine. Promises: nothing is opened for writing unless it is a block device
+(a missing partition node would otherwise become a regular file in /dev); a disk opened for
+writing is opened O_EXCL, which the kernel refuses while any of its partitions is mounted or
+otherwise held; library errors come back as DeviceError with the path and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from recovery.errors import DeviceError, Refused
+
+BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
+BLKZEROOUT = 0x127F
+BLKFLSBUF = 0x1261
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def require_block_device(path: str) -> None:
+    if not os.path.exists(path):
+        raise DeviceError(f"{path} does not exist: check the name with 'recovery disks'")
+    if not is_block_device(path):
+        raise DeviceError(f"{path} is not a block device: give a disk such as /dev/sdb")
+
+
+def sysfs_name(path: str) -> str:
+    """The kernel's name (``sda``, ``loop0p1``) of a block device path or symlink."""
+    st = os.stat(path)
+    link = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    return link.resolve().name
+
+
+def whole_disk_of(path: str) -> str:
+    """``/dev/sda`` for ``/dev/sda2`` (and for ``/dev/sda``)."""
+    st = os.stat(path)
+    sys = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}").resolve()
+    if (sys / "partition").exists():
+        sys = sys.parent
+    return f"/dev/{sys.name}"
+
+
+def device_size(fd: int) -> int:
+    import array
+
+    buf = array.array("Q", [0])
+    fcntl.ioctl(fd, BLKGETSIZE64, buf)
+    return int(buf[0])
+
+
+def logical_sector_size(fd: int) -> int:
+    import array
+
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, BLKSSZGET, buf)
+    return int(buf[0])
+
+
+def size_of(path: str) -> int:
+    fd = open_read(path)
+    try:
+        return device_size(fd)
+    finally:
+        os.close(fd)
+
+
+def open_read(path: str) -> int:
+    require_block_device(path)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise DeviceError(f"cannot open {path}: {e.strerror}") from e
+
+
+def open_exclusive_write(path: str) -> int:
+    """Open a whole disk for writing, refusing while anything on it is mounted or held."""
+    require_block_device(path)
+    for attempt in range(20):
+        try:
+            return os.open(path, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                # udev may hold the disk for a moment while probing it; a mount holds it for good.
+                if attempt < 19:
+                    time.sleep(0.1)
+                    continue
+                raise Refused(
+                    f"{path} is in use (a partition is mounted, or another program holds it): "
+                    "unmount it and try again"
+                ) from e
+            raise DeviceError(f"cannot open {path} for writing: {e.strerror}") from e
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def disk_lock(fd: int) -> Iterator[None]:
+    """systemd's block device locking: udev does not probe a disk while this is held."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def zero_range(fd: int, offset: int, length: int) -> None:
+    """Make ``[offset, offset+length)`` read as zeros: BLKZEROOUT where it works, else writes."""
+    import array
+
+    if length <= 0:
+        return
+    try:
+        fcntl.ioctl(fd, BLKZEROOUT, array.array("Q", [offset, length]))
+        return
+    except OSError:
+        pass
+    zeros = bytes(min(length, 8 << 20))
+    done = 0
+    while done < length:
+        n = min(len(zeros), length - done)
+        pwrite_all(fd, memoryview(zeros)[:n], offset + done)
+        done += n
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise DeviceError(f"short write at byte {offset}")
+        view = view[n:]
+        offset += n
+
+
+def mounted_devices() -> dict[str, str]:
+    """``{"major:minor": mountpoint}`` for every mounted block device, swap included."""
+    result: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4:
+                result.setdefault(parts[2], parts[4].replace("\\040", " "))
+    with contextlib.suppress(OSError), open("/proc/swaps") as f:
+        for line in list(f)[1:]:
+            dev = line.split()[0]
+            with contextlib.suppress(OSError):
+                st = os.stat(dev)
+                result.setdefault(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", "[SWAP]")
+    return result
+
+
+def disk_members(disk: str) -> list[str]:
+    """``major:minor`` of the disk and each of its partitions."""
+    name = sysfs_name(disk)
+    base = Path("/sys/class/block") / name
+    out = [(base / "dev").read_text().strip()]
+    for child in base.iterdir():
+        if (child / "partition").exists():
+            out.append((child / "dev").read_text().strip())
+    return out
+
+
+def mounts_on(disk: str) -> list[str]:
+    mounted = mounted_devices()
+    return [mounted[m] for m in disk_members(disk) if m in mounted]
+
+
+def disk_holding_path(path: str) -> str | None:
+    """The whole disk whose file system holds ``path`` (following one loop device), or None."""
+    p = Path(path)
+    while not p.exists():
+        p = p.parent
+    dev = os.stat(p).st_dev
+    sysdir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if not sysdir.exists():
+        return None  # tmpfs, network share, overlay: no block device holds it
+    node = sysdir.resolve()
+    if (node / "partition").exists():
+        node = node.parent
+    backing = node / "loop" / "backing_file"
+    if backing.exists():
+        inner = disk_holding_path(backing.read_text().strip())
+        if inner is not None:
+            return inner
+    return f"/dev/{node.name}"

@@ -1,0 +1,95 @@
+"""Partition tables on devices: read with ``sfdisk --json``, write with an sfdisk script.
+
+Called by the engine (backup reads, restore and clone write). sfdisk (libfdisk) is used rather
+than libparted because it reads and writes every identifier a restored system boots by: the GPT
+disk GUID, partition GUIDs, names and attribute bits, and the MBR disk signature, in one script
+format for GPT and MBR alike (pyparted exposes none of the GUIDs).
+
+After writing, the kernel is told about partitions with BLKPG (``partx``), never BLKRRPART: a
+kernel without partition parsers drops every partition on BLKRRPART, and on any kernel BLKPG
+does not disturb partitions that are in use elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from recovery.core.table import Table, sfdisk_script
+from recovery.devices.blockio import disk_lock
+from recovery.errors import DeviceError
+
+
+def _run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, input=input, text=True, capture_output=True, check=False)
+    except FileNotFoundError as e:
+        raise DeviceError(f"{cmd[0]} is not installed: install util-linux") from e
+
+
+def read_table(disk: str) -> Table | None:
+    """The partition table of ``disk``, or None when it has none."""
+    r = _run(["sfdisk", "--json", disk])
+    if r.returncode != 0:
+        if "does not contain a recognized partition table" in r.stderr or not r.stdout.strip():
+            return None
+        raise DeviceError(f"cannot read the partition table of {disk}: {r.stderr.strip()}")
+    try:
+        data = json.loads(r.stdout)["partitiontable"]
+        return Table.from_json(data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise DeviceError(f"cannot understand the partition table of {disk}: {e}") from e
+
+
+def write_table(fd: int, disk: str, table: Table) -> None:
+    """Write ``table`` onto ``disk`` (opened by the caller as ``fd``, O_EXCL) and tell the kernel.
+
+    The caller holds the disk lock (see :func:`recovery.devices.blockio.disk_lock`) if it wants
+    udev kept away for longer than this call.
+    """
+    script = sfdisk_script(table, disk)
+    last = ""
+    for attempt in range(8):
+        r = _run(
+            [
+                "sfdisk",
+                "--no-reread",
+                "--no-tell-kernel",
+                "--quiet",
+                "--wipe",
+                "always",
+                "--wipe-partitions",
+                "never",
+                disk,
+            ],
+            input=script,
+        )
+        if r.returncode == 0:
+            break
+        last = r.stderr.strip()
+        time.sleep(0.1 * (attempt + 1))
+    else:
+        raise DeviceError(f"cannot write the partition table of {disk}: {last}")
+    os.fsync(fd)
+    tell_kernel(disk)
+
+
+def tell_kernel(disk: str) -> None:
+    """Bring the kernel's partitions of ``disk`` in line with its table, through BLKPG."""
+    _run(["partx", "--delete", disk])
+    r = _run(["partx", "--add", disk])
+    if r.returncode != 0 and "no partitions" not in r.stderr.lower():
+        raise DeviceError(
+            f"the kernel did not accept the new partitions of {disk}: {r.stderr.strip()}"
+        )
+
+
+def refresh_udev(disk: str) -> None:
+    """Let udev re-probe ``disk`` and its partitions so what is shown next is current."""
+    _run(["udevadm", "trigger", "--action=change", disk])
+    _run(["udevadm", "settle", "--timeout=20"])
+
+
+__all__ = ["disk_lock", "read_table", "refresh_udev", "tell_kernel", "write_table"]

@@ -1,0 +1,227 @@
+"""Backup: a disk or some of its partitions into a repository (docs/FORMAT.md).
+
+Called through :mod:`recovery.engine.api`. The hot path reads each cell's used pieces straight
+into a buffer, and hashes, compresses and stores it in worker threads (BLAKE3 and zstd release
+the GIL, so the cores work in parallel); a bounded window of cells in flight keeps memory flat
+on any disk size. The manifest is written only after every chunk is durable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from recovery import __version__
+from recovery.core.cells import Cell, cells
+from recovery.core.units import human_size
+from recovery.devices import blockio
+from recovery.engine.api import BackupResult
+from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
+from recovery.errors import DeviceError, RepositoryError, UsageError
+from recovery.repository.maps import DATA, ZERO, MapWriter
+from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
+
+CELL_SIZE = 1 << 20
+WORKERS = max(2, os.cpu_count() or 2)
+_ZEROS = bytes(CELL_SIZE)
+
+
+@dataclass
+class BackupPlan:
+    source: SourcePlan
+    repo: str
+    name: str
+    level: int
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        s = self.source
+        ident = s.identity
+        lines = [
+            f"Back up {s.disk} ({ident.get('model') or 'unknown model'}, "
+            f"{human_size(s.disk_size)}) to {self.repo} as image '{self.name}'",
+        ]
+        for sp in s.streams:
+            if sp.id == "disk":
+                lines.append(f"  partition table, boot code and gaps: {human_size(sp.used_bytes)}")
+                continue
+            what = {
+                "used-blocks": "used blocks",
+                "raw": "every byte (zero areas skipped)",
+                "swap-header": "swap header only (recreated on restore)",
+            }[sp.method]
+            lines.append(
+                f"  partition {sp.number}: {sp.fstype or 'unknown'} {sp.label or ''} "
+                f"{human_size(sp.size)}, {what}: {human_size(sp.used_bytes)}".replace("  ,", ",")
+            )
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+def default_name(disk: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S")
+    return f"{os.path.basename(disk)}-{stamp}"
+
+
+def plan_backup(
+    sources: list[str], repo: str, name: str | None = None, level: int = 3, system: bool = False
+) -> BackupPlan:
+    if not 1 <= level <= 19:
+        raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
+    partitions = None
+    if system:
+        from recovery.engine.system import system_partitions
+
+        partitions = system_partitions(sources)
+    source = plan_sources(sources, partitions)
+    holder = blockio.disk_holding_path(repo)
+    if holder is not None and os.path.realpath(holder) == os.path.realpath(source.disk):
+        raise UsageError(
+            f"the backup location {repo} is on {source.disk}, the disk being backed up: "
+            "choose a location on another disk"
+        )
+    r = Repository.open(repo, create=True)
+    name = check_name(name) if name else default_name(source.disk)
+    if r.manifest_path(name).exists():
+        raise UsageError(f"an image named '{name}' already exists in {repo}: choose another name")
+    notes = [n for sp in source.streams for n in sp.notes]
+    return BackupPlan(source, repo, name, level, notes)
+
+
+def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> BackupResult:
+    started = time.monotonic()
+    repo = Repository.open(plan.repo, create=True)
+    with repo.locked(f"backup {plan.name}"):
+        if repo.manifest_path(plan.name).exists():
+            raise UsageError(f"an image named '{plan.name}' already exists in {plan.repo}")
+        fd = blockio.open_read(plan.source.disk)
+        try:
+            streams_json = []
+            new_bytes = 0
+            for sp in plan.source.streams:
+                cancel.check()
+                desc = sp.manifest_fields()
+                written, mapinfo = _save_stream(repo, fd, sp, plan.level, progress, cancel)
+                new_bytes += written
+                desc.update(mapinfo)
+                streams_json.append(desc)
+        finally:
+            os.close(fd)
+        progress.step("flushing the backup location", 0)
+        repo.flush()
+        body: dict[str, Any] = {
+            "name": plan.name,
+            "created": utc_now(),
+            "tool": f"recovery {__version__}",
+            "cell_size": CELL_SIZE,
+            "source": {
+                **plan.source.identity,
+                "path": plan.source.disk,
+                "size": plan.source.disk_size,
+                "logical_sector_size": plan.source.sector_size,
+            },
+            "table": plan.source.table.to_json() if plan.source.table else None,
+            "whole_disk": plan.source.whole_disk,
+            "streams": streams_json,
+            "unreadable": [],
+        }
+        repo.write_manifest(plan.name, body)
+    from recovery.engine.images import image_info
+
+    info = image_info(repo, plan.name, body)
+    return BackupResult(info, new_bytes, time.monotonic() - started, tuple(plan.notes))
+
+
+def _save_stream(
+    repo: Repository,
+    fd: int,
+    sp: StreamPlan,
+    level: int,
+    progress: Progress,
+    cancel: CancelToken,
+) -> tuple[int, dict[str, Any]]:
+    label = (
+        "partition table and gaps"
+        if sp.id == "disk"
+        else (f"partition {sp.number} ({sp.fstype or 'unknown'}, {sp.method})")
+    )
+    progress.step(f"saving {label}", sp.used_bytes)
+    maps = MapWriter(repo, level)
+    ncells = -(-sp.size // CELL_SIZE)
+    next_cell = 0
+    data_bytes = 0
+    new_bytes = 0
+
+    def work(cell: Cell) -> tuple[int, bytes, int]:
+        buf = _read_cell(fd, sp.start + cell.number * CELL_SIZE, cell)
+        if buf == _ZEROS[: cell.size]:
+            return ZERO, b"", 0
+        digest = hash_bytes(buf)
+        return DATA, digest, repo.put_chunk(digest, buf, level)
+
+    window: deque[tuple[Cell, Future[tuple[int, bytes, int]]]] = deque()
+
+    def drain_one() -> None:
+        nonlocal next_cell, data_bytes, new_bytes
+        cell, fut = window.popleft()
+        kind, digest, written = fut.result()
+        while next_cell < cell.number:
+            maps.add(0, min(CELL_SIZE, sp.size - next_cell * CELL_SIZE))
+            next_cell += 1
+        maps.add(kind, cell.size, digest if kind == DATA else bytes(32))
+        next_cell += 1
+        if kind == DATA:
+            data_bytes += cell.size
+        new_bytes += written
+        progress.advance(cell.used)
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="backup") as pool:
+        try:
+            for cell in cells(stream_extents(sp, fd), CELL_SIZE, sp.size):
+                cancel.check()
+                window.append((cell, pool.submit(work, cell)))
+                if len(window) >= 2 * WORKERS + 4:
+                    drain_one()
+            while window:
+                drain_one()
+        except BaseException:
+            for _, fut in window:
+                fut.cancel()
+            raise
+    while next_cell < ncells:
+        maps.add(0, min(CELL_SIZE, sp.size - next_cell * CELL_SIZE))
+        next_cell += 1
+    hashes = maps.finish()
+    return new_bytes + maps.new_bytes, {
+        "cells": ncells,
+        "map": hashes,
+        "data_bytes": data_bytes,
+        "used_bytes": sp.used_bytes,
+    }
+
+
+def _read_cell(fd: int, base: int, cell: Cell) -> bytearray:
+    buf = bytearray(cell.size)
+    view = memoryview(buf)
+    for off, length in cell.pieces:
+        done = 0
+        while done < length:
+            try:
+                n = os.preadv(fd, [view[off + done : off + length]], base + off + done)
+            except OSError as e:
+                raise DeviceError(
+                    f"cannot read the source at byte {base + off + done}: {e.strerror}"
+                ) from e
+            if n <= 0:
+                raise DeviceError(f"the source ended early at byte {base + off + done}")
+            done += n
+    return buf
+
+
+__all__ = ["BackupPlan", "RepositoryError", "plan_backup", "run_backup"]

@@ -1,0 +1,533 @@
+"""Restore: an image onto a disk, planned, checked, then written.
+
+Called through :mod:`recovery.engine.api`. ``plan_restore`` reads only: it checks the safety
+rules (the target is a whole disk, nothing on it is mounted, it does not hold the backup
+location, the image fits) and lays the partitions out on the target (core.table.plan_layout).
+``run_restore`` first checks every map and every chunk header the plan needs, so a damaged image
+stops the restore before a byte is written; then, holding the disk O_EXCL and flock'ed, writes
+the table and partition data, checking each chunk's hash before writing it; then tells the
+kernel (BLKPG), recreates swap, grows the main file system and checks every file system.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from recovery.core.table import Layout, Move, Table, partition_node, plan_layout
+from recovery.core.units import human_size
+from recovery.devices import blockio
+from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
+from recovery.engine.images import cell_size_of, split_ref, streams_of
+from recovery.engine.progress import CancelToken, Progress
+from recovery.errors import DeviceError, IntegrityError, RecoveryError, Refused, UsageError
+from recovery.repository.maps import DATA, ZERO, StreamInfo, StreamReader
+from recovery.repository.store import Repository, check_name
+
+WORKERS = max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    stream: StreamInfo
+    number: int
+    target_start: int
+    target_size: int
+    source_size: int
+    fstype: str | None
+
+    @property
+    def grows(self) -> bool:
+        return self.target_size > self.source_size
+
+
+@dataclass
+class RestorePlan:
+    repo: str
+    image: str
+    target: str
+    target_size: int
+    target_identity: dict[str, Any]
+    target_partitions: list[str]
+    body: dict[str, Any]
+    layout: Layout | None
+    """None when restoring chosen partitions into the target's existing table."""
+    writes: list[PartitionWrite]
+    disk_stream: StreamInfo | None
+    cell_size: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
+
+    def describe(self) -> list[str]:
+        t = self.target_identity
+        lines = [
+            f"Restore image '{self.image}' from {self.repo}",
+            f"onto {self.target}: {t.get('model') or 'unknown model'}, serial "
+            f"{t.get('serial') or 'unknown'}, {human_size(self.target_size)}",
+        ]
+        if self.target_partitions:
+            lines.append("  now on it (will be overwritten):")
+            lines.extend(f"    {p}" for p in self.target_partitions)
+        else:
+            lines.append("  now on it: no partitions")
+        if self.layout is not None:
+            lines.append(
+                f"  write a new {self.layout.table.label} partition table"
+                + (" (identical layout)" if self.layout.same_geometry else "")
+            )
+        for w in self.writes:
+            what = (
+                f"  partition {w.number} ({w.fstype or 'unknown'}): "
+                f"{human_size(int(w.stream.raw.get('data_bytes', 0)))} of data at byte "
+                f"{w.target_start}, size {human_size(w.target_size)}"
+            )
+            if w.grows:
+                what += f" (grown from {human_size(w.source_size)})"
+            lines.append(what)
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    image: str
+    target: str
+    written_bytes: int
+    seconds: float
+    checks: tuple[str, ...]
+    """One line per file system: which check ran and what it said."""
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _target_summary(target: str) -> list[str]:
+    try:
+        from recovery.devices.disks import find_disk
+
+        d = find_disk(target)
+        return [
+            f"{p.path}: {human_size(p.size)} {p.fstype or ''} {p.label or ''}".rstrip()
+            for p in d.partitions
+        ]
+    except (ImportError, RecoveryError):
+        table = read_table(target)
+        if table is None:
+            return []
+        return [
+            f"partition {e.number}: {human_size(e.size * table.sector_size)}"
+            for e in table.data_entries
+        ]
+
+
+def plan_restore(
+    repo_path: str, image: str, target: str, partitions: list[int] | None = None
+) -> RestorePlan:
+    repo = Repository.open(repo_path)
+    check_name(image)
+    body = repo.read_manifest(image)
+    where = str(repo.manifest_path(image))
+    cell_size = cell_size_of(body, where)
+    streams = streams_of(body, where)
+
+    blockio.require_block_device(target)
+    if os.path.realpath(blockio.whole_disk_of(target)) != os.path.realpath(target):
+        raise UsageError(
+            f"{target} is a partition: give the whole disk, such as {blockio.whole_disk_of(target)}"
+        )
+    mounts = blockio.mounts_on(target)
+    if mounts:
+        raise Refused(
+            f"{target} has mounted file systems ({', '.join(mounts)}): unmount them "
+            "first; nothing was written"
+        )
+    holder = blockio.disk_holding_path(repo_path)
+    if holder is not None and os.path.realpath(holder) == os.path.realpath(target):
+        raise Refused(
+            f"the backup location {repo_path} is on {target}: restoring there would "
+            "destroy the image; choose another disk; nothing was written"
+        )
+    fd = blockio.open_read(target)
+    try:
+        target_size = blockio.device_size(fd)
+        sector = blockio.logical_sector_size(fd)
+    finally:
+        os.close(fd)
+    from recovery.engine.sources import disk_identity
+
+    identity = disk_identity(target)
+    src = body.get("source") or {}
+    source_size = int(src.get("size", 0))
+    table_json = body.get("table")
+    table = Table.from_json(table_json) if isinstance(table_json, dict) else None
+    if table is not None and table.sector_size != sector:
+        raise Refused(
+            f"the image was taken from a disk with {table.sector_size}-byte sectors and "
+            f"{target} has {sector}-byte sectors: restore to a disk with the same "
+            "sector size"
+        )
+    by_id = {s.id: s for s in streams}
+    part_streams = [s for s in streams if s.id != "disk"]
+
+    if partitions is not None:
+        return _plan_partitions(
+            repo_path,
+            image,
+            target,
+            target_size,
+            identity,
+            body,
+            part_streams,
+            cell_size,
+            partitions,
+        )
+
+    if table is None:
+        # A disk without a table: one stream over the whole disk.
+        (s,) = part_streams
+        if target_size < s.size:
+            raise Refused(
+                f"{target} is too small: the image needs {s.size} bytes "
+                f"({human_size(s.size)}), the disk has {human_size(target_size)}"
+            )
+        writes = [PartitionWrite(s, 0, 0, s.size, s.size, s.raw.get("fstype"))]
+        return RestorePlan(
+            repo_path,
+            image,
+            target,
+            target_size,
+            identity,
+            _target_summary(target),
+            body,
+            None,
+            writes,
+            None,
+            cell_size,
+        )
+
+    fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
+    layout = plan_layout(table, source_size, target_size, fstypes)
+    writes = []
+    for m in layout.moves:
+        found = by_id.get(f"p{m.number}")
+        if found is None:
+            continue  # partition not in a partial image: created empty
+        writes.append(
+            PartitionWrite(
+                found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
+            )
+        )
+    notes = []
+    if not body.get("whole_disk", True):
+        missing = [m.number for m in layout.moves if f"p{m.number}" not in by_id]
+        if missing:
+            notes.append(
+                "the image holds only some partitions; partitions "
+                f"{', '.join(map(str, missing))} are created empty"
+            )
+    return RestorePlan(
+        repo_path,
+        image,
+        target,
+        target_size,
+        identity,
+        _target_summary(target),
+        body,
+        layout,
+        writes,
+        by_id.get("disk"),
+        cell_size,
+        notes,
+    )
+
+
+def _plan_partitions(
+    repo_path: str,
+    image: str,
+    target: str,
+    target_size: int,
+    identity: dict[str, Any],
+    body: dict[str, Any],
+    part_streams: list[StreamInfo],
+    cell_size: int,
+    numbers: list[int],
+) -> RestorePlan:
+    current = read_table(target)
+    if current is None:
+        raise Refused(
+            f"{target} has no partition table: restore the whole image first, or "
+            "without --partitions"
+        )
+    by_number = {int(s.raw["number"]): s for s in part_streams}
+    writes = []
+    for n in numbers:
+        s = by_number.get(n)
+        if s is None:
+            raise UsageError(
+                f"image '{image}' has no partition {n} "
+                f"(it has {', '.join(map(str, sorted(by_number)))})"
+            )
+        try:
+            e = current.entry(n)
+        except KeyError:
+            raise Refused(
+                f"{target} has no partition {n}: restore the whole image, or create "
+                "the partition first"
+            ) from None
+        size = e.size * current.sector_size
+        if size < s.size:
+            raise Refused(
+                f"partition {n} of {target} is too small: {human_size(size)}, the "
+                f"image's partition {n} needs {human_size(s.size)}"
+            )
+        writes.append(
+            PartitionWrite(s, n, e.start * current.sector_size, size, s.size, s.raw.get("fstype"))
+        )
+    return RestorePlan(
+        repo_path,
+        image,
+        target,
+        target_size,
+        identity,
+        _target_summary(target),
+        body,
+        None,
+        writes,
+        None,
+        cell_size,
+    )
+
+
+def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
+    """Check every map and every chunk header the plan needs, before writing anything."""
+    streams = [w.stream for w in plan.writes]
+    if plan.disk_stream is not None:
+        streams.append(plan.disk_stream)
+    progress.step("checking the image before writing", 0)
+    problems: list[str] = []
+    for s in streams:
+        reader = StreamReader(repo, s, plan.cell_size, plan.image)
+        for cell in range(s.cells):
+            rec = reader.record(cell)  # map damage raises: nothing written yet
+            if rec.kind == DATA:
+                try:
+                    repo.check_chunk_header(rec.digest, reader.where(cell))
+                except IntegrityError as e:
+                    problems.append(e.message)
+                    if len(problems) >= 5:
+                        break
+    if problems:
+        raise IntegrityError(
+            "the image is damaged, nothing was written: "
+            + "; ".join(problems)
+            + " (run 'recovery verify' for the full list)"
+        )
+
+
+def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> RestoreResult:
+    started = time.monotonic()
+    repo = Repository.open(plan.repo)
+    _preflight(repo, plan, progress)
+    cancel.check()
+    written = 0
+    fd = blockio.open_exclusive_write(plan.target)
+    try:
+        with blockio.disk_lock(fd):
+            if plan.layout is not None and plan.disk_stream is not None:
+                written += _write_layout(repo, fd, plan, progress, cancel)
+            for w in plan.writes:
+                cancel.check()
+                written += _write_stream(repo, fd, plan, w, progress, cancel)
+            os.fsync(fd)
+            if plan.layout is not None:
+                tell_kernel(plan.target)
+    finally:
+        os.close(fd)
+    refresh_udev(plan.target)
+    checks = _after_write(plan, progress)
+    ok = all(not c.startswith("FAILED") for c in checks)
+    return RestoreResult(
+        plan.image, plan.target, written, time.monotonic() - started, tuple(checks), ok
+    )
+
+
+def _write_layout(
+    repo: Repository, fd: int, plan: RestorePlan, progress: Progress, cancel: CancelToken
+) -> int:
+    assert plan.layout is not None and plan.disk_stream is not None
+    reader = StreamReader(repo, plan.disk_stream, plan.cell_size, plan.image)
+    progress.step("writing the partition table and boot area", 0)
+    if plan.layout.same_geometry:
+        # Same disk size, same places: the saved table, boot code and gaps go back byte for byte.
+        n = _write_cells(reader, fd, 0, plan.disk_stream.size, plan.cell_size, progress, cancel)
+        return n
+    first = min((m.new_start for m in plan.layout.moves), default=plan.disk_stream.size)
+    head = reader.pread(0, first)
+    blockio.pwrite_all(fd, head, 0)
+    write_table(fd, plan.target, plan.layout.table)
+    # sfdisk writes the table but not the boot code before it (MBR bytes 0-439).
+    blockio.pwrite_all(fd, head[:440], 0)
+    return len(head)
+
+
+def _write_stream(
+    repo: Repository,
+    fd: int,
+    plan: RestorePlan,
+    w: PartitionWrite,
+    progress: Progress,
+    cancel: CancelToken,
+) -> int:
+    reader = StreamReader(repo, w.stream, plan.cell_size, plan.image)
+    progress.step(
+        f"restoring partition {w.number} ({w.fstype or 'unknown'})",
+        int(w.stream.raw.get("data_bytes", 0)),
+    )
+    return _write_cells(reader, fd, w.target_start, w.stream.size, plan.cell_size, progress, cancel)
+
+
+def _write_cells(
+    reader: StreamReader,
+    fd: int,
+    base: int,
+    size: int,
+    cell_size: int,
+    progress: Progress,
+    cancel: CancelToken,
+) -> int:
+    """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first."""
+    written = 0
+
+    def fetch_and_write(cell: int, digest: bytes, length: int) -> int:
+        data = reader.repo.get_chunk(digest, reader.where(cell))
+        if len(data) != length:
+            raise IntegrityError(
+                f"{reader.where(cell)}: chunk length differs from the map; the target is incomplete"
+            )
+        try:
+            blockio.pwrite_all(fd, data, base + cell * cell_size)
+        except OSError as e:
+            raise DeviceError(
+                f"cannot write to the target at byte {base + cell * cell_size}: "
+                f"{e.strerror}; was the disk removed?"
+            ) from e
+        progress.advance(length)
+        return length
+
+    window: deque[Future[int]] = deque()
+    zero_start = zero_len = 0
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="restore") as pool:
+        try:
+            for cell in range(reader.stream.cells):
+                rec = reader.record(cell)
+                if rec.kind == ZERO:
+                    pos = base + cell * cell_size
+                    if zero_len and zero_start + zero_len == pos:
+                        zero_len += rec.length
+                    else:
+                        blockio.zero_range(fd, zero_start, zero_len)
+                        zero_start, zero_len = pos, rec.length
+                    continue
+                if rec.kind != DATA:
+                    continue
+                cancel.check()
+                window.append(pool.submit(fetch_and_write, cell, rec.digest, rec.length))
+                if len(window) >= 2 * WORKERS + 2:
+                    written += window.popleft().result()
+            while window:
+                written += window.popleft().result()
+        except BaseException:
+            for f in window:
+                f.cancel()
+            raise
+    blockio.zero_range(fd, zero_start, zero_len)
+    return written
+
+
+def _wait_node(node: str) -> None:
+    for _ in range(100):
+        if blockio.is_block_device(node):
+            return
+        time.sleep(0.05)
+    raise DeviceError(
+        f"{node} did not appear after writing the table: the kernel did not take "
+        "the new partitions; reconnect the disk and check it with 'recovery disks'"
+    )
+
+
+def _tool(cmd: list[str]) -> tuple[int, str]:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return 127, f"{cmd[0]} is not installed"
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def _after_write(plan: RestorePlan, progress: Progress) -> list[str]:
+    """Recreate swap, grow the main file system, check each restored file system."""
+    checks: list[str] = []
+    for w in plan.writes:
+        node = plan.target if w.number == 0 else partition_node(plan.target, w.number)
+        _wait_node(node)
+        fstype = w.fstype
+        if w.stream.method == "swap-header":
+            args = ["mkswap", "-f"]
+            if w.stream.raw.get("uuid"):
+                args += ["-U", str(w.stream.raw["uuid"])]
+            if w.stream.raw.get("label"):
+                args += ["-L", str(w.stream.raw["label"])]
+            code, out = _tool([*args, node])
+            checks.append(
+                f"{node}: swap recreated"
+                if code == 0
+                else f"FAILED {node}: mkswap: {out.splitlines()[-1:]}"
+            )
+            continue
+        if fstype in ("ext2", "ext3", "ext4"):
+            if w.grows:
+                progress.step(f"growing {fstype} on {node}", 0)
+                _tool(["e2fsck", "-f", "-p", node])
+                code, out = _tool(["resize2fs", node])
+                if code != 0:
+                    checks.append(f"FAILED {node}: resize2fs: {out.splitlines()[-1:]}")
+            progress.step(f"checking {fstype} on {node}", 0)
+            code, out = _tool(["e2fsck", "-f", "-n", node])
+            checks.append(
+                f"{node}: e2fsck clean"
+                if code == 0
+                else f"FAILED {node}: e2fsck: {out.splitlines()[-1:]}"
+            )
+        elif fstype == "vfat":
+            code, out = _tool(["fsck.vfat", "-n", node])
+            checks.append(
+                f"{node}: fsck.vfat clean"
+                if code == 0
+                else f"FAILED {node}: fsck.vfat: {out.splitlines()[-1:]}"
+            )
+        elif fstype == "ntfs":
+            if w.grows:
+                _tool(["ntfsresize", "--force", "--no-progress-bar", node])
+            code, out = _tool(["ntfsfix", "-n", node])
+            checks.append(
+                f"{node}: ntfsfix clean"
+                if code == 0
+                else f"FAILED {node}: ntfsfix: {out.splitlines()[-1:]}"
+            )
+        else:
+            checks.append(f"{node}: {fstype or 'unknown content'} written, no check available")
+    refresh_udev(plan.target)
+    return checks
+
+
+__all__ = ["Move", "RestorePlan", "RestoreResult", "plan_restore", "run_restore", "split_ref"]
