@@ -1,0 +1,125 @@
+"""What the app talks to: the disks, the engine, backup locations, the machine, the clock.
+
+The app takes a :class:`Backends`; :meth:`Backends.system` gives the real ones (udev, the
+engine in :mod:`recovery.engine.api`, mount(8), systemctl). Snapshot and unit tests pass fakes
+with fixed data, so a screen looks the same on every machine. Every method here may block and is
+called from worker threads, except ``clock``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol
+
+from recovery.devices.model import Disk
+from recovery.errors import DeviceError, RecoveryError
+from recovery.tui.locations import Location, Locations
+
+
+class DiskSource(Protocol):
+    def list_disks(self) -> list[Disk]: ...
+
+    def watch(self, changed: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``changed`` (from any thread) when a disk comes or goes; return a stop function,
+        or None when hot-plug is not available."""
+        ...
+
+
+class LocationFinder(Protocol):
+    def candidates(self, disks: list[Disk]) -> list[Location]: ...
+
+    def directory(self, path: str) -> Location: ...
+
+    def mount(self, loc: Location, writable: bool) -> Location: ...
+
+    def inspect(self, loc: Location) -> Location: ...
+
+    def release_all(self) -> None: ...
+
+
+class Machine(Protocol):
+    def power_off(self) -> None: ...
+
+    def reboot(self) -> None: ...
+
+    def shell(self) -> list[str]:
+        """The command that runs an interactive shell."""
+        ...
+
+
+class SystemDisks:
+    """Disks through :mod:`recovery.devices.disks` (udev, or sysfs and blkid without it)."""
+
+    def list_disks(self) -> list[Disk]:
+        try:
+            from recovery.devices import disks
+        except ImportError as e:
+            raise DeviceError(
+                f"Disk detection is not available in this build ({e}). Use the command line."
+            ) from e
+        return list(disks.list_disks())
+
+    def watch(self, changed: Callable[[], None]) -> Callable[[], None] | None:
+        try:
+            from recovery.devices.disks import DiskWatcher
+        except ImportError:
+            return None
+
+        def on_event(*_args: Any, **_kwargs: Any) -> None:
+            changed()
+
+        try:
+            watcher = DiskWatcher(on_event)
+            watcher.start()
+        except (RecoveryError, OSError):
+            return None
+        stop: Callable[[], None] = watcher.stop
+        return stop
+
+
+class SystemMachine:
+    """Power and shell through systemd, or the classic commands when it is not running."""
+
+    def power_off(self) -> None:
+        self._run("poweroff")
+
+    def reboot(self) -> None:
+        self._run("reboot")
+
+    def _run(self, what: str) -> None:
+        if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
+            cmd = ["systemctl", what]
+        else:
+            cmd = [what]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise RecoveryError(f"'{' '.join(cmd)}' failed: {r.stderr.strip()}. Try again.")
+
+    def shell(self) -> list[str]:
+        return [os.environ.get("SHELL") or "/bin/bash", "-l"]
+
+
+@dataclass
+class Backends:
+    disks: DiskSource
+    engine: Any
+    """An object with the functions of :mod:`recovery.engine.api` (the module itself in
+    production)."""
+    locations: LocationFinder
+    machine: Machine
+    clock: Callable[[], float] = time.monotonic
+    """Seconds, for rates and time left; tests pass a frozen clock."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def system(cls) -> Backends:
+        from recovery.engine import api
+
+        engine: ModuleType = api
+        return cls(SystemDisks(), engine, Locations(), SystemMachine())

@@ -1,0 +1,423 @@
+"""The tasks of the home screen as chains of screens: each step calls the next with what the
+person chose, Escape goes back one step, and nothing is written before the plan screen (and, for
+anything destructive, its confirmation).
+
+Called by :class:`recovery.tui.screens.home.HomeScreen`. The engine is reached only through
+``app.backends.engine`` (the functions of :mod:`recovery.engine.api`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from textual.app import SuspendNotSupported
+
+from recovery.devices.model import Disk
+from recovery.engine.api import ImageInfo
+from recovery.engine.progress import CancelToken, Progress
+from recovery.tui.formatting import human_size
+from recovery.tui.screens.backups import BackupsScreen
+from recovery.tui.screens.clone import CloneComingScreen
+from recovery.tui.screens.dialogs import ConfirmScreen, InfoScreen
+from recovery.tui.screens.disks import DiskPickerScreen
+from recovery.tui.screens.location import LocationScreen
+from recovery.tui.screens.options import BackupOptions, OptionsScreen
+from recovery.tui.screens.partitions import PartitionPickerScreen, PartitionRow
+from recovery.tui.screens.plan import PlanScreen, plan_lines
+from recovery.tui.screens.progress import ProgressScreen
+from recovery.tui.selection import partition_roles, system_disk
+
+if TYPE_CHECKING:
+    from recovery.tui.app import RecoveryApp
+
+
+# Descriptions shared by several screens ------------------------------------------------------
+
+
+def disk_identity(disk: Disk) -> str:
+    parts = [disk.path, disk.model or "unknown model"]
+    if disk.serial:
+        parts.append(f"serial {disk.serial}")
+    parts.append(human_size(disk.size))
+    parts.append(disk.table or "no partition table")
+    return ", ".join(parts)
+
+
+def partition_line(disk: Disk, number: int) -> str:
+    roles = partition_roles(disk)
+    p = next(q for q in disk.partitions if q.number == number)
+    role = roles[number].name
+    fs = p.fstype or "-"
+    label = (p.label or p.partlabel or "")[:12]
+    return f"{p.number:>2} {p.path:<15} {human_size(p.size):>9}  {fs:<6} {role:<18} {label}"
+
+
+def current_partitions(disk: Disk) -> list[str]:
+    if not disk.partitions:
+        return ["  (no partitions)"]
+    return ["  " + partition_line(disk, p.number) for p in disk.partitions]
+
+
+def refuse_restore_target(disk: Disk) -> str | None:
+    if disk.boot_medium:
+        return "This is the stick recovery runs from; it cannot be a restore target."
+    return None
+
+
+# Backup --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackupChoice:
+    task: str
+    """``System Backup`` or ``Disk Backup``: the first part of every title."""
+    system: bool
+    disk: Disk | None = None
+    sources: list[str] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    repo: str | None = None
+    options: BackupOptions = field(default_factory=lambda: BackupOptions(None, 3, True))
+
+
+def start_system_backup(app: RecoveryApp) -> None:
+    choice = BackupChoice("System Backup", system=True)
+    disk = system_disk(app.disks)
+    if disk is None:
+        app.push_screen(
+            DiskPickerScreen(
+                ("System Backup", "Disk"),
+                "No disk with Windows or Linux was recognised. Pick the disk to back up.",
+                lambda d: choose_partitions(app, replace(choice, disk=d)),
+            )
+        )
+        return
+    choose_partitions(app, replace(choice, disk=disk), other_disk=True)
+
+
+def start_disk_backup(app: RecoveryApp) -> None:
+    choice = BackupChoice("Disk Backup", system=False)
+    app.push_screen(
+        DiskPickerScreen(
+            ("Disk Backup", "Disk"),
+            "Pick the disk to back up (Enter). Next you can leave out partitions.",
+            lambda d: choose_partitions(app, replace(choice, disk=d)),
+        )
+    )
+
+
+def choose_partitions(app: RecoveryApp, choice: BackupChoice, *, other_disk: bool = False) -> None:
+    disk = choice.disk
+    assert disk is not None
+    if not disk.partitions:
+        choose_location(app, replace(choice, sources=[disk.path]))
+        return
+    roles = partition_roles(disk)
+    rows = [
+        PartitionRow(
+            p.number, partition_line(disk, p.number), roles[p.number].system or not choice.system
+        )
+        for p in disk.partitions
+    ]
+
+    def picked(numbers: list[int]) -> None:
+        if not choice.system and len(numbers) == len(disk.partitions):
+            sources = [disk.path]
+        else:
+            sources = [p.path for p in disk.partitions if p.number in numbers]
+        choose_location(app, replace(choice, sources=sources, partitions=numbers))
+
+    def pick_other_disk() -> None:
+        app.push_screen(
+            DiskPickerScreen(
+                (choice.task, "Disk"),
+                "Pick the disk to back up.",
+                lambda d: choose_partitions(app, replace(choice, disk=d)),
+                select=disk.path,
+            )
+        )
+
+    if choice.system:
+        intro = (
+            "The system partitions are ticked: boot, Windows or Linux, recovery. Space "
+            "changes a tick, Enter goes on."
+        )
+    else:
+        intro = "Every partition is ticked: the whole disk. Space leaves one out, Enter goes on."
+    app.push_screen(
+        PartitionPickerScreen(
+            (choice.task, "Partitions"),
+            intro,
+            "Disk: " + disk_identity(disk),
+            rows,
+            picked,
+            extra_key=("d", "Other disk", pick_other_disk) if other_disk else None,
+        )
+    )
+
+
+def choose_location(app: RecoveryApp, choice: BackupChoice) -> None:
+    disk = choice.disk
+    # Sources stay unmounted: a whole-disk source excludes all of its partitions.
+    whole = disk is not None and disk.path in choice.sources
+    parts = disk.partitions if disk is not None else ()
+    exclude = frozenset(p.path for p in parts if whole or p.path in choice.sources)
+
+    def picked(repo: str) -> None:
+        choose_options(app, replace(choice, repo=repo))
+
+    app.push_screen(
+        LocationScreen((choice.task, "Location"), picked, for_backup=True, exclude=exclude)
+    )
+
+
+def _sources_text(choice: BackupChoice) -> str:
+    disk = choice.disk
+    if disk is not None and choice.sources == [disk.path]:
+        return f"the whole disk {disk.path}"
+    return ", ".join(choice.sources)
+
+
+def choose_options(app: RecoveryApp, choice: BackupChoice) -> None:
+    def done(options: BackupOptions) -> None:
+        show_backup_plan(app, replace(choice, options=options))
+
+    app.push_screen(
+        OptionsScreen(
+            (choice.task, "Options"),
+            f"Saving {_sources_text(choice)} into {choice.repo}.",
+            done,
+            choice.options,
+        )
+    )
+
+
+def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
+    engine = app.backends.engine
+    disk = choice.disk
+    assert choice.repo is not None
+    repo = choice.repo
+    opts = choice.options
+    header = []
+    if disk is not None:
+        header.append("Source disk: " + disk_identity(disk))
+        whole = disk.path in choice.sources
+        for p in disk.partitions:
+            kept = whole or p.path in choice.sources
+            header.append("  " + partition_line(disk, p.number) + ("" if kept else "  (left out)"))
+    header += [
+        f"Into: {repo}",
+        f"Image name: {opts.name or '(from the disk and the date)'}",
+        f"Compression level {opts.level}; verify afterwards: {'yes' if opts.verify else 'no'}",
+        "The source disk is only read.",
+        "",
+    ]
+
+    def make_plan() -> Any:
+        return engine.backup_plan(
+            list(choice.sources), repo, name=opts.name, level=opts.level, system=choice.system
+        )
+
+    def start(plan: Any) -> None:
+        def job(progress: Progress, cancel: CancelToken) -> list[str]:
+            result = engine.backup_run(plan, progress, cancel)
+            lines = backup_summary(result)
+            if opts.verify:
+                check = engine.verify(repo, result.image.name, progress, cancel)
+                lines += verify_summary(check)
+            return lines
+
+        app.push_screen(
+            ProgressScreen(
+                (choice.task, "Running"),
+                f"Saving {_sources_text(choice)} into {repo}",
+                job,
+                what="the backup",
+                cancel_note="The backup location stays valid; this image is not kept.",
+            )
+        )
+
+    app.push_screen(PlanScreen((choice.task, "Plan"), header, make_plan, "Start backup", start))
+
+
+def backup_summary(result: Any) -> list[str]:
+    image = result.image
+    lines = [
+        f"Image {image.name} saved: {human_size(image.data_size)} of data, "
+        f"{human_size(result.new_bytes)} new in the backup location.",
+    ]
+    lines += [str(n) for n in getattr(result, "notes", ())]
+    return lines
+
+
+def verify_summary(result: Any) -> list[str]:
+    if result.ok:
+        return [f"Verified: all {human_size(result.checked_bytes)} read back and match."]
+    return [
+        f"VERIFY FAILED for {result.image}: the image is damaged.",
+        *(f"  {p}" for p in result.problems),
+    ]
+
+
+# Restore and the backups screen -------------------------------------------------------------
+
+
+def start_restore(app: RecoveryApp) -> None:
+    def picked(repo: str) -> None:
+        app.push_screen(
+            BackupsScreen(
+                ("Restore", "Image"),
+                repo,
+                lambda r, image: choose_target(app, r, image),
+                verify_image,
+                manage=False,
+            )
+        )
+
+    app.push_screen(LocationScreen(("Restore", "Location"), picked, for_backup=False))
+
+
+def start_backups(app: RecoveryApp) -> None:
+    def picked(repo: str) -> None:
+        app.push_screen(
+            BackupsScreen(
+                ("Backups",),
+                repo,
+                lambda r, image: choose_target(app, r, image),
+                verify_image,
+            )
+        )
+
+    app.push_screen(LocationScreen(("Backups", "Location"), picked, for_backup=False))
+
+
+def verify_image(screen: BackupsScreen, repo: str, image: ImageInfo) -> None:
+    app = screen.app
+    engine = screen.rapp.backends.engine
+
+    def job(progress: Progress, cancel: CancelToken) -> list[str]:
+        return verify_summary(engine.verify(repo, image.name, progress, cancel))
+
+    def close() -> None:
+        app.pop_screen()
+        screen.action_refresh()
+
+    app.push_screen(
+        ProgressScreen(
+            ("Backups", "Verify"),
+            f"Verifying {image.name} in {repo}",
+            job,
+            what="the verification",
+            cancel_note="Nothing is changed by stopping it.",
+            on_close=close,
+        )
+    )
+
+
+def choose_target(app: RecoveryApp, repo: str, image: ImageInfo) -> None:
+    app.push_screen(
+        DiskPickerScreen(
+            ("Restore", image.name, "Target disk"),
+            f"Pick the disk to restore {image.name} onto. Everything on it will be replaced.",
+            lambda d: show_restore_plan(app, repo, image, d),
+            refuse=refuse_restore_target,
+        )
+    )
+
+
+def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk) -> None:
+    engine = app.backends.engine
+    header = [
+        f"Image: {image.name} from {image.source_path} ({human_size(image.source_size)}), "
+        f"saved {image.created[:16].replace('T', ' ')} UTC",
+        "Target: " + disk_identity(disk),
+        "Now on the target:",
+        *current_partitions(disk),
+        "Everything now on the target will be replaced.",
+        "",
+    ]
+
+    def make_plan() -> Any:
+        return engine.restore_plan(repo, image.name, disk.path)
+
+    def confirm(plan: Any) -> tuple[str, list[str], str]:
+        lines = [
+            disk_identity(disk),
+            f"holds {len(disk.partitions)} partition(s).",
+            "",
+            f"Everything on it will be replaced by the image {image.name}.",
+            "This cannot be undone.",
+        ]
+        return f"Erase {disk.path}?", lines, "Erase and restore"
+
+    def start(plan: Any) -> None:
+        def job(progress: Progress, cancel: CancelToken) -> list[str]:
+            result = engine.restore_run(plan, progress, cancel)
+            lines = [f"{image.name} restored onto {disk.path}."]
+            if result is not None and callable(getattr(result, "describe", None)):
+                lines += plan_lines(result)
+            return lines
+
+        app.push_screen(
+            ProgressScreen(
+                ("Restore", "Running"),
+                f"Restoring {image.name} onto {disk.path}",
+                job,
+                what="the restore",
+                cancel_note=f"{disk.path} is left unusable until it is restored again.",
+            )
+        )
+
+    app.push_screen(
+        PlanScreen(
+            ("Restore", image.name, "Plan"),
+            header,
+            make_plan,
+            "Restore...",
+            start,
+            confirm=confirm,
+        )
+    )
+
+
+# Clone, shell, power -------------------------------------------------------------------------
+
+
+def start_clone(app: RecoveryApp) -> None:
+    app.push_screen(CloneComingScreen("Clone"))
+
+
+def open_shell(app: RecoveryApp) -> None:
+    if app.work is not None:
+        app.push_screen(InfoScreen("Work is running", ["Wait until it ends, or cancel it first."]))
+        return
+    try:
+        with app.suspend():
+            print("A shell. Type 'exit' to return to recovery.", flush=True)
+            subprocess.run(app.backends.machine.shell(), check=False)
+    except SuspendNotSupported:
+        app.push_screen(InfoScreen("No shell here", ["This terminal cannot hand over to a shell."]))
+
+
+def power(app: RecoveryApp, *, reboot: bool) -> None:
+    what = "Reboot" if reboot else "Power off"
+    if app.work is not None:
+        app.push_screen(InfoScreen("Work is running", ["Wait until it ends, or cancel it first."]))
+        return
+
+    def answered(yes: bool | None) -> None:
+        if not yes:
+            return
+        try:
+            if reboot:
+                app.backends.machine.reboot()
+            else:
+                app.backends.machine.power_off()
+        except Exception as e:
+            app.show_error(e)
+
+    lines = ["Backups and restores that finished are complete and safe."]
+    if reboot:
+        lines.append("Take the stick out if the machine should start from its own disk.")
+    app.push_screen(ConfirmScreen(f"{what} now?", lines, confirm=what), answered)

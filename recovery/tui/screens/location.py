@@ -1,0 +1,256 @@
+"""Pick a backup location: a partition of a detected disk, a repository found on one, or a
+typed folder.
+
+For a backup the chosen partition is mounted read-write and the image goes into the repository
+found there, or into ``recovery-backups`` at its top. To open existing backups, a partition is
+mounted read-only and searched; the repositories found appear under it. Partitions that are
+sources of the backup are not offered: they stay unmounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Input, Static
+from textual.widgets.data_table import RowDoesNotExist
+
+from recovery.tui.formatting import human_size
+from recovery.tui.locations import DEFAULT_FOLDER, Location
+from recovery.tui.messages import DisksUpdated
+from recovery.tui.screens.base import StepScreen
+from recovery.tui.screens.dialogs import InfoScreen
+
+
+class LocationScreen(StepScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("f5", "refresh", "Refresh"),
+        Binding("ctrl+t", "type_path", "Type a path"),
+    ]
+
+    def __init__(
+        self,
+        title: tuple[str, ...],
+        on_pick: Callable[[str], None],
+        *,
+        for_backup: bool,
+        exclude: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(*title)
+        self._on_pick = on_pick
+        self.for_backup = for_backup
+        self._exclude = exclude
+        self._locations: list[Location] = []
+        self._busy = False
+
+    def compose_body(self) -> Iterable[Widget]:
+        if self.for_backup:
+            intro = (
+                "Where should the backup go? Pick a partition (it is mounted for you) or a "
+                "backup location found on one, or type a folder below."
+            )
+        else:
+            intro = (
+                "Where are the backups? Pick a partition to search it (mounted read-only), "
+                "or type a folder below."
+            )
+        yield Static(intro, id="intro", markup=False)
+        yield DataTable(id="locations", cursor_type="row")
+        yield Static("", id="status", markup=False)
+        with Horizontal(id="path-row"):
+            yield Input(placeholder="/path/to/folder", id="path")
+            yield Button("Use folder", id="use-path")
+
+    def on_mount(self) -> None:
+        for field_id in ("path",):
+            self.query_one(f"#{field_id}", Input).cursor_blink = self.rapp.cursor_blink
+        table = self.query_one("#locations", DataTable)
+        table.add_column("Partition", key="device")
+        table.add_column("Label", key="label")
+        table.add_column("FS", key="fs")
+        table.add_column("Size", key="size")
+        table.add_column("Free", key="free")
+        table.add_column("Backups", key="repos")
+        self.action_refresh()
+        table.focus()
+
+    def on_disks_updated(self, message: DisksUpdated) -> None:
+        if not self._busy:
+            self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self.set_status("Looking for partitions...")
+        self.run_job("candidates", self.rapp.backends.locations.candidates, list(self.rapp.disks))
+
+    def action_type_path(self) -> None:
+        self.query_one("#path", Input).focus()
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    # The table ---------------------------------------------------------------------------
+
+    def show(self, locations: list[Location], cursor: str | None = None) -> None:
+        self._locations = [loc for loc in locations if loc.device not in self._exclude]
+        table = self.query_one("#locations", DataTable)
+        table.clear()
+        for i, loc in enumerate(self._locations):
+            free = human_size(loc.free) if loc.free is not None else "-"
+            repos = str(len(loc.repositories)) if loc.mountpoint else "not searched"
+            name = loc.device or loc.mountpoint or "?"
+            table.add_row(
+                name,
+                (loc.label or "")[:16],
+                loc.fstype or "",
+                human_size(loc.size) if loc.size else "",
+                free,
+                repos,
+                key=f"loc:{i}",
+            )
+            for j, repo in enumerate(loc.repositories):
+                table.add_row(
+                    f"  {_short(repo, loc)}", "", "", "", "", "backups", key=f"repo:{i}:{j}"
+                )
+        if cursor is not None:
+            with contextlib.suppress(RowDoesNotExist):
+                table.move_cursor(row=table.get_row_index(cursor))
+        if not self._locations:
+            self.set_status("No partitions that can hold backups. Type a folder below.")
+        else:
+            self.set_status(
+                "Enter: use the highlighted line."
+                + ("" if self.for_backup else " A partition is searched when you pick it.")
+            )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        key = event.row_key.value or ""
+        kind, _, rest = key.partition(":")
+        if kind == "loc":
+            self.pick_location(int(rest))
+        elif kind == "repo":
+            i, j = (int(x) for x in rest.split(":"))
+            self.pick_repository(i, j)
+
+    def pick_location(self, index: int) -> None:
+        loc = self._locations[index]
+        if self.for_backup:
+            self.start_busy(f"Mounting {loc.name} read-write...")
+            self.run_job(f"mount-for-backup:{index}", self.rapp.backends.locations.mount, loc, True)
+        else:
+            self.start_busy(f"Mounting {loc.name} read-only and searching it...")
+            self.run_job(f"search:{index}", self.rapp.backends.locations.mount, loc, False)
+
+    def pick_repository(self, index: int, repo_index: int) -> None:
+        loc = self._locations[index]
+        repo = loc.repositories[repo_index]
+        if self.for_backup and not loc.writable:
+            self.start_busy(f"Mounting {loc.name} read-write...")
+            self.run_job(
+                f"mount-repo:{index}:{repo_index}", self.rapp.backends.locations.mount, loc, True
+            )
+            return
+        self._on_pick(repo)
+
+    def start_busy(self, text: str) -> None:
+        self._busy = True
+        self.set_status(text)
+
+    # The typed path ----------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.use_typed_path()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "use-path":
+            self.use_typed_path()
+
+    def use_typed_path(self) -> None:
+        text = self.query_one("#path", Input).value.strip()
+        if not text:
+            self.app.push_screen(InfoScreen("No folder", ["Type the full path of a folder."]))
+            return
+        path = os.path.abspath(os.path.expanduser(text))
+        self.start_busy(f"Looking at {path}...")
+        self.run_job(f"directory:{path}", self.rapp.backends.locations.directory, path)
+
+    # Jobs ---------------------------------------------------------------------------------
+
+    def job_done(self, tag: str, result: object) -> None:
+        self._busy = False
+        kind, _, rest = tag.partition(":")
+        if kind == "candidates":
+            assert isinstance(result, list)
+            self.show(result)
+            return
+        assert isinstance(result, Location)
+        if kind == "directory":
+            self.typed_directory(rest, result)
+        elif kind == "mount-for-backup":
+            self.replace_location(int(rest), result)
+            if len(result.repositories) == 1:
+                self._on_pick(result.repositories[0])
+            else:
+                assert result.mountpoint
+                self._on_pick(str(Path(result.mountpoint) / DEFAULT_FOLDER))
+        elif kind == "mount-repo":
+            i, j = (int(x) for x in rest.split(":"))
+            self.replace_location(i, result)
+            self._on_pick(self._locations[i].repositories[j])
+        elif kind == "search":
+            index = int(rest)
+            self.replace_location(index, result)
+            if result.repositories:
+                self.set_status(
+                    f"Found {len(result.repositories)} backup location(s) on {result.name}: "
+                    "pick one."
+                )
+            else:
+                self.set_status(f"No backups on {result.name}.")
+
+    def job_failed(self, tag: str, error: BaseException) -> None:
+        self._busy = False
+        self.set_status("")
+
+    def replace_location(self, index: int, loc: Location) -> None:
+        locations = list(self._locations)
+        locations[index] = loc
+        cursor = f"repo:{index}:0" if loc.repositories else f"loc:{index}"
+        self.show(locations, cursor=cursor)
+
+    def typed_directory(self, path: str, loc: Location) -> None:
+        if self.for_backup:
+            self._on_pick(path)
+            return
+        if len(loc.repositories) == 1:
+            self._on_pick(loc.repositories[0])
+            return
+        if not loc.repositories:
+            self.set_status("")
+            self.app.push_screen(
+                InfoScreen(
+                    "No backups there",
+                    [
+                        f"No backup location in {path} or the folders in it.",
+                        "A backup location is a folder holding a file named recovery-repo.",
+                    ],
+                )
+            )
+            return
+        self.show([*self._locations, loc], cursor=f"repo:{len(self._locations)}:0")
+        self.set_status(f"{len(loc.repositories)} backup locations in {path}: pick one.")
+
+
+def _short(repo: str, loc: Location) -> str:
+    if loc.mountpoint and repo.startswith(loc.mountpoint.rstrip("/") + "/"):
+        return repo[len(loc.mountpoint.rstrip("/")) + 1 :]
+    return repo

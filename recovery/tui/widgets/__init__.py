@@ -1,0 +1,1 @@
+"""Widgets of the TUI; each draws only characters the Linux console font has."""
