@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := $(shell grep -v '^\#' deps/debian-packages.txt | tr '\n' ' ')
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-storage check bench deps venv binary test-binary iso iso-test clean
+.PHONY: run test test-unit test-storage check bench deps venv binary test-binary iso-deps iso iso-test clean
 
 run: venv
 	@$(SUDO) $(BIN)/recovery
@@ -48,6 +48,39 @@ check: venv
 	$(BIN)/ruff format --check recovery tests builder
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The PyInstaller build (builder/recovery.spec): dist/recovery runs the onedir bundle in
+# dist/recovery.d/. pyinstaller comes from the `build` extra.
+$(VENV)/.installed-build: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev,build]'
+	touch $@
+
+binary: venv $(VENV)/.installed-build
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
+	  --workpath build/pyinstaller builder/recovery.spec
+	ln -sfn recovery.d/recovery dist/recovery
+	dist/recovery --version
+
+# The CLI tests of tests/binary against the package and the binary.
+test-binary: binary
+	$(SUDO) $(BIN)/python -m pytest tests/binary $(PYTEST_ARGS)
+
+# The live ISO (builder/build-iso.sh): Debian packages of deps/debian-packages-iso.txt, the root
+# file system cached under ISO_CACHE. SQUASHFS_COMP=xz for a release (smaller, slower to boot).
+ISO_DEB_PACKAGES := $(shell grep -v '^\#' deps/debian-packages-iso.txt | tr '\n' ' ')
+ISO_CACHE ?= /var/cache/recovery-iso
+SQUASHFS_COMP ?= zstd
+
+iso-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(ISO_DEB_PACKAGES)"
+
+iso: binary iso-deps
+	$(SUDO) env ISO_CACHE=$(ISO_CACHE) SQUASHFS_COMP=$(SQUASHFS_COMP) builder/build-iso.sh
+
+# Boots dist/recovery.iso under QEMU in four modes (tests/boot); they are skipped unless
+# RECOVERY_BOOT_TESTS=1, which keeps them out of `make test`.
+iso-test: iso
+	$(SUDO) env RECOVERY_BOOT_TESTS=1 $(BIN)/python -m pytest tests/boot $(PYTEST_ARGS)
 
 bench: venv
 	$(SUDO) $(BIN)/python bench/bench.py
