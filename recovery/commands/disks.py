@@ -13,22 +13,9 @@ import json
 import sys
 from collections.abc import Sequence
 
+from recovery.core.units import human_size
 from recovery.devices.disks import list_disks
 from recovery.devices.model import Disk, Partition
-
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_size(nbytes: int) -> str:
-    """``268435456`` -> ``"256.0 MiB"``: binary units, one decimal."""
-    if nbytes < 1024:
-        return f"{nbytes} B"
-    value = float(nbytes)
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    return f"{value:.1f} {_UNITS[unit]}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

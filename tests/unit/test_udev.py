@@ -14,9 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
-from recovery.commands.disks import human_size, render
+from recovery.commands.disks import render
 from recovery.devices import udev
 from recovery.devices.disks import MountTable, mount_table
 from recovery.devices.model import Disk
@@ -306,20 +304,6 @@ class _FakeStat:
     def __init__(self, rdev: int) -> None:
         self.st_mode = stat.S_IFBLK | 0o660
         self.st_rdev = rdev
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (0, "0 B"),
-        (1023, "1023 B"),
-        (256 * MiB, "256.0 MiB"),
-        (2 * 10**12, "1.8 TiB"),
-        (1536, "1.5 KiB"),
-    ],
-)
-def test_human_size(n: int, text: str) -> None:
-    assert human_size(n) == text
 
 
 def test_human_table() -> None:
