@@ -321,3 +321,17 @@ def test_human_table() -> None:
     assert root.startswith("  ") and "ext4" in root and root.rstrip().endswith("/")
     assert "extended" in next(line for line in lines if "/dev/loop1p2" in line)
     assert "file /tmp/dd/m.img" in out
+
+
+def test_only_the_udev_module_imports_pyudev() -> None:
+    """pyudev stays behind recovery/devices/udev.py; everything else sees plain dataclasses."""
+    package = Path(__file__).resolve().parents[2] / "recovery"
+    importers = sorted(
+        str(path.relative_to(package.parent))
+        for path in package.rglob("*.py")
+        if any(
+            line.strip().startswith(("import pyudev", "from pyudev"))
+            for line in path.read_text().splitlines()
+        )
+    )
+    assert importers == ["recovery/devices/udev.py"]
