@@ -1,0 +1,606 @@
+"""ext2, ext3 and ext4: the used blocks, read from the block bitmaps.
+
+Called through the registry of :mod:`recovery.filesystems.base` by the imaging engine. It
+promises the byte ranges, relative to the partition start, that a restore must write for the
+file system to come back whole: every block the bitmaps mark in use (data, directories, the
+journal, inode tables, bitmaps, superblock and descriptor backups), plus the first 2 KiB (boot
+area and primary superblock). Everything else is free space.
+
+What it handles, as e2fsprogs does:
+
+- 1 KiB to 64 KiB blocks; bigalloc (one bit per cluster); 32- and 64-byte group descriptors
+  (``64bit``); ``meta_bg`` descriptor placement; ``sparse_super`` and ``sparse_super2`` backups.
+- ``flex_bg``: a group's bitmaps and inode table may live in another group; each group's bitmap
+  is read where its descriptor says. Consecutive bitmaps are read together.
+- Groups flagged ``BLOCK_UNINIT`` (only honoured with ``uninit_bg``/``metadata_csum``, like the
+  kernel): their bitmap block was never written, so their used blocks are computed: the
+  superblock and descriptor backups the group holds, and every block bitmap, inode bitmap and
+  inode table (of any group) that lies in it.
+- The last group may be short; bitmap padding past the end of the file system is ignored.
+
+Safety over size: when the bitmaps cannot be trusted -- the journal needs recovery (its
+transactions may allocate blocks the on-disk bitmaps do not show yet), the kernel recorded
+errors, or the file system was not cleanly unmounted -- every block is reported used, with a
+note saying why. Group descriptor checksums are verified; a mismatch, or any field out of range,
+raises :class:`DamagedFileSystem` naming the field. Reads are bounded by the partition size.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from array import array
+from collections.abc import Generator, Iterator
+from typing import NamedTuple
+
+from recovery.core.bitmap import set_runs
+from recovery.core.extents import Extent, merge
+from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
+from recovery.filesystems.base import BlockSource, FileSystem, Geometry, register
+
+SUPERBLOCK_OFFSET = 1024
+SUPERBLOCK_SIZE = 1024
+MAGIC = 0xEF53
+
+# s_state
+STATE_VALID = 0x0001
+STATE_ERROR = 0x0002
+
+# Feature flags this reader looks at.
+COMPAT_SPARSE_SUPER2 = 0x0200
+INCOMPAT_RECOVER = 0x0004
+INCOMPAT_JOURNAL_DEV = 0x0008
+INCOMPAT_META_BG = 0x0010
+INCOMPAT_64BIT = 0x0080
+INCOMPAT_FLEX_BG = 0x0200
+INCOMPAT_CSUM_SEED = 0x2000
+RO_COMPAT_SPARSE_SUPER = 0x0001
+RO_COMPAT_GDT_CSUM = 0x0010
+RO_COMPAT_BIGALLOC = 0x0200
+RO_COMPAT_METADATA_CSUM = 0x0400
+
+# Incompatible features whose on-disk block allocation this reader understands: filetype,
+# recover, meta_bg, extents, 64bit, mmp, flex_bg, ea_inode, dirdata, csum_seed, largedir,
+# inline_data, encrypt, casefold. Anything else changes the layout in ways we cannot know.
+KNOWN_INCOMPAT = (
+    0x0002 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0200 | 0x0400 | 0x1000 | 0x2000
+) | (0x4000 | 0x8000 | 0x10000 | 0x20000)
+
+BG_BLOCK_UNINIT = 0x0002
+
+# How many bytes of consecutive block bitmaps one read may fetch.
+_MAX_BITMAP_READ = 4 << 20
+
+
+class Superblock(NamedTuple):
+    """The fields of ``struct ext4_super_block`` this reader uses (offsets in _SUPERBLOCK)."""
+
+    inodes_count: int
+    blocks_count_lo: int
+    first_data_block: int
+    log_block_size: int
+    log_cluster_size: int
+    blocks_per_group: int
+    clusters_per_group: int
+    inodes_per_group: int
+    magic: int
+    state: int
+    rev_level: int
+    inode_size: int
+    feature_compat: int
+    feature_incompat: int
+    feature_ro_compat: int
+    uuid: bytes
+    volume_name: bytes
+    reserved_gdt_blocks: int
+    desc_size: int
+    first_meta_bg: int
+    blocks_count_hi: int
+    backup_bg0: int
+    backup_bg1: int
+    checksum_seed: int
+
+
+_SUPERBLOCK = struct.Struct(
+    "<"
+    "I"  # 0x000 s_inodes_count
+    "I"  # 0x004 s_blocks_count_lo
+    "12x"  # 0x008 s_r_blocks_count_lo, s_free_blocks_count_lo, s_free_inodes_count
+    "I"  # 0x014 s_first_data_block
+    "I"  # 0x018 s_log_block_size
+    "I"  # 0x01C s_log_cluster_size
+    "I"  # 0x020 s_blocks_per_group
+    "I"  # 0x024 s_clusters_per_group
+    "I"  # 0x028 s_inodes_per_group
+    "12x"  # 0x02C s_mtime, s_wtime, s_mnt_count, s_max_mnt_count
+    "H"  # 0x038 s_magic
+    "H"  # 0x03A s_state
+    "16x"  # 0x03C s_errors, s_minor_rev_level, s_lastcheck, s_checkinterval, s_creator_os
+    "I"  # 0x04C s_rev_level
+    "8x"  # 0x050 s_def_resuid, s_def_resgid, s_first_ino
+    "H"  # 0x058 s_inode_size
+    "2x"  # 0x05A s_block_group_nr
+    "I"  # 0x05C s_feature_compat
+    "I"  # 0x060 s_feature_incompat
+    "I"  # 0x064 s_feature_ro_compat
+    "16s"  # 0x068 s_uuid
+    "16s"  # 0x078 s_volume_name
+    "70x"  # 0x088 s_last_mounted, s_algorithm_usage_bitmap, s_prealloc_*
+    "H"  # 0x0CE s_reserved_gdt_blocks
+    "46x"  # 0x0D0 s_journal_uuid .. s_jnl_backup_type
+    "H"  # 0x0FE s_desc_size
+    "4x"  # 0x100 s_default_mount_opts
+    "I"  # 0x104 s_first_meta_bg
+    "72x"  # 0x108 s_mkfs_time, s_jnl_blocks
+    "I"  # 0x150 s_blocks_count_hi
+    "248x"  # 0x154 .. s_overhead_clusters
+    "I"  # 0x24C s_backup_bgs[0]
+    "I"  # 0x250 s_backup_bgs[1]
+    "28x"  # 0x254 s_encrypt_algos .. s_lpf_ino, s_prj_quota_inum
+    "I"  # 0x270 s_checksum_seed
+)
+
+
+def _crc_table(poly: int) -> tuple[int, ...]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc_table(0x82F63B78)
+_CRC16_TABLE = _crc_table(0xA001)
+
+
+def _crc32c(crc: int, data: bytes) -> int:
+    """The kernel's ``crc32c(seed, data)``: reflected Castagnoli, no final inversion."""
+    table = _CRC32C_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def _crc16(crc: int, data: bytes) -> int:
+    """The kernel's ``crc16(seed, data)`` (CRC-16/ARC polynomial, no final inversion)."""
+    table = _CRC16_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def _damaged(what: str) -> DamagedFileSystem:
+    return DamagedFileSystem(
+        f"ext2/3/4 metadata is damaged: {what}. Run `e2fsck -f` on the partition, or image it "
+        "whole (every block) instead."
+    )
+
+
+class _Layout:
+    """The validated numbers of one file system, and where its metadata lives."""
+
+    def __init__(self, sb: Superblock, source_size: int) -> None:
+        self.sb = sb
+        incompat = sb.feature_incompat
+        ro_compat = sb.feature_ro_compat
+        if incompat & INCOMPAT_JOURNAL_DEV:
+            raise NotThisFileSystem("an external ext3/ext4 journal device, not a file system")
+        unknown = incompat & ~KNOWN_INCOMPAT
+        if unknown:
+            raise _damaged(
+                f"s_feature_incompat has flags {unknown:#x} this reader does not know "
+                "(a newer ext4 feature, or a damaged superblock)"
+            )
+        if sb.log_block_size > 6:
+            raise _damaged(f"s_log_block_size is {sb.log_block_size} (block size above 64 KiB)")
+        self.block_size = bs = 1024 << sb.log_block_size
+        self.is_64bit = bool(incompat & INCOMPAT_64BIT)
+        self.flex_bg = bool(incompat & INCOMPAT_FLEX_BG)
+        self.meta_bg = bool(incompat & INCOMPAT_META_BG)
+        self.metadata_csum = bool(ro_compat & RO_COMPAT_METADATA_CSUM)
+        self.gdt_csum = bool(ro_compat & RO_COMPAT_GDT_CSUM) and not self.metadata_csum
+        self.sparse_super = bool(ro_compat & RO_COMPAT_SPARSE_SUPER)
+        self.sparse_super2 = bool(sb.feature_compat & COMPAT_SPARSE_SUPER2)
+
+        if ro_compat & RO_COMPAT_BIGALLOC:
+            if not sb.log_block_size <= sb.log_cluster_size <= sb.log_block_size + 16:
+                raise _damaged(
+                    f"s_log_cluster_size is {sb.log_cluster_size} with s_log_block_size "
+                    f"{sb.log_block_size} (bigalloc clusters are 1 to 65536 blocks)"
+                )
+        elif sb.log_cluster_size != sb.log_block_size:
+            raise _damaged(
+                f"s_log_cluster_size is {sb.log_cluster_size}, not the block size's "
+                f"{sb.log_block_size}, without bigalloc"
+            )
+        self.cluster_ratio = ratio = 1 << (sb.log_cluster_size - sb.log_block_size)
+        self.cluster_size = bs * ratio
+
+        self.blocks_count = sb.blocks_count_lo
+        if self.is_64bit:
+            self.blocks_count |= sb.blocks_count_hi << 32
+        expected_first = 1 if bs == 1024 and ratio == 1 else 0
+        if sb.first_data_block != expected_first:
+            raise _damaged(
+                f"s_first_data_block is {sb.first_data_block}, expected {expected_first} for "
+                f"{bs}-byte blocks"
+            )
+        self.first_data_block = fdb = sb.first_data_block
+        if self.blocks_count <= fdb + 1:
+            raise _damaged(f"s_blocks_count is {self.blocks_count}")
+        self.fs_size = self.blocks_count * bs
+        if self.fs_size > source_size:
+            raise _damaged(
+                f"the superblock says the file system holds {self.fs_size} bytes "
+                f"({self.blocks_count} blocks of {bs}), but the partition has only "
+                f"{source_size} (truncated copy, or a partition made smaller)"
+            )
+
+        bits_per_bitmap = 8 * bs
+        cpg, bpg = sb.clusters_per_group, sb.blocks_per_group
+        if not 8 <= cpg <= bits_per_bitmap or cpg % 8:
+            raise _damaged(f"s_clusters_per_group is {cpg} (must be 8..{bits_per_bitmap})")
+        if bpg != cpg * ratio:
+            raise _damaged(
+                f"s_blocks_per_group is {bpg}, but s_clusters_per_group {cpg} x {ratio} "
+                f"blocks per cluster is {cpg * ratio}"
+            )
+        self.blocks_per_group = bpg
+        self.clusters_per_group = cpg
+        self.groups = groups = -(-(self.blocks_count - fdb) // bpg)
+
+        if sb.rev_level == 0:
+            self.inode_size = 128
+        else:
+            isz = sb.inode_size
+            if not 128 <= isz <= bs or isz & (isz - 1):
+                raise _damaged(f"s_inode_size is {isz} (a power of two, 128..{bs})")
+            self.inode_size = isz
+        ipg = sb.inodes_per_group
+        if not 1 <= ipg <= bits_per_bitmap:
+            raise _damaged(f"s_inodes_per_group is {ipg} (must be 1..{bits_per_bitmap})")
+        if sb.inodes_count != ipg * groups:
+            raise _damaged(
+                f"s_inodes_count is {sb.inodes_count}, but {groups} groups of "
+                f"{ipg} inodes make {ipg * groups}"
+            )
+        self.itable_blocks = -(-ipg * self.inode_size // bs)
+        if self.itable_blocks > bpg:
+            raise _damaged(
+                f"an inode table of {self.itable_blocks} blocks (s_inodes_per_group {ipg}, "
+                f"s_inode_size {self.inode_size}) does not fit a group of {bpg} blocks"
+            )
+
+        if self.is_64bit:
+            dsz = sb.desc_size
+            if not 64 <= dsz <= min(1024, bs) or dsz & (dsz - 1):
+                raise _damaged(f"s_desc_size is {dsz} (64bit needs a power of two, 64..1024)")
+            self.desc_size = dsz
+        else:
+            self.desc_size = 32
+        self.descs_per_block = bs // self.desc_size
+        self.desc_blocks = -(-groups // self.descs_per_block)
+
+        if sb.reserved_gdt_blocks > bs // 4:
+            raise _damaged(f"s_reserved_gdt_blocks is {sb.reserved_gdt_blocks} (at most {bs // 4})")
+        if self.meta_bg:
+            if sb.first_meta_bg > self.desc_blocks:
+                raise _damaged(
+                    f"s_first_meta_bg is {sb.first_meta_bg}, beyond the {self.desc_blocks} "
+                    "descriptor blocks"
+                )
+            self.old_desc_blocks = sb.first_meta_bg
+        else:
+            self.old_desc_blocks = self.desc_blocks + sb.reserved_gdt_blocks
+            if 2 + self.old_desc_blocks > min(bpg, self.blocks_count - fdb):
+                raise _damaged(
+                    f"{self.desc_blocks} descriptor blocks and s_reserved_gdt_blocks "
+                    f"{sb.reserved_gdt_blocks} do not fit in group 0"
+                )
+
+        # Descriptor checksums are only verified and BLOCK_UNINIT only honoured with one of the
+        # checksum features, as the kernel does.
+        self.csum_seed = 0
+        if self.metadata_csum:
+            if incompat & INCOMPAT_CSUM_SEED:
+                self.csum_seed = sb.checksum_seed
+            else:
+                self.csum_seed = _crc32c(0xFFFFFFFF, sb.uuid)
+        elif self.gdt_csum:
+            self.csum_seed = _crc16(0xFFFF, sb.uuid)
+
+    # Where things are (block numbers), following e2fsprogs' ext2fs_super_and_bgd_loc2.
+
+    def group_first_block(self, group: int) -> int:
+        return self.first_data_block + group * self.blocks_per_group
+
+    def group_block_count(self, group: int) -> int:
+        return min(self.blocks_per_group, self.blocks_count - self.group_first_block(group))
+
+    def group_of_block(self, block: int) -> int:
+        return (block - self.first_data_block) // self.blocks_per_group
+
+    def has_super(self, group: int) -> bool:
+        if group == 0:
+            return True
+        if self.sparse_super2:
+            return group in (self.sb.backup_bg0, self.sb.backup_bg1)
+        if group == 1 or not self.sparse_super:
+            return True
+        if group & 1 == 0:
+            return False
+        for base in (3, 5, 7):
+            n = base
+            while n < group:
+                n *= base
+            if n == group:
+                return True
+        return False
+
+    def _super_block_of(self, group: int) -> int:
+        first = self.group_first_block(group)
+        # 1 KiB blocks with bigalloc: group 0 starts at block 0 but the superblock is block 1.
+        return 1 if first == 0 and self.block_size == 1024 else first
+
+    def descriptor_block(self, index: int) -> int:
+        """Block holding descriptor block ``index`` (the primary copy)."""
+        start = self._super_block_of(0) + 1
+        if not self.meta_bg or index < self.sb.first_meta_bg:
+            return start + index
+        group = index * self.descs_per_block
+        return self._super_block_of(group) + (1 if self.has_super(group) else 0)
+
+    def super_and_descriptors(self, group: int) -> list[tuple[int, int]]:
+        """(first block, count) of the superblock copy and descriptor blocks in ``group``."""
+        out: list[tuple[int, int]] = []
+        has_super = self.has_super(group)
+        first = self._super_block_of(group)
+        if has_super:
+            out.append((first, 1))
+        meta_group = group // self.descs_per_block
+        if not self.meta_bg or meta_group < self.sb.first_meta_bg:
+            if has_super and self.old_desc_blocks:
+                count = min(self.old_desc_blocks, self.blocks_count - (first + 1))
+                out.append((first + 1, count))
+        elif group % self.descs_per_block in (0, 1, self.descs_per_block - 1):
+            out.append((first + (1 if has_super else 0), 1))
+        return out
+
+
+class _Descriptors:
+    """The per-group locations and flags, validated, in compact arrays."""
+
+    def __init__(self, layout: _Layout, source: BlockSource) -> None:
+        lay = layout
+        self.block_bitmap = array("Q")
+        self.inode_bitmap = array("Q")
+        self.inode_table = array("Q")
+        self.block_uninit = bytearray(lay.groups)
+        dsz = lay.desc_size
+        if lay.is_64bit:
+            fmt = struct.Struct(f"<III6xH10xHIII{dsz - 0x2C}x")
+        else:
+            fmt = struct.Struct("<III6xH10xH")
+        honour_uninit = lay.metadata_csum or lay.gdt_csum
+        group = 0
+        for index in range(lay.desc_blocks):
+            block = lay.descriptor_block(index)
+            if not lay.first_data_block <= block < lay.blocks_count:
+                raise _damaged(f"descriptor block {index} would be at block {block}")
+            count = min(lay.descs_per_block, lay.groups - group)
+            raw = _read(source, block * lay.block_size, count * dsz, "group descriptors")
+            for k, fields in enumerate(fmt.iter_unpack(raw)):
+                bb, ib, it, flags, csum = fields[:5]
+                if lay.is_64bit:
+                    bb |= fields[5] << 32
+                    ib |= fields[6] << 32
+                    it |= fields[7] << 32
+                if lay.metadata_csum or lay.gdt_csum:
+                    self._verify(lay, group, raw[k * dsz : (k + 1) * dsz], csum)
+                self._check_location(lay, group, bb, ib, it)
+                self.block_bitmap.append(bb)
+                self.inode_bitmap.append(ib)
+                self.inode_table.append(it)
+                if honour_uninit and flags & BG_BLOCK_UNINIT:
+                    self.block_uninit[group] = 1
+                group += 1
+            if group >= lay.groups:
+                break
+
+    @staticmethod
+    def _verify(lay: _Layout, group: int, desc: bytes, stored: int) -> None:
+        le_group = group.to_bytes(4, "little")
+        if lay.metadata_csum:
+            crc = _crc32c(lay.csum_seed, le_group)
+            crc = _crc32c(crc, desc[:0x1E] + b"\0\0" + desc[0x20:])
+            computed = crc & 0xFFFF
+        else:
+            crc = _crc16(lay.csum_seed, le_group)
+            crc = _crc16(crc, desc[:0x1E])
+            if lay.is_64bit:
+                crc = _crc16(crc, desc[0x20:])
+            computed = crc
+        if computed != stored:
+            raise _damaged(
+                f"group descriptor {group} has checksum {stored:#06x}, expected {computed:#06x}"
+            )
+
+    @staticmethod
+    def _check_location(lay: _Layout, group: int, bb: int, ib: int, it: int) -> None:
+        if lay.flex_bg:
+            low, high = lay.first_data_block, lay.blocks_count
+        else:
+            low = lay.group_first_block(group)
+            high = low + lay.group_block_count(group)
+        for name, block, count in (
+            ("bg_block_bitmap", bb, 1),
+            ("bg_inode_bitmap", ib, 1),
+            ("bg_inode_table", it, lay.itable_blocks),
+        ):
+            if not low <= block <= high - count:
+                where = "the file system" if lay.flex_bg else f"group {group}"
+                raise _damaged(
+                    f"group descriptor {group}: {name} is block {block}, outside {where} "
+                    f"(blocks {low}..{high - 1})"
+                )
+
+
+def _read(source: BlockSource, offset: int, length: int, what: str) -> bytes:
+    try:
+        data = source.pread(offset, length)
+    except OSError as e:
+        raise DeviceError(f"cannot read the ext2/3/4 {what} at byte {offset}: {e}") from e
+    if len(data) != length:
+        raise _damaged(f"the {what} at byte {offset} lie beyond the end of the partition")
+    return data
+
+
+def _label(raw: bytes) -> str | None:
+    text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return text or None
+
+
+@register
+class Ext4(FileSystem):
+    """An ext2/3/4 file system opened for reading its allocation."""
+
+    name = "ext4"
+    fstypes = ("ext2", "ext3", "ext4")
+
+    def __init__(
+        self,
+        source: BlockSource,
+        geometry: Geometry,
+        layout: _Layout,
+        descriptors: _Descriptors,
+        trust_bitmaps: bool,
+    ) -> None:
+        super().__init__(source, geometry)
+        self._layout = layout
+        self._desc = descriptors
+        self._trust_bitmaps = trust_bitmaps
+
+    @classmethod
+    def open(cls, source: BlockSource) -> Ext4:
+        raw = b""
+        if source.size >= SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE:
+            raw = _read(source, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, "superblock")
+        if len(raw) < _SUPERBLOCK.size:
+            raise NotThisFileSystem("too small to hold an ext2/3/4 superblock")
+        sb = Superblock(*_SUPERBLOCK.unpack_from(raw))
+        if sb.magic != MAGIC:
+            raise NotThisFileSystem("no ext2/3/4 superblock (magic 0xEF53) at byte 1024")
+        layout = _Layout(sb, source.size)
+        descriptors = _Descriptors(layout, source)
+
+        notes: list[str] = []
+        if sb.feature_incompat & INCOMPAT_RECOVER:
+            notes.append(
+                "the ext4 journal needs recovery (the system was not shut down cleanly): "
+                "every block is imaged, since the bitmaps on disk may be out of date"
+            )
+        if sb.state & STATE_ERROR:
+            notes.append(
+                "the kernel recorded errors on this file system: every block is imaged; "
+                "run `e2fsck -f` on it"
+            )
+        elif not sb.state & STATE_VALID:
+            notes.append(
+                "the file system was not cleanly unmounted: every block is imaged, since "
+                "the bitmaps on disk may be out of date"
+            )
+        geometry = Geometry(
+            block_size=layout.cluster_size,
+            fs_size=layout.fs_size,
+            label=_label(sb.volume_name),
+            uuid=str(uuid.UUID(bytes=sb.uuid)),
+            notes=tuple(notes),
+        )
+        return cls(source, geometry, layout, descriptors, trust_bitmaps=not notes)
+
+    def used_extents(self) -> Iterator[Extent]:
+        return merge(self._extents())
+
+    def _extents(self) -> Iterator[tuple[int, int]]:
+        """Sorted, possibly touching extents: the boot area, then group after group."""
+        lay = self._layout
+        yield 0, SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE
+        if not self._trust_bitmaps:
+            yield 0, lay.fs_size
+            return
+        metadata: dict[int, list[tuple[int, int]]] | None = None
+        group = 0
+        while group < lay.groups:
+            if self._desc.block_uninit[group]:
+                if metadata is None:
+                    metadata = self._metadata_by_group()
+                yield from self._uninit_group(group, metadata.get(group, []))
+                group += 1
+            else:
+                group = yield from self._bitmap_groups(group)
+
+    def _bitmap_groups(self, group: int) -> Generator[tuple[int, int], None, int]:
+        """Used extents of ``group`` and the following groups whose bitmaps are adjacent on disk
+        (flex_bg lays them out so), read at once. Returns the next group to look at."""
+        lay, desc = self._layout, self._desc
+        bs = lay.block_size
+        first = desc.block_bitmap[group]
+        n = 1
+        limit = max(1, _MAX_BITMAP_READ // bs)
+        while (
+            group + n < lay.groups
+            and n < limit
+            and not desc.block_uninit[group + n]
+            and desc.block_bitmap[group + n] == first + n
+        ):
+            n += 1
+        data = _read(self.source, first * bs, n * bs, f"block bitmap of group {group}")
+        unit = lay.cluster_size
+        cpg = lay.clusters_per_group
+        # When each bitmap fills its block exactly, adjacent bitmaps are one bit stream.
+        one_stream = cpg == 8 * bs
+        pieces = [(group, 0, n)] if one_stream else [(group + k, k * bs, 1) for k in range(n)]
+        for g, offset, count in pieces:
+            last = g + count - 1
+            units_last = -(-lay.group_block_count(last) // lay.cluster_ratio)
+            nbits = (count - 1) * cpg + units_last
+            base = lay.group_first_block(g) * bs
+            end = (lay.group_first_block(last) + lay.group_block_count(last)) * bs
+            stream = data if one_stream else data[offset : offset + bs]
+            for start, length in set_runs(stream, nbits):
+                lo = base + start * unit
+                yield lo, min(length * unit, end - lo)
+        return group + n
+
+    def _metadata_by_group(self) -> dict[int, list[tuple[int, int]]]:
+        """Every group's bitmaps and inode table, as block ranges filed under the group they
+        lie in (with flex_bg, mostly not their own)."""
+        lay, desc = self._layout, self._desc
+        out: dict[int, list[tuple[int, int]]] = {}
+        for g in range(lay.groups):
+            for block, count in (
+                (desc.block_bitmap[g], 1),
+                (desc.inode_bitmap[g], 1),
+                (desc.inode_table[g], lay.itable_blocks),
+            ):
+                while count > 0:
+                    home = lay.group_of_block(block)
+                    take = min(count, lay.group_first_block(home + 1) - block)
+                    out.setdefault(home, []).append((block, take))
+                    block += take
+                    count -= take
+        return out
+
+    def _uninit_group(
+        self, group: int, metadata: list[tuple[int, int]]
+    ) -> Iterator[tuple[int, int]]:
+        lay = self._layout
+        # With bigalloc a cluster holding any metadata block is allocated whole.
+        unit = lay.cluster_size
+        end = (lay.group_first_block(group) + lay.group_block_count(group)) * lay.block_size
+        for block, count in sorted(lay.super_and_descriptors(group) + metadata):
+            lo = block * lay.block_size // unit * unit
+            hi = -(-(block + count) * lay.block_size // unit) * unit
+            yield lo, min(hi, end) - lo
