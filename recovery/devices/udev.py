@@ -101,12 +101,17 @@ def _text(value: str | None) -> str | None:
     return value or None
 
 
-def _prop(props: Mapping[str, str], name: str) -> str | None:
-    """A property, preferring its ``_ENC`` form: the plain one has unsafe characters replaced."""
+def _prop(props: Mapping[str, str], name: str, exact: bool = False) -> str | None:
+    """A property, preferring its ``_ENC`` form: the plain one has unsafe characters replaced.
+
+    ``exact`` keeps the value as it is (labels: a person may have put two spaces in one), only
+    an empty value becoming None; otherwise blanks are squeezed (models padded with spaces).
+    """
     enc = props.get(name + "_ENC")
-    if enc is not None:
-        return _text(decode_udev_string(enc))
-    return _text(props.get(name))
+    value = decode_udev_string(enc) if enc is not None else props.get(name)
+    if exact:
+        return value or None
+    return _text(value)
 
 
 def _int(value: str | None) -> int | None:
@@ -251,9 +256,9 @@ def partition_from_properties(
         start=start_sectors * SECTOR,
         size=size_sectors * SECTOR,
         fstype=_text(props.get("ID_FS_TYPE")),
-        label=_prop(props, "ID_FS_LABEL"),
-        uuid=_prop(props, "ID_FS_UUID"),
-        partlabel=_text(decode_udev_string(props.get("ID_PART_ENTRY_NAME", ""))),
+        label=_prop(props, "ID_FS_LABEL", exact=True),
+        uuid=_prop(props, "ID_FS_UUID", exact=True),
+        partlabel=decode_udev_string(props.get("ID_PART_ENTRY_NAME", "")) or None,
         parttype=parttype,
         partuuid=_text(props.get("ID_PART_ENTRY_UUID")),
         mountpoint=mountpoints.get(devnum(props) or ""),
@@ -313,8 +318,8 @@ def disk_from_properties(
         backing_file=_text(disk_attrs.get("loop/backing_file")),
         read_only=disk_attrs.get("ro") == "1",
         fstype=_text(props.get("ID_FS_TYPE")),
-        label=_prop(props, "ID_FS_LABEL"),
-        uuid=_prop(props, "ID_FS_UUID"),
+        label=_prop(props, "ID_FS_LABEL", exact=True),
+        uuid=_prop(props, "ID_FS_UUID", exact=True),
         mountpoint=mountpoints.get(devnum(props) or ""),
     )
 

@@ -109,7 +109,7 @@ def make_gpt_disk(loop: Callable[..., str]) -> tuple[str, list[str]]:
         "size=32MiB, type=S\n",
     )
     loopdev.mkfs(parts[0], "vfat", "-F", "32", "-n", "ESP")
-    loopdev.mkfs(parts[1], "ext4", "-L", "my root")
+    loopdev.mkfs(parts[1], "ext4", "-L", "my  root")
     loopdev.mkfs(parts[2], "ntfs", "-L", "Windows")
     loopdev.mkfs(parts[3], "swap", "-L", "sw")
     return dev, parts
@@ -141,7 +141,7 @@ def test_gpt_disk_is_reported_exactly(loop: Callable[..., str]) -> None:
     by_number = {p["number"]: p for p in disk["partitions"]}
     assert [by_number[n]["fstype"] for n in (1, 2, 3, 4)] == ["vfat", "ext4", "ntfs", "swap"]
     assert by_number[1]["label"] == "ESP" and by_number[1]["partlabel"] == "EFI system"
-    assert by_number[2]["label"] == "my root"
+    assert by_number[2]["label"] == "my  root"
     assert by_number[3]["parttype"] == GPT_BASIC_DATA
     assert by_number[1]["start"] == 1 * MiB and by_number[1]["size"] == 64 * MiB
     assert disk["mounted"] is False and disk["boot_medium"] is False
@@ -189,7 +189,7 @@ def test_missing_udev_is_detected_and_said_once(
     found = {d.path: d for d in list_disks(warn=said.append)}
     assert said == [NO_UDEV_WARNING]
     assert [p.path for p in found[dev].partitions] == parts
-    assert found[dev].partitions[1].label == "my root"
+    assert found[dev].partitions[1].label == "my  root"
 
 
 def test_no_unbacked_loop_devices_are_listed(loop: Callable[..., str], tmp_path: Path) -> None:
