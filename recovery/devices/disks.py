@@ -237,8 +237,10 @@ def _block_devices(use_udev: bool, warn: Warn | None) -> list[BlockDevice]:
     return sysfs_block_devices()
 
 
-def _natural_key(path: str) -> tuple[object, ...]:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path))
+def _disk_order(disk: Disk) -> tuple[bool, tuple[str, ...]]:
+    """Real disks first, loop devices last; sdb before sdb10, nvme0n1 before nvme1n1."""
+    parts = re.split(r"(\d+)", disk.path)
+    return disk.transport == "loop", tuple(p.zfill(12) if p.isdigit() else p for p in parts)
 
 
 def _build_disks(
@@ -293,7 +295,7 @@ def _build_disks(
         )
         for dev in chosen
     ]
-    result.sort(key=lambda d: (d.transport == "loop", _natural_key(d.path)))
+    result.sort(key=_disk_order)
     return result, skipped
 
 
@@ -443,7 +445,7 @@ class DiskWatcher:
     def disks(self) -> list[Disk]:
         """The disks as the watcher last saw them."""
         with self._lock:
-            return sorted(self._known.values(), key=lambda d: _natural_key(d.path))
+            return sorted(self._known.values(), key=_disk_order)
 
     def start(self) -> None:
         """Start watching. The disks present now are known, not reported as added."""

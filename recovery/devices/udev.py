@@ -394,7 +394,8 @@ def block_devices() -> list[BlockDevice] | None:
     try:
         context = pyudev.Context()
         return [_block_device(d) for d in context.list_devices(subsystem="block")]
-    except (OSError, LookupError, ValueError):
+    except (ImportError, OSError, LookupError, ValueError):
+        # ImportError: pyudev loads libudev.so.1 only here, and a system may lack it.
         return None
 
 
@@ -431,7 +432,7 @@ class BlockMonitor:
                 )
                 monitor.filter_by("block")
                 monitor.start()
-            except (OSError, ValueError) as e:
+            except (ImportError, OSError, ValueError) as e:
                 raise DeviceError(
                     f"Cannot watch for disks being plugged in or removed: {e}. "
                     "Run recovery as root; until then, list the disks again by hand."
