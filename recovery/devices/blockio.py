@@ -179,21 +179,26 @@ def mounts_on(disk: str) -> list[str]:
     return [mounted[m] for m in disk_members(disk) if m in mounted]
 
 
-def disk_holding_path(path: str) -> str | None:
-    """The whole disk whose file system holds ``path`` (following one loop device), or None."""
+def disks_holding_path(path: str) -> list[str]:
+    """The whole disks a write to ``path`` lands on: the disk of its file system and, when that
+    is a loop device, the disk holding the loop's backing file (and so on)."""
     p = Path(path)
     while not p.exists():
         p = p.parent
     dev = os.stat(p).st_dev
     sysdir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
     if not sysdir.exists():
-        return None  # tmpfs, network share, overlay: no block device holds it
+        return []  # tmpfs, network share, overlay: no block device holds it
     node = sysdir.resolve()
     if (node / "partition").exists():
         node = node.parent
+    disks = [f"/dev/{node.name}"]
     backing = node / "loop" / "backing_file"
     if backing.exists():
-        inner = disk_holding_path(backing.read_text().strip())
-        if inner is not None:
-            return inner
-    return f"/dev/{node.name}"
+        disks.extend(d for d in disks_holding_path(backing.read_text().strip()) if d not in disks)
+    return disks
+
+
+def holds_path(disk: str, path: str) -> bool:
+    real = os.path.realpath(disk)
+    return any(os.path.realpath(d) == real for d in disks_holding_path(path))

@@ -80,8 +80,7 @@ def plan_backup(
 
         partitions = system_partitions(sources)
     source = plan_sources(sources, partitions)
-    holder = blockio.disk_holding_path(repo)
-    if holder is not None and os.path.realpath(holder) == os.path.realpath(source.disk):
+    if blockio.holds_path(source.disk, repo):
         raise UsageError(
             f"the backup location {repo} is on {source.disk}, the disk being backed up: "
             "choose a location on another disk"

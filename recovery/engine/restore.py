@@ -152,8 +152,7 @@ def plan_restore(
             f"{target} has mounted file systems ({', '.join(mounts)}): unmount them "
             "first; nothing was written"
         )
-    holder = blockio.disk_holding_path(repo_path)
-    if holder is not None and os.path.realpath(holder) == os.path.realpath(target):
+    if blockio.holds_path(target, repo_path):
         raise Refused(
             f"the backup location {repo_path} is on {target}: restoring there would "
             "destroy the image; choose another disk; nothing was written"
@@ -352,6 +351,11 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
             os.fsync(fd)
             if plan.layout is not None:
                 tell_kernel(plan.target)
+    except IntegrityError as e:
+        raise IntegrityError(
+            f"{e.message}; the restore stopped before writing damaged data, and {plan.target} "
+            "is incomplete: restore another image of this disk"
+        ) from e
     finally:
         os.close(fd)
     refresh_udev(plan.target)
