@@ -218,8 +218,13 @@ def plan_layout(
     target_size: int,
     fstypes: dict[int, str | None],
     grow: bool = True,
+    fill: bool = False,
 ) -> Layout:
-    """Lay ``table`` (from a disk of ``source_size`` bytes) out on a disk of ``target_size``."""
+    """Lay ``table`` (from a disk of ``source_size`` bytes) out on a disk of ``target_size``.
+
+    ``fill``: the main partition takes all the room after the last partition, not only what the
+    larger disk adds (a system clone, whose table lost the data partitions, uses this).
+    """
     ss = table.sector_size
     src_sectors = source_size // ss
     dst_sectors = target_size // ss
@@ -229,13 +234,12 @@ def plan_layout(
     main = choose_main(table, fstypes) if grow else None
 
     delta = 0
-    if dst_end > src_end and main is not None:
-        align = ALIGN // ss
+    align = ALIGN // ss
+    if fill and main is not None and dst_end > last_used:
+        delta = (dst_end - last_used) // align * align
+    elif dst_end > src_end and main is not None and src_end >= last_used:
+        # Partitions after the main one keep their distance to the disk's end.
         delta = (dst_end - src_end) // align * align
-        # Partitions after the main one end where they ended relative to the disk's end.
-        tail_room = src_end - last_used
-        if tail_room < 0:
-            delta = 0
     if dst_end < last_used:
         need = last_used * ss + (GPT_BACKUP_SECTORS * ss if table.label == "gpt" else 0)
         raise Refused(
@@ -266,7 +270,7 @@ def plan_layout(
         if not e.extended
     )
     moves = tuple(sorted(moves, key=lambda m: m.old_start))
-    same = (dst_sectors == src_sectors) and all(
+    same = (dst_sectors == src_sectors) and delta == 0 and all(
         m.old_start == m.new_start and m.old_size == m.new_size for m in moves
     )
     return Layout(new_table, moves, main if delta else None, same)

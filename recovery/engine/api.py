@@ -125,3 +125,18 @@ def remove(repo: str, image: str) -> RemoveResult:
     from recovery.engine import images
 
     return images.remove_image(repo, image)
+
+
+def clone_plan(source: str, target: str, system: bool = False, new_ids: bool = False) -> Any:
+    """Check source and target and lay out the target; ``describe()`` gives lines to show."""
+    from recovery.engine import clone
+
+    return clone.plan_clone(source, target, system=system, new_ids=new_ids)
+
+
+def clone_run(
+    plan: Any, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> Any:
+    from recovery.engine import clone
+
+    return clone.run_clone(plan, progress or NullProgress(), cancel or CancelToken())

@@ -12,17 +12,17 @@ kernel (BLKPG), recreates swap, grows the main file system and checks every file
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from recovery.core.table import Layout, Move, Table, partition_node, plan_layout
+from recovery.core.table import Layout, Move, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
+from recovery.engine.finish import Written, finish
 from recovery.engine.images import cell_size_of, split_ref, streams_of
 from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError, IntegrityError, RecoveryError, Refused, UsageError
@@ -459,79 +459,19 @@ def _write_cells(
     return written
 
 
-def _wait_node(node: str) -> None:
-    for _ in range(100):
-        if blockio.is_block_device(node):
-            return
-        time.sleep(0.05)
-    raise DeviceError(
-        f"{node} did not appear after writing the table: the kernel did not take "
-        "the new partitions; reconnect the disk and check it with 'recovery disks'"
-    )
-
-
-def _tool(cmd: list[str]) -> tuple[int, str]:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        return 127, f"{cmd[0]} is not installed"
-    return r.returncode, (r.stdout + r.stderr).strip()
-
-
 def _after_write(plan: RestorePlan, progress: Progress) -> list[str]:
-    """Recreate swap, grow the main file system, check each restored file system."""
-    checks: list[str] = []
-    for w in plan.writes:
-        node = plan.target if w.number == 0 else partition_node(plan.target, w.number)
-        _wait_node(node)
-        fstype = w.fstype
-        if w.stream.method == "swap-header":
-            args = ["mkswap", "-f"]
-            if w.stream.raw.get("uuid"):
-                args += ["-U", str(w.stream.raw["uuid"])]
-            if w.stream.raw.get("label"):
-                args += ["-L", str(w.stream.raw["label"])]
-            code, out = _tool([*args, node])
-            checks.append(
-                f"{node}: swap recreated"
-                if code == 0
-                else f"FAILED {node}: mkswap: {out.splitlines()[-1:]}"
-            )
-            continue
-        if fstype in ("ext2", "ext3", "ext4"):
-            if w.grows:
-                progress.step(f"growing {fstype} on {node}", 0)
-                _tool(["e2fsck", "-f", "-p", node])
-                code, out = _tool(["resize2fs", node])
-                if code != 0:
-                    checks.append(f"FAILED {node}: resize2fs: {out.splitlines()[-1:]}")
-            progress.step(f"checking {fstype} on {node}", 0)
-            code, out = _tool(["e2fsck", "-f", "-n", node])
-            checks.append(
-                f"{node}: e2fsck clean"
-                if code == 0
-                else f"FAILED {node}: e2fsck: {out.splitlines()[-1:]}"
-            )
-        elif fstype == "vfat":
-            code, out = _tool(["fsck.vfat", "-n", node])
-            checks.append(
-                f"{node}: fsck.vfat clean"
-                if code == 0
-                else f"FAILED {node}: fsck.vfat: {out.splitlines()[-1:]}"
-            )
-        elif fstype == "ntfs":
-            if w.grows:
-                _tool(["ntfsresize", "--force", "--no-progress-bar", node])
-            code, out = _tool(["ntfsfix", "-n", node])
-            checks.append(
-                f"{node}: ntfsfix clean"
-                if code == 0
-                else f"FAILED {node}: ntfsfix: {out.splitlines()[-1:]}"
-            )
-        else:
-            checks.append(f"{node}: {fstype or 'unknown content'} written, no check available")
-    refresh_udev(plan.target)
-    return checks
+    written = [
+        Written(
+            number=w.number,
+            fstype=w.fstype,
+            method=w.stream.method,
+            grows=w.grows,
+            uuid=w.stream.raw.get("uuid"),
+            label=w.stream.raw.get("label"),
+        )
+        for w in plan.writes
+    ]
+    return finish(plan.target, written, progress)
 
 
 __all__ = ["Move", "RestorePlan", "RestoreResult", "plan_restore", "run_restore", "split_ref"]

@@ -106,3 +106,13 @@ def test_table_from_sfdisk_json() -> None:
         }
     )
     assert t.entries[0].number == 5
+
+
+def test_fill_grows_main_into_the_room_of_dropped_partitions() -> None:
+    data = Entry(4, 6001 * S, 100 * S, "0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+    t = gpt(ESP, ROOT, data)
+    kept = Table(t.label, t.id, t.sector_size, t.first_lba, t.last_lba, (ESP, ROOT))
+    lay = plan_layout(kept, 6 << 30, 6 << 30, FS, fill=True)
+    assert lay.main == 2
+    assert lay.move(2).new_size > ROOT.size * 512
+    assert lay.move(2).new_start + lay.move(2).new_size <= (6 << 30) - 33 * 512

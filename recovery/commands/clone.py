@@ -1,0 +1,53 @@
+"""``recovery clone SOURCE TARGET``."""
+
+from __future__ import annotations
+
+import argparse
+
+from recovery.commands.reporting import confirm, print_json, progress_for
+from recovery.core.units import human_duration, human_size
+from recovery.engine import api
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE", help="the disk to copy (/dev/sda)")
+    p.add_argument("target", metavar="TARGET", help="the disk to overwrite (/dev/sdb)")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="copy only what the system needs to boot (EFI, BIOS boot, MSR, Windows and its "
+        "recovery, Linux root and /boot); data partitions stay behind",
+    )
+    p.add_argument(
+        "--new-ids",
+        action="store_true",
+        help="give the target new disk and partition GUIDs (MBR: a new disk signature) so both "
+        "disks can stay attached. Boot entries that name a partition GUID (UEFI boot entries, "
+        "Windows BCD on GPT, root=PARTUUID= kernel lines) must then be updated; entries that "
+        "use file system UUIDs or labels keep working",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="JSON progress events and result")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = api.clone_plan(args.source, args.target, system=args.system, new_ids=args.new_ids)
+    confirm(
+        plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
+    )
+    progress = progress_for(args.json)
+    try:
+        result = api.clone_run(plan, progress)
+    finally:
+        progress.close()
+    if args.json:
+        print_json({"event": "result", **result.to_json()})
+    else:
+        for c in result.checks:
+            print(c)
+        print(
+            f"Cloned {args.source} to {args.target}: {human_size(result.copied_bytes)} copied "
+            f"and checked in {human_duration(result.seconds)}"
+            + ("." if result.ok else "; some checks FAILED (see above).")
+        )
+    return 0 if result.ok else 8

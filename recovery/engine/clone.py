@@ -1,0 +1,343 @@
+"""Clone: a disk, or only its system partitions, straight onto another disk.
+
+Called through :mod:`recovery.engine.api`. Planned like a restore (same safety rules, same
+layout rule: the main partition grows into a larger target, partitions after it move to the
+end), but the data comes from the source disk: the used blocks that the file system readers
+report, copied cell by cell in worker threads so reads and writes overlap. Each cell is hashed
+when read; after the copy the target's cells are read back from the device and compared, so a
+bad cable or a failing target disk is caught before the person reboots into it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from recovery.core.cells import Cell, cells
+from recovery.core.table import Layout, Table, plan_layout
+from recovery.core.units import human_size
+from recovery.devices import blockio
+from recovery.devices.partitions import tell_kernel, write_table
+from recovery.engine.backup import _read_cell
+from recovery.engine.finish import Written, finish
+from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
+from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.repository.store import hash_bytes
+
+CELL_SIZE = 1 << 20
+WORKERS = max(2, os.cpu_count() or 2)
+
+
+@dataclass
+class CloneStream:
+    stream: StreamPlan
+    number: int
+    target_start: int
+    target_size: int
+
+    @property
+    def grows(self) -> bool:
+        return self.target_size > self.stream.size
+
+
+@dataclass
+class ClonePlan:
+    source: SourcePlan
+    target: str
+    target_size: int
+    target_identity: dict[str, Any]
+    target_partitions: list[str]
+    layout: Layout | None
+    copies: list[CloneStream]
+    system: bool
+    new_ids: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(c.stream.used_bytes for c in self.copies)
+
+    def describe(self) -> list[str]:
+        s, t = self.source, self.target_identity
+        lines = [
+            f"Clone {'the system partitions of ' if self.system else ''}{s.disk} "
+            f"({s.identity.get('model') or 'unknown model'}, {human_size(s.disk_size)})",
+            f"onto {self.target}: {t.get('model') or 'unknown model'}, serial "
+            f"{t.get('serial') or 'unknown'}, {human_size(self.target_size)}",
+        ]
+        if self.target_partitions:
+            lines.append("  now on it (will be overwritten):")
+            lines.extend(f"    {p}" for p in self.target_partitions)
+        else:
+            lines.append("  now on it: no partitions")
+        if self.layout is not None:
+            lines.append(
+                f"  write a {self.layout.table.label} partition table"
+                + (" with new disk and partition identifiers" if self.new_ids else "")
+            )
+        for c in self.copies:
+            line = (
+                f"  partition {c.number} ({c.stream.fstype or 'unknown'}): "
+                f"{human_size(c.stream.used_bytes)} to copy, at byte {c.target_start}, "
+                f"size {human_size(c.target_size)}"
+            )
+            if c.grows:
+                line += f" (grown from {human_size(c.stream.size)})"
+            lines.append(line)
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    source: str
+    target: str
+    copied_bytes: int
+    seconds: float
+    checks: tuple[str, ...]
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _new_ids(table: Table) -> Table:
+    if table.label == "gpt":
+        entries = tuple(replace(e, uuid=str(uuid.uuid4()).upper()) for e in table.entries)
+        return replace(table, id=str(uuid.uuid4()).upper(), entries=entries)
+    return replace(table, id=f"0x{int.from_bytes(os.urandom(4), 'little') or 1:08x}")
+
+
+def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = False) -> ClonePlan:
+    blockio.require_block_device(source)
+    blockio.require_block_device(target)
+    src_disk = blockio.whole_disk_of(source)
+    if os.path.realpath(src_disk) != os.path.realpath(source):
+        raise UsageError(f"{source} is a partition: clone copies whole disks; give {src_disk}")
+    if os.path.realpath(blockio.whole_disk_of(target)) != os.path.realpath(target):
+        raise UsageError(
+            f"{target} is a partition: give the whole target disk, such as "
+            f"{blockio.whole_disk_of(target)}"
+        )
+    if blockio.sysfs_name(source) == blockio.sysfs_name(target):
+        raise Refused(f"{source} and {target} are the same disk: choose another target")
+    mounts = blockio.mounts_on(target)
+    if mounts:
+        raise Refused(
+            f"{target} has mounted file systems ({', '.join(mounts)}): unmount them "
+            "first; nothing was written"
+        )
+    src_name = blockio.sysfs_name(source)
+    for holder in blockio.disks_holding_path(target):
+        if blockio.sysfs_name(holder) == src_name:
+            raise Refused(f"{target} lives on {source}: choose a target on another disk")
+
+    partitions = None
+    if system:
+        from recovery.engine.system import system_partitions
+
+        partitions = system_partitions([source])
+    src = plan_sources([source], partitions)
+    fd = blockio.open_read(target)
+    try:
+        target_size = blockio.device_size(fd)
+        sector = blockio.logical_sector_size(fd)
+    finally:
+        os.close(fd)
+    from recovery.engine.restore import _target_summary
+    from recovery.engine.sources import disk_identity
+
+    notes = [n for sp in src.streams for n in sp.notes]
+    by_number = {sp.number: sp for sp in src.streams if sp.number is not None}
+    layout = None
+    copies = []
+    if src.table is None:
+        (sp,) = by_number.values()
+        if target_size < sp.size:
+            raise Refused(
+                f"{target} is too small: {human_size(target_size)}, the source needs "
+                f"{human_size(sp.size)}"
+            )
+        copies.append(CloneStream(sp, 0, 0, sp.size))
+    else:
+        if src.table.sector_size != sector:
+            raise Refused(
+                f"{source} has {src.table.sector_size}-byte sectors and {target} has {sector}: "
+                "clone onto a disk with the same sector size"
+            )
+        table = src.table
+        if system:
+            keep = set(by_number)
+            kept = tuple(
+                e
+                for e in table.entries
+                if e.number in keep
+                or (e.extended and any(e.start <= table.entry(n).start < e.end for n in keep))
+            )
+            table = replace(table, entries=kept)
+            dropped = sorted({e.number for e in src.table.data_entries} - keep)
+            if dropped:
+                notes.append(
+                    "left behind (not system partitions): partition " + ", ".join(map(str, dropped))
+                )
+        fstypes = {n: sp.fstype for n, sp in by_number.items()}
+        layout = plan_layout(table, src.disk_size, target_size, fstypes, fill=system)
+        if new_ids:
+            layout = replace(layout, table=_new_ids(layout.table), same_geometry=False)
+        for m in layout.moves:
+            found = by_number.get(m.number)
+            if found is not None:
+                copies.append(CloneStream(found, m.number, m.new_start, m.new_size))
+    return ClonePlan(
+        source=src,
+        target=target,
+        target_size=target_size,
+        target_identity=disk_identity(target),
+        target_partitions=_target_summary(target),
+        layout=layout,
+        copies=copies,
+        system=system,
+        new_ids=new_ids,
+        notes=notes,
+    )
+
+
+def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> CloneResult:
+    started = time.monotonic()
+    copied = 0
+    src_fd = blockio.open_read(plan.source.disk)
+    try:
+        dst_fd = blockio.open_exclusive_write(plan.target)
+        try:
+            with blockio.disk_lock(dst_fd):
+                if plan.layout is not None:
+                    _write_layout(src_fd, dst_fd, plan)
+                digests: list[bytearray] = []
+                for c in plan.copies:
+                    cancel.check()
+                    n, d = _copy_stream(src_fd, dst_fd, c, progress, cancel)
+                    copied += n
+                    digests.append(d)
+                os.fsync(dst_fd)
+                _verify_copies(plan, dst_fd, digests, progress, cancel)
+                if plan.layout is not None:
+                    tell_kernel(plan.target)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    written = [
+        Written(c.number, c.stream.fstype, c.stream.method, c.grows, c.stream.uuid, c.stream.label)
+        for c in plan.copies
+    ]
+    checks = finish(plan.target, written, progress)
+    ok = all(not c.startswith("FAILED") for c in checks)
+    return CloneResult(
+        plan.source.disk, plan.target, copied, time.monotonic() - started, tuple(checks), ok
+    )
+
+
+def _write_layout(src_fd: int, dst_fd: int, plan: ClonePlan) -> None:
+    assert plan.layout is not None
+    layout_stream = next(sp for sp in plan.source.streams if sp.id == "disk")
+    if plan.layout.same_geometry and not plan.system:
+        for start, length in layout_stream.gap_extents or []:
+            _copy_range(src_fd, dst_fd, start, start, length)
+        return
+    first = min((m.old_start for m in plan.layout.moves), default=0)
+    _copy_range(src_fd, dst_fd, 0, 0, first)
+    write_table(dst_fd, plan.target, plan.layout.table)
+    boot = os.pread(src_fd, 440, 0)
+    blockio.pwrite_all(dst_fd, boot, 0)
+
+
+def _copy_range(src_fd: int, dst_fd: int, src: int, dst: int, length: int) -> None:
+    done = 0
+    while done < length:
+        n = min(8 << 20, length - done)
+        data = os.pread(src_fd, n, src + done)
+        if not data:
+            raise DeviceError(f"the source ended early at byte {src + done}")
+        blockio.pwrite_all(dst_fd, data, dst + done)
+        done += len(data)
+
+
+def _copy_stream(
+    src_fd: int, dst_fd: int, c: CloneStream, progress: Progress, cancel: CancelToken
+) -> tuple[int, bytearray]:
+    """Copy the used cells of one partition; returns bytes copied and the cells' hashes."""
+    sp = c.stream
+    progress.step(f"copying partition {c.number} ({sp.fstype or 'unknown'})", sp.used_bytes)
+    ncells = -(-sp.size // CELL_SIZE)
+    digests = bytearray(32 * ncells)
+
+    def work(cell: Cell) -> int:
+        buf = _read_cell(src_fd, sp.start + cell.number * CELL_SIZE, cell)
+        digests[32 * cell.number : 32 * cell.number + 32] = hash_bytes(buf)
+        try:
+            blockio.pwrite_all(dst_fd, buf, c.target_start + cell.number * CELL_SIZE)
+        except OSError as e:
+            raise DeviceError(
+                f"cannot write to {c.target_start + cell.number * CELL_SIZE} on the target: "
+                f"{e.strerror}; was the disk removed?"
+            ) from e
+        progress.advance(cell.used)
+        return cell.size
+
+    copied = 0
+    window: deque[Future[int]] = deque()
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="clone") as pool:
+        try:
+            for cell in cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size):
+                cancel.check()
+                window.append(pool.submit(work, cell))
+                if len(window) >= 2 * WORKERS + 4:
+                    copied += window.popleft().result()
+            while window:
+                copied += window.popleft().result()
+        except BaseException:
+            for f in window:
+                f.cancel()
+            raise
+    return copied, digests
+
+
+def _verify_copies(
+    plan: ClonePlan,
+    dst_fd: int,
+    digests: list[bytearray],
+    progress: Progress,
+    cancel: CancelToken,
+) -> None:
+    """Read every copied cell back from the target device and compare its hash."""
+    # Drop the target's cached pages so the comparison reads what the disk holds.
+    os.posix_fadvise(dst_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    for c, d in zip(plan.copies, digests, strict=True):
+        progress.step(f"checking partition {c.number} on the target", len(d) // 32 * CELL_SIZE)
+        ncells = len(d) // 32
+
+        def check(index: int, c: CloneStream = c, d: bytearray = d) -> None:
+            want = bytes(d[32 * index : 32 * index + 32])
+            length = min(CELL_SIZE, c.stream.size - index * CELL_SIZE)
+            data = os.pread(dst_fd, length, c.target_start + index * CELL_SIZE)
+            if hash_bytes(data) != want:
+                raise IntegrityError(
+                    f"partition {c.number} on {plan.target} differs from the source at bytes "
+                    f"{index * CELL_SIZE}-{index * CELL_SIZE + length - 1} after copying: the "
+                    "target disk or its connection is unreliable"
+                )
+            progress.advance(length)
+
+        empty = bytes(32)
+        indices = [i for i in range(ncells) if d[32 * i : 32 * i + 32] != empty]
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="clone-check") as pool:
+            for _ in pool.map(check, indices):
+                cancel.check()

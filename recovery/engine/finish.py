@@ -1,0 +1,96 @@
+"""What follows writing partitions, for restore and clone alike: recreate swap, grow the main
+file system into its larger partition, check every file system, and report each in one line.
+
+Lines that start with ``FAILED`` are failures; the callers turn them into a non-zero result.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+
+from recovery.core.table import partition_node
+from recovery.devices import blockio
+from recovery.devices.partitions import refresh_udev
+from recovery.engine.progress import Progress
+from recovery.errors import DeviceError
+
+
+@dataclass(frozen=True)
+class Written:
+    """One partition that was written and now needs finishing."""
+
+    number: int
+    """0 for a disk without a partition table (the file system is on the whole disk)."""
+    fstype: str | None
+    method: str
+    grows: bool
+    uuid: str | None = None
+    label: str | None = None
+
+
+def wait_node(node: str) -> None:
+    for _ in range(100):
+        if blockio.is_block_device(node):
+            return
+        time.sleep(0.05)
+    raise DeviceError(
+        f"{node} did not appear after writing the table: the kernel did not take "
+        "the new partitions; reconnect the disk and check it with 'recovery disks'"
+    )
+
+
+def _tool(cmd: list[str], input: str | None = None) -> tuple[int, str]:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False, input=input)
+    except FileNotFoundError:
+        return 127, f"{cmd[0]} is not installed"
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def _line(node: str, what: str, code: int, out: str) -> str:
+    if code == 0:
+        return f"{node}: {what}"
+    last = out.splitlines()[-1] if out else f"exit code {code}"
+    return f"FAILED {node}: {what.split()[0]}: {last}"
+
+
+def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
+    checks: list[str] = []
+    for w in written:
+        node = disk if w.number == 0 else partition_node(disk, w.number)
+        wait_node(node)
+        if w.method == "swap-header":
+            args = ["mkswap", "-f"]
+            if w.uuid:
+                args += ["-U", w.uuid]
+            if w.label:
+                args += ["-L", w.label]
+            code, out = _tool([*args, node])
+            checks.append(_line(node, "swap recreated", code, out))
+        elif w.fstype in ("ext2", "ext3", "ext4"):
+            if w.grows:
+                progress.step(f"growing {w.fstype} on {node}", 0)
+                _tool(["e2fsck", "-f", "-p", node])
+                code, out = _tool(["resize2fs", node])
+                if code != 0:
+                    checks.append(_line(node, "resize2fs", code, out))
+            progress.step(f"checking {w.fstype} on {node}", 0)
+            code, out = _tool(["e2fsck", "-f", "-n", node])
+            checks.append(_line(node, "e2fsck clean", code, out))
+        elif w.fstype == "vfat":
+            code, out = _tool(["fsck.vfat", "-n", node])
+            checks.append(_line(node, "fsck.vfat clean", code, out))
+        elif w.fstype == "ntfs":
+            if w.grows:
+                progress.step(f"growing ntfs on {node}", 0)
+                code, out = _tool(["ntfsresize", "--force", "--no-progress-bar", node], input="y\n")
+                if code != 0:
+                    checks.append(_line(node, "ntfsresize", code, out))
+            code, out = _tool(["ntfsfix", "--no-action", node])
+            checks.append(_line(node, "ntfsfix clean", code, out))
+        else:
+            checks.append(f"{node}: {w.fstype or 'unknown content'} written, no check available")
+    refresh_udev(disk)
+    return checks
