@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -115,11 +115,25 @@ class Backends:
     machine: Machine
     clock: Callable[[], float] = time.monotonic
     """Seconds, for rates and time left; tests pass a frozen clock."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    system_partitions: Callable[[str], list[int]] | None = None
+    """The engine's answer to "which partitions of this disk are the system" (it looks inside
+    the file systems); None leaves the TUI's guess from partition types alone."""
 
     @classmethod
     def system(cls) -> Backends:
         from recovery.engine import api
 
         engine: ModuleType = api
-        return cls(SystemDisks(), engine, Locations(), SystemMachine())
+        return cls(
+            SystemDisks(),
+            engine,
+            Locations(),
+            SystemMachine(),
+            system_partitions=engine_system_partitions,
+        )
+
+
+def engine_system_partitions(disk: str) -> list[int]:
+    from recovery.engine.system import system_partitions
+
+    return system_partitions([disk])

@@ -25,7 +25,7 @@ from recovery.tui.screens.disks import DiskPickerScreen
 from recovery.tui.screens.location import LocationScreen
 from recovery.tui.screens.options import BackupOptions, OptionsScreen
 from recovery.tui.screens.partitions import PartitionPickerScreen, PartitionRow
-from recovery.tui.screens.plan import PlanScreen, plan_lines
+from recovery.tui.screens.plan import PlanScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.selection import partition_roles, system_disk
 
@@ -145,6 +145,7 @@ def choose_partitions(app: RecoveryApp, choice: BackupChoice, *, other_disk: boo
         )
     else:
         intro = "Every partition is ticked: the whole disk. Space leaves one out, Enter goes on."
+    find = app.backends.system_partitions if choice.system else None
     app.push_screen(
         PartitionPickerScreen(
             (choice.task, "Partitions"),
@@ -153,16 +154,17 @@ def choose_partitions(app: RecoveryApp, choice: BackupChoice, *, other_disk: boo
             rows,
             picked,
             extra_key=("d", "Other disk", pick_other_disk) if other_disk else None,
+            refine=(lambda: find(disk.path)) if find else None,
+            refine_text="Looking inside the partitions for Windows and Linux...",
         )
     )
 
 
 def choose_location(app: RecoveryApp, choice: BackupChoice) -> None:
     disk = choice.disk
-    # Sources stay unmounted: a whole-disk source excludes all of its partitions.
-    whole = disk is not None and disk.path in choice.sources
-    parts = disk.partitions if disk is not None else ()
-    exclude = frozenset(p.path for p in parts if whole or p.path in choice.sources)
+    # Sources stay unmounted, and the engine refuses a location on the disk being backed up:
+    # none of its partitions is offered.
+    exclude = frozenset(p.path for p in (disk.partitions if disk is not None else ()))
 
     def picked(repo: str) -> None:
         choose_options(app, replace(choice, repo=repo))
@@ -215,8 +217,10 @@ def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
     ]
 
     def make_plan() -> Any:
+        # The sources are what the person ticked: ``system=True`` would make the engine pick
+        # the system partitions again and override that choice.
         return engine.backup_plan(
-            list(choice.sources), repo, name=opts.name, level=opts.level, system=choice.system
+            list(choice.sources), repo, name=opts.name, level=opts.level, system=False
         )
 
     def start(plan: Any) -> None:
@@ -353,11 +357,9 @@ def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk)
 
     def start(plan: Any) -> None:
         def job(progress: Progress, cancel: CancelToken) -> list[str]:
-            result = engine.restore_run(plan, progress, cancel)
-            lines = [f"{image.name} restored onto {disk.path}."]
-            if result is not None and callable(getattr(result, "describe", None)):
-                lines += plan_lines(result)
-            return lines
+            return restore_summary(
+                image.name, disk.path, engine.restore_run(plan, progress, cancel)
+            )
 
         app.push_screen(
             ProgressScreen(
@@ -379,6 +381,18 @@ def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk)
             confirm=confirm,
         )
     )
+
+
+def restore_summary(name: str, target: str, result: Any) -> list[str]:
+    lines = [f"{name} restored onto {target}."]
+    written = getattr(result, "written_bytes", None)
+    if written is not None:
+        lines[0] = f"{name} restored onto {target}: {human_size(written)} written."
+    checks = [str(c) for c in getattr(result, "checks", ())]
+    lines += checks
+    if getattr(result, "ok", True) is False:
+        lines.append("A CHECK FAILED: see the lines above before you use this disk.")
+    return lines
 
 
 # Clone, shell, power -------------------------------------------------------------------------

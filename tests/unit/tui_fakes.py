@@ -319,6 +319,11 @@ class FrozenClock:
         return self.now
 
 
+def fake_system_partitions(disk: str) -> list[int]:
+    """What the engine finds inside NVME's partitions: ESP, MSR, Windows, WinRE."""
+    return [1, 2, 3, 4] if disk == NVME.path else []
+
+
 def fake_backends(**kw: Any) -> Backends:
     return Backends(
         disks=kw.pop("disks", FakeDisks()),
@@ -326,6 +331,7 @@ def fake_backends(**kw: Any) -> Backends:
         locations=kw.pop("locations", FakeLocations()),
         machine=kw.pop("machine", FakeMachine()),
         clock=kw.pop("clock", FrozenClock()),
+        system_partitions=kw.pop("system_partitions", fake_system_partitions),
     )
 
 

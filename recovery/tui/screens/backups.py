@@ -70,9 +70,11 @@ class BackupsScreen(StepScreen):
         self.images: list[ImageInfo] = []
 
     def compose_body(self) -> Iterable[Widget]:
-        intro = f"Backups in {self.repo}"
-        if not self._manage:
-            intro += ": pick the image to restore (Enter)."
+        intro = f"Backups in {self.repo}\n"
+        if self._manage:
+            intro += "Enter restores the highlighted image, v verifies it, x removes it."
+        else:
+            intro += "Pick the image to restore and press Enter."
         yield Static(intro, id="intro", markup=False)
         yield DataTable(id="images", cursor_type="row")
         yield Static("", id="details", markup=False)
@@ -106,6 +108,7 @@ class BackupsScreen(StepScreen):
             self.action_refresh()
 
     def job_failed(self, tag: str, error: BaseException) -> None:
+        super().job_failed(tag, error)
         self.query_one("#details", Static).update("")
 
     def show(self, images: list[ImageInfo], select: str | None = None) -> None:

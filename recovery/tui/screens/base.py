@@ -67,11 +67,14 @@ class StepScreen(Screen[None]):
 
     def on_work_failed(self, message: WorkFailed) -> None:
         message.stop()
-        self.rapp.show_error(message.error)
         self.job_failed(message.tag, message.error)
+
+    # Subclasses override these, not the message handlers (Textual runs a handler of every
+    # class in the MRO, so an override of a handler would not replace the base's).
 
     def job_done(self, tag: str, result: Any) -> None:
         """A job of this screen finished with ``result``."""
 
     def job_failed(self, tag: str, error: BaseException) -> None:
-        """A job of this screen failed; the error dialog is already up."""
+        """A job of this screen failed: by default, the error dialog."""
+        self.rapp.show_error(error)

@@ -218,6 +218,7 @@ class LocationScreen(StepScreen):
                 self.set_status(f"No backups on {result.name}.")
 
     def job_failed(self, tag: str, error: BaseException) -> None:
+        super().job_failed(tag, error)
         self._busy = False
         self.set_status("")
 

@@ -57,6 +57,8 @@ class PartitionPickerScreen(StepScreen):
         on_pick: Callable[[list[int]], None],
         *,
         extra_key: tuple[str, str, Callable[[], None]] | None = None,
+        refine: Callable[[], list[int]] | None = None,
+        refine_text: str = "",
     ) -> None:
         super().__init__(*title)
         self._intro = intro
@@ -64,6 +66,8 @@ class PartitionPickerScreen(StepScreen):
         self._rows = rows
         self._on_pick = on_pick
         self._extra = extra_key
+        self._refine = refine
+        self._refine_text = refine_text
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(self._intro, id="intro", markup=False)
@@ -71,6 +75,7 @@ class PartitionPickerScreen(StepScreen):
         yield PartitionList(
             *(Selection(r.text, r.number, r.selected) for r in self._rows), id="parts"
         )
+        yield Static("", id="status", markup=False)
         with Horizontal(id="buttons"):
             if self._extra:
                 yield Button(self._extra[1], id="extra")
@@ -78,6 +83,29 @@ class PartitionPickerScreen(StepScreen):
 
     def on_mount(self) -> None:
         self.query_one(SelectionList).focus()
+        if self._refine is not None:
+            self.query_one("#status", Static).update(self._refine_text)
+            self.run_job("refine", self._refine)
+
+    def job_done(self, tag: str, result: object) -> None:
+        # Better knowledge of what to tick (the engine looked inside the partitions).
+        assert isinstance(result, list)
+        numbers = set(result)
+        parts = self.query_one(SelectionList)
+        for row in self._rows:
+            if row.number in numbers:
+                parts.select(row.number)
+            else:
+                parts.deselect(row.number)
+        ticked = ", ".join(str(n) for n in sorted(numbers))
+        self.query_one("#status", Static).update(
+            f"Looked inside the partitions: {ticked} hold the system."
+        )
+
+    def job_failed(self, tag: str, error: BaseException) -> None:
+        # Not worth a dialog: the guess from partition types stays, and the person decides.
+        why = getattr(error, "message", str(error))
+        self.query_one("#status", Static).update(f"Kept the guess from partition types ({why}).")
 
     def on_partition_list_submitted(self, event: PartitionList.Submitted) -> None:
         event.stop()

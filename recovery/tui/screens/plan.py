@@ -70,6 +70,7 @@ class PlanScreen(StepScreen):
         start.focus()
 
     def job_failed(self, tag: str, error: BaseException) -> None:
+        super().job_failed(tag, error)
         self.query_one("#plan-body", Static).update(
             "No plan: see the message. Go back and change the choice."
         )

@@ -9,7 +9,7 @@ asks first. The work returns the lines that sum up the result.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.binding import Binding, BindingType
@@ -128,17 +128,15 @@ class ProgressScreen(StepScreen):
 
     # The end ------------------------------------------------------------------------------
 
-    def on_work_finished(self, message: WorkFinished) -> None:
-        message.stop()
-        self.end("done", "Finished.", list(message.result or []))
+    def job_done(self, tag: str, result: Any) -> None:
+        self.end("done", "Finished.", list(result or []))
 
-    def on_work_failed(self, message: WorkFailed) -> None:
-        message.stop()
-        if isinstance(message.error, Cancelled):
-            self.end("cancelled", "Cancelled.", [message.error.message])
+    def job_failed(self, tag: str, error: BaseException) -> None:
+        if isinstance(error, Cancelled):
+            self.end("cancelled", "Cancelled.", [error.message])
             return
-        self.end("failed", "Stopped by an error.", [])
-        self.rapp.show_error(message.error)
+        self.end("failed", "Stopped by an error.", [getattr(error, "message", str(error))])
+        self.rapp.show_error(error)
 
     def end(self, outcome: str, status: str, lines: list[str]) -> None:
         self.finished = True

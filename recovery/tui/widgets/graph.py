@@ -18,6 +18,7 @@ from textual.widget import Widget
 class ThroughputGraph(Widget):
     DEFAULT_CSS = """
     ThroughputGraph {
+        width: 1fr;
         height: 3;
         color: $success;
     }

@@ -1,0 +1,191 @@
+"""Snapshot tests: every screen at 80x25 (the Linux console) and 120x40, on fixed fake data.
+
+The clock is frozen (FrozenClock), cursors do not blink (``cursor_blink=False``), and every
+worker has finished before the picture is taken, so the pictures are the same on every run.
+Update them after an intended change with ``pytest tests/unit/test_tui_snapshots.py
+--snapshot-update`` and look at the SVGs in __snapshots__/ before committing them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from recovery.errors import Refused
+from recovery.tui.app import RecoveryApp
+from recovery.tui.progress import ProgressSnapshot
+from recovery.tui.screens.progress import ProgressScreen
+from tests.unit.tui_fakes import FakeEngine, fake_backends
+
+SIZES = [pytest.param((80, 25), id="80x25"), pytest.param((120, 40), id="120x40")]
+MiB = 1024**2
+
+
+def make_app(console: bool = False, **backends: Any) -> RecoveryApp:
+    return RecoveryApp(fake_backends(**backends), console=console, cursor_blink=False)
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def keys(*pressed: str) -> Any:
+    """A run_before that presses keys one at a time, letting workers finish after each."""
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        for key in pressed:
+            await pilot.press(key)
+            await settle(pilot)
+
+    return run
+
+
+# The home screen and the pickers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_home(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys())
+
+
+def test_home_linux_console(snap_compare: Any) -> None:
+    """TERM=linux: the terminal's own 16 colours, no glyphs outside the console font."""
+    assert snap_compare(make_app(console=True), terminal_size=(80, 25), run_before=keys())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_disk_backup_disk_picker(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("2"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_system_backup_partitions_preselected(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("1"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_backup_location_picker(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("2", "enter", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_restore_location_searched(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("3", "down", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_backup_options(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("2", "enter", "enter", "down", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_backup_plan(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("2", "enter", "enter", "down", "enter", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+# Progress ---------------------------------------------------------------------------------------
+
+
+def running(console: bool = False) -> Any:
+    """The progress screen halfway through a step, fed fixed snapshots (no worker, no clock)."""
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        screen = ProgressScreen(
+            ("Disk Backup", "Running"),
+            "Saving the whole disk /dev/nvme0n1 into /run/recovery/mnt/sdc1/recovery-backups",
+            lambda progress, cancel: [],
+            autostart=False,
+        )
+        await pilot.app.push_screen(screen)
+        rates = [80, 120, 160, 150, 90, 200, 210, 180, 170, 190, 200, 205]
+        done = 0
+        for second, rate in enumerate(rates):
+            done += rate * MiB
+            logs = ("p1: 31.0 MiB used of 100 MiB",) if second == 1 else ()
+            screen.show_snapshot(
+                ProgressSnapshot(
+                    step="backup /dev/nvme0n1p3 (ntfs)",
+                    step_done=done,
+                    step_total=61 * 1024 * MiB,
+                    done=done + 31 * MiB,
+                    at=1000.0 + second,
+                    logs=logs,
+                    steps=3,
+                )
+            )
+        await pilot.pause()
+
+    return run
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_progress_running(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=running())
+
+
+def test_progress_running_linux_console(snap_compare: Any) -> None:
+    assert snap_compare(make_app(console=True), terminal_size=(80, 25), run_before=running())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_progress_finished(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("2", "enter", "enter", "down", "enter", "enter", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_progress_cancel_confirmation(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def run(pilot: Pilot[Any]) -> None:
+        await running()(pilot)
+        await pilot.press("escape")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+# Backups, restore, errors, clone -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_backups_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("5", "down", "enter", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_restore_target_picker(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("3", "down", "enter", "enter", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_restore_plan_confirmation(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("3", "down", "enter", "enter", "enter", "down", "enter", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_error_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    engine = FakeEngine(
+        fail={
+            "backup_plan": Refused(
+                "the backup location /mnt/x is on /dev/nvme0n1, the disk being backed up: "
+                "choose a location on another disk"
+            )
+        }
+    )
+    run = keys("2", "enter", "enter", "down", "enter", "enter")
+    assert snap_compare(make_app(engine=engine), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_clone(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("4"))
