@@ -40,6 +40,7 @@ from recovery.filesystems.base import BlockSource, FileSystem, Geometry, registe
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
+SB_CHECKSUM_OFFSET = 0x3FC
 MAGIC = 0xEF53
 
 # s_state
@@ -151,15 +152,30 @@ def _crc_table(poly: int) -> tuple[int, ...]:
     return tuple(table)
 
 
+def _next_slice(table: tuple[int, ...], base: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple((table[n] >> 8) ^ base[table[n] & 0xFF] for n in range(256))
+
+
 _CRC32C_TABLE = _crc_table(0x82F63B78)
+_CRC32C_T1 = _next_slice(_CRC32C_TABLE, _CRC32C_TABLE)
+_CRC32C_T2 = _next_slice(_CRC32C_T1, _CRC32C_TABLE)
+_CRC32C_T3 = _next_slice(_CRC32C_T2, _CRC32C_TABLE)
 _CRC16_TABLE = _crc_table(0xA001)
 
 
 def _crc32c(crc: int, data: bytes) -> int:
-    """The kernel's ``crc32c(seed, data)``: reflected Castagnoli, no final inversion."""
-    table = _CRC32C_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    """The kernel's ``crc32c(seed, data)``: reflected Castagnoli, no final inversion.
+
+    Four bytes a step ("slicing by 4"): every group descriptor of a 2 TB file system is
+    checked in a fraction of a second without a compiled extension.
+    """
+    t0, t1, t2, t3 = _CRC32C_TABLE, _CRC32C_T1, _CRC32C_T2, _CRC32C_T3
+    words = len(data) // 4
+    for w in struct.unpack_from(f"<{words}I", data):
+        crc ^= w
+        crc = t3[crc & 0xFF] ^ t2[(crc >> 8) & 0xFF] ^ t1[(crc >> 16) & 0xFF] ^ t0[crc >> 24]
+    for b in data[4 * words :]:
+        crc = t0[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc
 
 
@@ -492,6 +508,14 @@ class Ext4(FileSystem):
         sb = Superblock(*_SUPERBLOCK.unpack_from(raw))
         if sb.magic != MAGIC:
             raise NotThisFileSystem("no ext2/3/4 superblock (magic 0xEF53) at byte 1024")
+        if sb.feature_ro_compat & RO_COMPAT_METADATA_CSUM:
+            stored = int.from_bytes(raw[SB_CHECKSUM_OFFSET:SUPERBLOCK_SIZE], "little")
+            computed = _crc32c(0xFFFFFFFF, raw[:SB_CHECKSUM_OFFSET])
+            if stored != computed:
+                raise _damaged(
+                    f"the superblock checksum s_checksum is {stored:#010x}, expected "
+                    f"{computed:#010x}"
+                )
         layout = _Layout(sb, source.size)
         descriptors = _Descriptors(layout, source)
 
