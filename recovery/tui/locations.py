@@ -11,6 +11,7 @@ used where they are. A repository is a directory holding a ``recovery-repo`` hea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -221,7 +222,10 @@ class Locations:
     def release_all(self) -> None:
         """Unmount what this object mounted (the app calls this when it ends)."""
         for mountpoint in reversed(self._ours):
-            subprocess.run(["umount", mountpoint], capture_output=True, check=False)
+            r = subprocess.run(["umount", mountpoint], capture_output=True, check=False)
+            if r.returncode == 0:
+                with contextlib.suppress(OSError):
+                    os.rmdir(mountpoint)
         self._ours.clear()
 
 
