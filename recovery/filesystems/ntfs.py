@@ -30,10 +30,10 @@ A damaged root directory only costs the exclusion (a note says so); it is not an
 from __future__ import annotations
 
 import bisect
-import heapq
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from recovery.core.bitmap import set_runs
 from recovery.core.extents import Extent, merge
@@ -58,11 +58,15 @@ _BITMAP_PIECE = 1 << 20  # bytes of $Bitmap read at a time (8 Mi clusters)
 _UNIFORM_BLOCK = 64 << 10  # all-zero / all-one stretches of the bitmap skipped at memcmp speed
 _ZERO_BLOCK = bytes(_UNIFORM_BLOCK)
 _FULL_BLOCK = b"\xff" * _UNIFORM_BLOCK
-# The root directory index and attribute lists are small on any real volume; past these sizes
-# they are treated as damaged rather than read into memory.
+# The root directory index is small on any real volume; past this size it is treated as damaged
+# rather than read. Windows caps an attribute list at 256 KiB (Microsoft, "The four stages of
+# NTFS file growth, part 2").
 _MAX_ROOT_INDEX = 64 << 20
-_MAX_ATTRIBUTE_LIST = 16 << 20
+_MAX_ATTRIBUTE_LIST = 256 << 10
 _HIBERFIL_HEADER = 4096
+# Records kept after reading: the system files and their first extension records. A hostile
+# attribute list can point at tens of thousands of records; those are read, not kept.
+_CACHED_RECORDS = 64
 
 _MFT, _VOLUME, _ROOT, _BITMAP = 0, 3, 5, 6
 _REF_MASK = (1 << 48) - 1
@@ -409,6 +413,11 @@ class DataStream:
     data_size: int
     initialized_size: int
 
+    @cached_property
+    def vcns(self) -> list[int]:
+        """The first VCN of each run (for bisection)."""
+        return [r.vcn for r in self.runs]
+
     def clusters(self) -> Iterator[tuple[int, int]]:
         """(lcn, count) of the allocated runs, in VCN order."""
         for r in self.runs:
@@ -441,7 +450,7 @@ class _Volume:
         if offset + length > stream.data_size:
             raise _damaged(f"a read of {stream.what} goes past its end")
         out = bytearray()
-        vcns = [r.vcn for r in stream.runs]
+        vcns = stream.vcns
         pos = offset
         end = offset + length
         while pos < end:
@@ -473,7 +482,8 @@ class _Volume:
             raise _damaged(f"MFT record {number} lies beyond the end of the MFT")
         buf = bytearray(self.read_stream(self.mft, number * rs, rs))
         rec = parse_record(buf, number, self.clusters)
-        self._records[number] = rec
+        if number < _CACHED_RECORDS:
+            self._records[number] = rec  # the system records, read again and again
         return rec
 
     def stream(self, base: Record, type_: int, name: str, what: str) -> DataStream | None:
@@ -501,9 +511,8 @@ class _Volume:
         """Every attribute of ``type_`` of a file, in its base record and extension records."""
         records = [base]
         if base.find(_AT_ATTRIBUTE_LIST) is not None:
-            for _lowest, ref in sorted(set(self._list_entries(base, type_, None))):
-                if ref != base.number and all(r.number != ref for r in records):
-                    records.append(self._extension(base, ref))
+            refs = {ref for _lowest, ref in self._list_entries(base, type_, None)}
+            records += [self._extension(base, ref) for ref in sorted(refs - {base.number})]
         return [a for r in records for a in r.attributes if a.type == type_]
 
     def _extension(self, base: Record, ref: int) -> Record:
@@ -915,20 +924,41 @@ class Ntfs(FileSystem):
                     yield first + start, count
 
     def used_extents(self) -> Iterator[Extent]:
+        # One generator from bitmap runs to byte extents, merging as it goes: on a fragmented
+        # volume there are hundreds of thousands of runs, and every extra layer costs per run.
+        # The boot sector needs no entry of its own: it lies in cluster 0, which the bitmap must
+        # mark used (checked at open) and which is never left out (it is metadata).
         cs = self.boot.cluster_size
         bps = self.boot.bytes_per_sector
         clusters: Iterable[tuple[int, int]] = self._used_clusters()
         if not self.keep_system_files and self.excluded_clusters:
             clusters = _subtract(clusters, self.excluded_clusters)
-        data = ((lcn * cs, count * cs) for lcn, count in clusters)
+        start = end = 0
+        for lcn, count in clusters:
+            if lcn * cs == end:
+                end += count * cs
+                continue
+            if end > start:
+                yield Extent(start, end - start)
+            start, end = lcn * cs, (lcn + count) * cs
+        # The backup boot sector: right after the last sector NTFS counts, and (when the
+        # partition is larger than the volume) possibly also in the partition's last sector.
         volume_end = self.boot.total_sectors * bps
-        boot_sectors = [(0, bps)]
+        tail = []
         if volume_end + bps <= self.source.size:
-            boot_sectors.append((volume_end, bps))  # the backup boot sector
+            tail.append(volume_end)
         last = self.source.size // bps * bps - bps
         if last > volume_end and self.source.pread(last, bps)[3:11] == NTFS_OEM:
-            boot_sectors.append((last, bps))  # a backup left at the end of a larger partition
-        return merge(heapq.merge(data, boot_sectors))
+            tail.append(last)
+        for sector in tail:
+            if sector <= end:
+                end = max(end, sector + bps)
+                continue
+            if end > start:
+                yield Extent(start, end - start)
+            start, end = sector, sector + bps
+        if end > start:
+            yield Extent(start, end - start)
 
 
 def _volume_information(vol: _Volume) -> tuple[str | None, bool]:
