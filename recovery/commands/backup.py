@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from recovery.commands.reporting import print_json, progress_for
+from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
 from recovery.engine import api
 
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     plan = api.backup_plan(
         args.sources, args.to, name=args.name, level=args.level, system=args.system
     )
+    plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)
     if not args.json:
         for line in plan.describe():
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 "new_bytes": result.new_bytes,
                 "seconds": round(result.seconds, 3),
                 "notes": list(result.notes),
+                "unreadable": list(result.unreadable),
             }
         )
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from recovery.commands.reporting import confirm, print_json, progress_for
+from recovery.commands.reporting import confirm, print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
 from recovery.engine import api
 
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     confirm(
         plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
     )
+    plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)
     try:
         result = api.clone_run(plan, progress)

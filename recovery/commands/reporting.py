@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from recovery.core.units import human_duration, human_rate, human_size
@@ -147,3 +148,19 @@ def confirm(lines: list[str], question: str, yes: bool, as_json: bool = False) -
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=1))
+
+
+def terminal_question(yes: bool) -> Callable[[str], bool] | None:
+    """A yes/no question on the terminal for the engine to ask mid-way, or None (go on) when
+    ``--yes`` was given or there is no terminal to ask on."""
+    if yes or not sys.stdin.isatty():
+        return None
+
+    def ask(question: str) -> bool:
+        print(f"\n{question} [y/N] ", end="", file=sys.stderr, flush=True)
+        try:
+            return sys.stdin.readline().strip().lower() in ("y", "yes")
+        except KeyboardInterrupt:
+            return False
+
+    return ask

@@ -58,6 +58,8 @@ class BackupResult:
     """Compressed bytes added to the repository by this backup."""
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    unreadable: tuple[str, ...] = field(default_factory=tuple)
+    """Lines saying what could not be read from a failing source, and which files it hit."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +23,9 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.engine.api import BackupResult
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
-from recovery.errors import DeviceError, RepositoryError, UsageError
+from recovery.errors import RepositoryError, UsageError
 from recovery.repository.maps import DATA, ZERO, MapWriter
 from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
 
@@ -39,6 +41,8 @@ class BackupPlan:
     name: str
     level: int
     notes: list[str] = field(default_factory=list)
+    ask: Callable[[str], bool] | None = None
+    """Asked whether to go on when the source has many unreadable areas (None: go on)."""
 
     def describe(self) -> list[str]:
         s = self.source
@@ -103,13 +107,23 @@ def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> Bac
         try:
             streams_json = []
             new_bytes = 0
+            unreadable: list[list[Any]] = []
+            bad_lines: list[str] = []
             for sp in plan.source.streams:
                 cancel.check()
                 desc = sp.manifest_fields()
-                written, mapinfo = _save_stream(repo, fd, sp, plan.level, progress, cancel)
+                reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, ask=plan.ask)
+                written, mapinfo = _save_stream(repo, reader, fd, sp, plan.level, progress, cancel)
                 new_bytes += written
                 desc.update(mapinfo)
                 streams_json.append(desc)
+                bad = reader.unreadable
+                unreadable.extend([sp.id, off, length] for off, length in bad)
+                if bad:
+                    lines = describe_unreadable(plan.source.disk, sp, bad)
+                    bad_lines.extend(lines)
+                    for line in lines:
+                        progress.log(line)
         finally:
             os.close(fd)
         progress.step("flushing the backup location", 0)
@@ -128,17 +142,20 @@ def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> Bac
             "table": plan.source.table.to_json() if plan.source.table else None,
             "whole_disk": plan.source.whole_disk,
             "streams": streams_json,
-            "unreadable": [],
+            "unreadable": unreadable,
         }
         repo.write_manifest(plan.name, body)
     from recovery.engine.images import image_info
 
     info = image_info(repo, plan.name, body)
-    return BackupResult(info, new_bytes, time.monotonic() - started, tuple(plan.notes))
+    return BackupResult(
+        info, new_bytes, time.monotonic() - started, tuple(plan.notes), tuple(bad_lines)
+    )
 
 
 def _save_stream(
     repo: Repository,
+    reader: SourceReader,
     fd: int,
     sp: StreamPlan,
     level: int,
@@ -158,7 +175,7 @@ def _save_stream(
     new_bytes = 0
 
     def work(cell: Cell) -> tuple[int, bytes, int]:
-        buf = _read_cell(fd, sp.start + cell.number * CELL_SIZE, cell)
+        buf = reader.read_cell(cell)
         if buf == _ZEROS[: cell.size]:
             return ZERO, b"", 0
         digest = hash_bytes(buf)
@@ -203,24 +220,6 @@ def _save_stream(
         "data_bytes": data_bytes,
         "used_bytes": sp.used_bytes,
     }
-
-
-def _read_cell(fd: int, base: int, cell: Cell) -> bytearray:
-    buf = bytearray(cell.size)
-    view = memoryview(buf)
-    for off, length in cell.pieces:
-        done = 0
-        while done < length:
-            try:
-                n = os.preadv(fd, [view[off + done : off + length]], base + off + done)
-            except OSError as e:
-                raise DeviceError(
-                    f"cannot read the source at byte {base + off + done}: {e.strerror}"
-                ) from e
-            if n <= 0:
-                raise DeviceError(f"the source ended early at byte {base + off + done}")
-            done += n
-    return buf
 
 
 __all__ = ["BackupPlan", "RepositoryError", "plan_backup", "run_backup"]

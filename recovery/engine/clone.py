@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,9 +24,9 @@ from recovery.core.table import Layout, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
-from recovery.engine.backup import _read_cell
 from recovery.engine.finish import Written, finish
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
 from recovery.repository.store import hash_bytes
@@ -58,6 +59,8 @@ class ClonePlan:
     system: bool
     new_ids: bool
     notes: list[str] = field(default_factory=list)
+    ask: Callable[[str], bool] | None = None
+    """Asked whether to go on when the source has many unreadable areas (None: go on)."""
 
     @property
     def total_bytes(self) -> int:
@@ -213,6 +216,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
 def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> CloneResult:
     started = time.monotonic()
     copied = 0
+    notes: list[str] = []
     src_fd = blockio.open_read(plan.source.disk)
     try:
         dst_fd = blockio.open_exclusive_write(plan.target)
@@ -223,7 +227,9 @@ def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> Clone
                 digests: list[bytearray] = []
                 for c in plan.copies:
                     cancel.check()
-                    n, d = _copy_stream(src_fd, dst_fd, c, progress, cancel)
+                    n, d = _copy_stream(
+                        src_fd, dst_fd, c, progress, cancel, plan.source.disk, plan.ask, notes
+                    )
                     copied += n
                     digests.append(d)
                 os.fsync(dst_fd)
@@ -241,7 +247,12 @@ def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> Clone
     checks = finish(plan.target, written, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
     return CloneResult(
-        plan.source.disk, plan.target, copied, time.monotonic() - started, tuple(checks), ok
+        plan.source.disk,
+        plan.target,
+        copied,
+        time.monotonic() - started,
+        tuple(notes + checks),
+        ok,
     )
 
 
@@ -271,16 +282,24 @@ def _copy_range(src_fd: int, dst_fd: int, src: int, dst: int, length: int) -> No
 
 
 def _copy_stream(
-    src_fd: int, dst_fd: int, c: CloneStream, progress: Progress, cancel: CancelToken
+    src_fd: int,
+    dst_fd: int,
+    c: CloneStream,
+    progress: Progress,
+    cancel: CancelToken,
+    disk: str,
+    ask: Callable[[str], bool] | None,
+    notes: list[str],
 ) -> tuple[int, bytearray]:
     """Copy the used cells of one partition; returns bytes copied and the cells' hashes."""
     sp = c.stream
     progress.step(f"copying partition {c.number} ({sp.fstype or 'unknown'})", sp.used_bytes)
     ncells = -(-sp.size // CELL_SIZE)
     digests = bytearray(32 * ncells)
+    reader = SourceReader(src_fd, disk, sp.start, CELL_SIZE, ask=ask)
 
     def work(cell: Cell) -> int:
-        buf = _read_cell(src_fd, sp.start + cell.number * CELL_SIZE, cell)
+        buf = reader.read_cell(cell)
         digests[32 * cell.number : 32 * cell.number + 32] = hash_bytes(buf)
         try:
             blockio.pwrite_all(dst_fd, buf, c.target_start + cell.number * CELL_SIZE)
@@ -307,6 +326,10 @@ def _copy_stream(
             for f in window:
                 f.cancel()
             raise
+    if reader.unreadable:
+        for line in describe_unreadable(disk, sp, reader.unreadable):
+            progress.log(line)
+            notes.append(line)
     return copied, digests
 
 

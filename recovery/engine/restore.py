@@ -213,6 +213,7 @@ def plan_restore(
             writes,
             None,
             cell_size,
+            unreadable_notes(body),
         )
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
@@ -227,7 +228,7 @@ def plan_restore(
                 found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
             )
         )
-    notes = []
+    notes = unreadable_notes(body)
     if not body.get("whole_disk", True):
         missing = [m.number for m in layout.moves if f"p{m.number}" not in by_id]
         if missing:
@@ -249,6 +250,18 @@ def plan_restore(
         cell_size,
         notes,
     )
+
+
+def unreadable_notes(body: dict[str, Any]) -> list[str]:
+    bad = body.get("unreadable") or []
+    if not isinstance(bad, list) or not bad:
+        return []
+    streams = sorted({str(b[0]) for b in bad if isinstance(b, list) and b})
+    total = sum(int(b[2]) for b in bad if isinstance(b, list) and len(b) == 3)
+    return [
+        f"{human_size(total)} in {len(bad)} area(s) of {', '.join(streams)} could not be read "
+        "when this image was taken; they are written as zeros"
+    ]
 
 
 def _plan_partitions(
@@ -305,6 +318,7 @@ def _plan_partitions(
         writes,
         None,
         cell_size,
+        unreadable_notes(body),
     )
 
 

@@ -46,6 +46,7 @@ class StreamPlan:
     used_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     gap_extents: list[tuple[int, int]] | None = None
+    block_size: int | None = None
 
     def manifest_fields(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -241,6 +242,7 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
             fs = None
         if fs is not None:
             sp.method = "used-blocks"
+            sp.block_size = fs.geometry.block_size
             sp.notes.extend(fs.geometry.notes)
             sp.used_bytes = total(_clipped(fs.used_extents(), sp.size))
             return

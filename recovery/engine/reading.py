@@ -1,0 +1,206 @@
+"""Reading a source disk that may be failing: the read path of backup and clone.
+
+A cell's used pieces are read with ``preadv`` straight into its buffer. When a read fails with
+an I/O error, the piece is read again in 64 KiB blocks, skipping the blocks that fail (the
+first pass goes past the bad area quickly, as ddrescue does); then the failed blocks are gone
+back to and read in 4 KiB pages, so only the pages that really fail are lost. What stays
+unreadable is left as zeros and recorded as a byte range of the stream. 4 KiB is the floor:
+reads through the kernel's page cache fail or succeed a page at a time.
+
+A source that disappears (unplugged, ENODEV/ENXIO, or its device node gone) is not a bad
+sector: it ends the operation with a message that says so.
+
+After ``max_errors`` unreadable ranges, ``ask`` is called once with a question for the person;
+if it answers False the operation stops (the repository stays valid).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+
+from recovery.core.cells import Cell
+from recovery.core.extents import merge
+from recovery.devices import blockio
+from recovery.errors import Cancelled, DeviceError
+
+FIRST_PASS = 64 << 10
+PAGE = 4096
+GONE = {errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.EBADF}
+
+
+class SourceReader:
+    """Reads cells of one stream of a source disk; thread-safe."""
+
+    def __init__(
+        self,
+        fd: int,
+        path: str,
+        stream_start: int,
+        cell_size: int,
+        max_errors: int = 256,
+        ask: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.fd = fd
+        self.path = path
+        self.stream_start = stream_start
+        self.cell_size = cell_size
+        self.max_errors = max_errors
+        self.ask = ask
+        self._lock = threading.Lock()
+        self._bad: list[tuple[int, int]] = []
+        self._asked = False
+
+    @property
+    def unreadable(self) -> list[tuple[int, int]]:
+        """Unreadable ``(offset, length)`` ranges relative to the stream start, merged."""
+        with self._lock:
+            return [tuple(e) for e in merge(sorted(self._bad))]  # type: ignore[misc]
+
+    def read_cell(self, cell: Cell) -> bytearray:
+        buf = bytearray(cell.size)
+        view = memoryview(buf)
+        cell_pos = cell.number * self.cell_size
+        for off, length in cell.pieces:
+            try:
+                self._read_exact(view[off : off + length], self.stream_start + cell_pos + off)
+            except OSError as e:
+                self._gone_check(e)
+                self._salvage(view, off, length, cell_pos)
+        return buf
+
+    def _read_exact(self, view: memoryview, pos: int) -> None:
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], pos + done)
+            if n <= 0:
+                raise DeviceError(
+                    f"{self.path} ended early at byte {pos + done}: was the disk removed?"
+                )
+            done += n
+
+    def _gone_check(self, e: OSError) -> None:
+        if e.errno in GONE or not blockio.is_block_device(self.path):
+            raise DeviceError(
+                f"{self.path} disappeared while it was being read ({e.strerror}): reconnect "
+                "it and run again"
+            ) from e
+        if e.errno != errno.EIO:
+            raise DeviceError(f"cannot read {self.path}: {e.strerror}") from e
+
+    def _salvage(self, view: memoryview, off: int, length: int, cell_pos: int) -> None:
+        """Read ``[off, off+length)`` of the cell in ever smaller blocks; zero what fails."""
+        failed: list[tuple[int, int]] = []
+        for start, size in _blocks(off, length, FIRST_PASS):
+            if not self._try(view, start, size, cell_pos):
+                failed.append((start, size))
+        for start, size in failed:
+            for page_start, page_size in _blocks(start, size, PAGE):
+                if not self._try(view, page_start, page_size, cell_pos):
+                    view[page_start : page_start + page_size] = bytes(page_size)
+                    self._record(cell_pos + page_start, page_size)
+
+    def _try(self, view: memoryview, start: int, size: int, cell_pos: int) -> bool:
+        try:
+            self._read_exact(view[start : start + size], self.stream_start + cell_pos + start)
+            return True
+        except OSError as e:
+            self._gone_check(e)
+            return False
+
+    def _record(self, offset: int, length: int) -> None:
+        with self._lock:
+            self._bad.append((offset, length))
+            count = len(self._bad)
+            should_ask = count >= self.max_errors and not self._asked and self.ask is not None
+            if should_ask:
+                self._asked = True
+        if should_ask and self.ask is not None:
+            question = (
+                f"{self.path} has {count} unreadable areas so far: the disk is failing. "
+                "Go on reading what can be read?"
+            )
+            if not self.ask(question):
+                raise Cancelled(
+                    f"stopped: {self.path} has too many unreadable areas. Nothing was saved "
+                    "from this run; the backup location is still valid"
+                )
+
+
+def _blocks(start: int, length: int, size: int) -> list[tuple[int, int]]:
+    """``[start, start+length)`` cut at multiples of ``size`` (relative to the cell)."""
+    out = []
+    pos = start
+    end = start + length
+    while pos < end:
+        nxt = min(end, (pos // size + 1) * size)
+        out.append((pos, nxt - pos))
+        pos = nxt
+    return out
+
+
+def _debugfs(node: str, request: str) -> str:
+    import subprocess
+
+    try:
+        r = subprocess.run(
+            ["debugfs", "-R", request, node], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout
+
+
+def affected_files(node: str, block_size: int, ranges: list[tuple[int, int]]) -> list[str]:
+    """Paths of the ext2/3/4 files whose blocks lie in ``ranges`` (debugfs icheck + ncheck)."""
+    blocks: list[int] = []
+    for off, length in ranges:
+        first, last = off // block_size, (off + length - 1) // block_size
+        blocks.extend(range(first, min(last, first + 4096) + 1))
+        if len(blocks) > 20000:
+            break
+    if not blocks or not blockio.is_block_device(node):
+        return []
+    inodes: set[str] = set()
+    for i in range(0, len(blocks), 1000):
+        out = _debugfs(node, "icheck " + " ".join(map(str, blocks[i : i + 1000])))
+        for line in out.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                inodes.add(parts[1])
+    if not inodes:
+        return []
+    out = _debugfs(node, "ncheck " + " ".join(sorted(inodes, key=int)))
+    paths = []
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            paths.append(parts[1].strip())
+    return sorted(set(paths))
+
+
+def describe_unreadable(disk: str, sp: object, ranges: list[tuple[int, int]]) -> list[str]:
+    """Lines for the person: which byte ranges of which partition, and which files they hit."""
+    from recovery.core.table import partition_node
+    from recovery.core.units import human_size
+
+    number = getattr(sp, "number", None)
+    where = "the partition table area" if number is None else f"partition {number}"
+    total = sum(n for _, n in ranges)
+    shown = ", ".join(f"{o}-{o + n - 1}" for o, n in ranges[:10])
+    more = f" and {len(ranges) - 10} more" if len(ranges) > 10 else ""
+    lines = [
+        f"unreadable: {human_size(total)} of {where} could not be read (bytes {shown}{more}); "
+        "saved as zeros"
+    ]
+    fstype = getattr(sp, "fstype", None)
+    block_size = getattr(sp, "block_size", None)
+    if number and fstype in ("ext2", "ext3", "ext4") and block_size:
+        files = affected_files(partition_node(disk, number), block_size, ranges)
+        if files:
+            lines.append(f"unreadable: files affected on {where}: " + ", ".join(files[:50]))
+        else:
+            lines.append(f"unreadable: no file on {where} uses those blocks (metadata or free)")
+    return lines
