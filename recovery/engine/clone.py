@@ -241,7 +241,16 @@ def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> Clone
     finally:
         os.close(src_fd)
     written = [
-        Written(c.number, c.stream.fstype, c.stream.method, c.grows, c.stream.uuid, c.stream.label)
+        Written(
+            c.number,
+            c.stream.fstype,
+            c.stream.method,
+            c.grows,
+            c.stream.uuid,
+            c.stream.label,
+            old_start=c.stream.start,
+            new_start=c.target_start,
+        )
         for c in plan.copies
     ]
     checks = finish(plan.target, written, progress)

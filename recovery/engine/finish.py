@@ -28,6 +28,10 @@ class Written:
     grows: bool
     uuid: str | None = None
     label: str | None = None
+    old_start: int = 0
+    """Byte offset of the partition on the source disk."""
+    new_start: int = 0
+    """Byte offset on the target disk."""
 
 
 def wait_node(node: str) -> None:
@@ -61,6 +65,8 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
     for w in written:
         node = disk if w.number == 0 else partition_node(disk, w.number)
         wait_node(node)
+        if w.old_start != w.new_start and w.fstype in ("ntfs", "vfat"):
+            checks.extend(fix_hidden_sectors(node, w.fstype, w.new_start))
         if w.method == "swap-header":
             args = ["mkswap", "-f"]
             if w.uuid:
@@ -94,3 +100,44 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
             checks.append(f"{node}: {w.fstype or 'unknown content'} written, no check available")
     refresh_udev(disk)
     return checks
+
+
+def fix_hidden_sectors(node: str, fstype: str, new_start: int) -> list[str]:
+    """Point the boot sector's "hidden sectors" field (offset 0x1C) at the partition's new start.
+
+    Windows' boot code and NTFS itself read it to find the volume; a moved NTFS or FAT partition
+    whose field still names the old start does not boot. NTFS keeps a second boot sector after
+    the volume's last sector; it is updated too.
+    """
+    import os
+    import struct
+
+    try:
+        fd = os.open(node, os.O_RDWR)
+    except OSError as e:
+        return [f"FAILED {node}: cannot open to update the boot sector: {e.strerror}"]
+    try:
+        boot = bytearray(os.pread(fd, 512, 0))
+        if len(boot) < 512:
+            return []
+        sector = struct.unpack_from("<H", boot, 0x0B)[0]
+        if sector not in (512, 1024, 2048, 4096) or new_start % sector:
+            return [f"{node}: boot sector not updated (unusual sector size {sector})"]
+        hidden = new_start // sector
+        if hidden > 0xFFFFFFFF:
+            return [f"{node}: starts beyond what the boot sector can name; not updated"]
+        offsets = [0]
+        if fstype == "ntfs" and boot[3:11] == b"NTFS    ":
+            total = struct.unpack_from("<Q", boot, 0x28)[0]
+            size = blockio.size_of(node)
+            if 0 < total * sector < size:
+                offsets.append(total * sector)
+        for off in offsets:
+            b = bytearray(os.pread(fd, 512, off))
+            if len(b) == 512 and b[3:11] == boot[3:11]:
+                struct.pack_into("<I", b, 0x1C, hidden)
+                blockio.pwrite_all(fd, b, off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return [f"{node}: boot sector updated for the new start (sector {hidden})"]

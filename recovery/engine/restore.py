@@ -482,6 +482,8 @@ def _after_write(plan: RestorePlan, progress: Progress) -> list[str]:
             grows=w.grows,
             uuid=w.stream.raw.get("uuid"),
             label=w.stream.raw.get("label"),
+            old_start=int(w.stream.raw.get("start", 0)),
+            new_start=w.target_start,
         )
         for w in plan.writes
     ]
