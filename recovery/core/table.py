@@ -270,7 +270,9 @@ def plan_layout(
         if not e.extended
     )
     moves = tuple(sorted(moves, key=lambda m: m.old_start))
-    same = (dst_sectors == src_sectors) and delta == 0 and all(
-        m.old_start == m.new_start and m.old_size == m.new_size for m in moves
+    same = (
+        (dst_sectors == src_sectors)
+        and delta == 0
+        and all(m.old_start == m.new_start and m.old_size == m.new_size for m in moves)
     )
     return Layout(new_table, moves, main if delta else None, same)

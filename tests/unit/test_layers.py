@@ -22,9 +22,7 @@ def test_engine_does_not_import_textual() -> None:
 
 
 def test_cli_help_without_arguments_or_tui() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "recovery", "--help"], capture_output=True, text=True
-    )
+    r = subprocess.run([sys.executable, "-m", "recovery", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
     assert "COMMAND" in r.stdout
 
