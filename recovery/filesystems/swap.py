@@ -80,7 +80,8 @@ class Swap(FileSystem):
             if len(first) < page_size:
                 break
             tail = first[page_size - 10 : page_size]
-            if any(tail.endswith(sig) for sig in HIBERNATION_SIGNATURES):
+            # The kernel writes e.g. "S1SUSPEND\0" where "SWAPSPACE2" was.
+            if any(sig in tail for sig in HIBERNATION_SIGNATURES):
                 raise NotThisFileSystem(
                     "a swap area holding a hibernation image (swsuspend): imaged whole, since "
                     "recreating it would lose the hibernated session"
