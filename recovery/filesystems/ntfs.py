@@ -1,21 +1,25 @@
 """NTFS: geometry and used clusters, read from the volume's own cluster bitmap ($Bitmap).
 
 Called through the registry in :mod:`recovery.filesystems.base` (``open_filesystem``) by backup
-and clone, and by ``detect_encrypted`` callers that want to explain why a volume is imaged sector
-by sector. Promises:
+and clone; ``detect_encrypted`` is for callers that must say why a volume (BitLocker, LUKS) is
+imaged sector by sector. Promises:
 
 - ``Ntfs.open`` reads the boot sector, MFT records 0 ($MFT), 3 ($Volume), 5 (the root directory)
-  and 6 ($Bitmap); every field is checked against the volume's size before it is used, so damaged
-  or hostile metadata raises :class:`DamagedFileSystem` naming what is wrong (never IndexError,
-  struct.error, a huge allocation or an endless loop). Reads are bounded: a few MFT records, the
-  root directory's index, then the bitmap in 1 MiB pieces.
+  and 6 ($Bitmap), their extension records when an attribute list points there, and the root
+  directory's index. Every field is checked before it is used, so damaged or hostile metadata
+  raises :class:`DamagedFileSystem` naming what is wrong (never IndexError, struct.error, a huge
+  allocation or an endless loop); every read is bounded by the volume, by Windows' own limits or
+  by a fixed cap. ``used_extents`` reads the bitmap in 1 MiB pieces, so memory stays flat.
 - ``used_extents`` yields byte ranges relative to the partition start, sorted and merged: every
-  cluster the bitmap marks in use, the boot sector, and the backup boot sector (the sector after
-  the last one NTFS counts, normally the partition's last sector).
+  cluster the bitmap marks in use (cluster 0 holds the boot sector), and the backup boot sector
+  (the sector after the last one NTFS counts, normally the partition's last sector).
 - Unless ``keep_system_files`` is set, the clusters of the unnamed data of ``pagefile.sys``,
   ``hiberfil.sys`` and ``swapfile.sys`` in the root directory are left out: Windows recreates
-  them, and they are often the largest files on a system volume. Clusters they would share with
-  the file system's own metadata are never left out.
+  them, and they are often the largest files on a system volume. Two exceptions keep a restore
+  from resuming the wrong session: a hiberfil.sys that holds a hibernated session is stored
+  whole, and of an unused one the first cluster (its header, "not hibernated") is stored, so a
+  restore overwrites whatever header the target disk has there. Clusters these files would share
+  with the file system's own metadata are never left out.
 - ``geometry.notes`` tells a person, in plain words, about a hibernated Windows or one shut down
   with Fast Startup (hiberfil.sys header), a volume marked dirty, and what was left out.
 
@@ -111,10 +115,6 @@ class _Damage(DamagedFileSystem):
         self.detail = detail
 
 
-def _damaged(what: str) -> _Damage:
-    return _Damage(what)
-
-
 def detect_encrypted(source: BlockSource) -> str | None:
     """A note for a person when ``source`` holds an encrypted volume (BitLocker, LUKS), else None.
 
@@ -160,9 +160,9 @@ def _size_from_clusters_per(value: int, cluster_size: int, what: str) -> int:
     elif -31 <= value < 0:
         size = 1 << -value
     else:
-        raise _damaged(f"the boot sector's {what} size code {value} is invalid")
+        raise _Damage(f"the boot sector's {what} size code {value} is invalid")
     if size & (size - 1) or not _FIXUP_STRIDE <= size <= _MAX_RECORD:
-        raise _damaged(f"the boot sector gives {what}s of {size} bytes (expected 512..64 KiB)")
+        raise _Damage(f"the boot sector gives {what}s of {size} bytes (expected 512..64 KiB)")
     return size
 
 
@@ -174,7 +174,7 @@ def parse_boot_sector(data: bytes, volume_bytes: int) -> BootSector:
      _spt, _heads, _hidden, sectors32, total_sectors, mft_lcn, mftmirr_lcn, mft_code,
      index_code, serial, _checksum) = _BOOT.unpack_from(data)  # fmt: skip
     if bps & (bps - 1) or not 256 <= bps <= 4096:
-        raise _damaged(f"the boot sector gives {bps} bytes per sector (expected 256..4096)")
+        raise _Damage(f"the boot sector gives {bps} bytes per sector (expected 256..4096)")
     if spc_code <= 0x80:
         spc = spc_code
     elif 256 - spc_code <= 31:
@@ -183,22 +183,22 @@ def parse_boot_sector(data: bytes, volume_bytes: int) -> BootSector:
         spc = 0
     cluster_size = spc * bps
     if spc == 0 or spc & (spc - 1) or cluster_size > _MAX_CLUSTER:
-        raise _damaged(f"the boot sector's sectors-per-cluster code {spc_code:#x} is invalid")
+        raise _Damage(f"the boot sector's sectors-per-cluster code {spc_code:#x} is invalid")
     if reserved or fats or root_entries or sectors16 or fat_sectors or sectors32:
-        raise _damaged("the boot sector has FAT fields set that NTFS keeps at zero")
+        raise _Damage("the boot sector has FAT fields set that NTFS keeps at zero")
     if total_sectors <= 0:
-        raise _damaged("the boot sector says the volume has no sectors")
+        raise _Damage("the boot sector says the volume has no sectors")
     if total_sectors * bps > volume_bytes:
-        raise _damaged(
+        raise _Damage(
             f"the boot sector says the volume is {total_sectors * bps} bytes but the partition "
             f"holds only {volume_bytes} (was the partition shrunk?)"
         )
     total_clusters = total_sectors * bps // cluster_size
     if total_clusters < 16:
-        raise _damaged(f"the volume has only {total_clusters} clusters")
+        raise _Damage(f"the volume has only {total_clusters} clusters")
     for name, lcn in (("MFT", mft_lcn), ("MFT mirror", mftmirr_lcn)):
         if not 0 < lcn < total_clusters:
-            raise _damaged(f"the {name} starts at cluster {lcn}, outside the volume")
+            raise _Damage(f"the {name} starts at cluster {lcn}, outside the volume")
     return BootSector(
         bytes_per_sector=bps,
         cluster_size=cluster_size,
@@ -237,10 +237,6 @@ class Attribute:
     data_size: int = 0
     initialized_size: int = 0
 
-    @property
-    def size(self) -> int:
-        return len(self.value) if self.resident else self.data_size
-
 
 @dataclass(frozen=True)
 class Record:
@@ -262,12 +258,12 @@ def apply_fixup(buf: bytearray, what: str) -> None:
     usa_ofs, usa_count = struct.unpack_from("<HH", buf, 4)
     sectors = len(buf) // _FIXUP_STRIDE
     if usa_ofs & 1 or usa_ofs < 8 or usa_count != sectors + 1 or usa_ofs + 2 * usa_count > len(buf):
-        raise _damaged(f"{what} has an invalid update sequence array")
+        raise _Damage(f"{what} has an invalid update sequence array")
     usn = buf[usa_ofs : usa_ofs + 2]
     for i in range(1, usa_count):
         end = i * _FIXUP_STRIDE
         if buf[end - 2 : end] != usn:
-            raise _damaged(f"{what} fails its update-sequence check in sector {i - 1} (torn write)")
+            raise _Damage(f"{what} fails its update-sequence check in sector {i - 1} (torn write)")
         buf[end - 2 : end] = buf[usa_ofs + 2 * i : usa_ofs + 2 * i + 2]
 
 
@@ -280,23 +276,23 @@ def decode_runs(
     lcn = 0
     while True:
         if pos >= end:
-            raise _damaged(f"the data runs of {what} have no terminator")
+            raise _Damage(f"the data runs of {what} have no terminator")
         header = data[pos]
         if header == 0:
             break
         len_size, off_size = header & 0x0F, header >> 4
         if not 1 <= len_size <= 8 or off_size > 8 or pos + 1 + len_size + off_size > end:
-            raise _damaged(f"the data runs of {what} are malformed at byte {pos}")
+            raise _Damage(f"the data runs of {what} are malformed at byte {pos}")
         pos += 1
         length = int.from_bytes(data[pos : pos + len_size], "little", signed=True)
         pos += len_size
         if length <= 0:
-            raise _damaged(f"a data run of {what} has length {length}")
+            raise _Damage(f"a data run of {what} has length {length}")
         if off_size:
             lcn += int.from_bytes(data[pos : pos + off_size], "little", signed=True)
             pos += off_size
             if lcn < 0 or lcn + length > clusters:
-                raise _damaged(
+                raise _Damage(
                     f"a data run of {what} points at clusters {lcn}..{lcn + length - 1}, "
                     f"outside the volume's {clusters}"
                 )
@@ -305,54 +301,54 @@ def decode_runs(
             runs.append(Run(vcn, None, length))
         vcn += length
     if vcn != highest_vcn + 1:
-        raise _damaged(
+        raise _Damage(
             f"the data runs of {what} cover clusters {lowest_vcn}..{vcn - 1} "
             f"but the attribute says {lowest_vcn}..{highest_vcn}"
         )
     return tuple(runs)
 
 
-def parse_record(buf: bytearray, number: int, clusters: int, check_number: bool = True) -> Record:
+def parse_record(buf: bytearray, number: int, clusters: int) -> Record:
     """Parse one FILE record (fixups applied here); every offset is bounds-checked."""
     what = f"MFT record {number}"
     magic = bytes(buf[:4])
     if magic == b"BAAD":
-        raise _damaged(f"{what} is marked bad (BAAD) by a previous check")
+        raise _Damage(f"{what} is marked bad (BAAD) by a previous check")
     if magic != b"FILE":
-        raise _damaged(f"{what} does not start with FILE (found {magic!r})")
+        raise _Damage(f"{what} does not start with FILE (found {magic!r})")
     apply_fixup(buf, what)
     (_m, usa_ofs, _usa_count, _lsn, sequence, _links, attrs_offset, flags, in_use_bytes,
      allocated, base_ref, _next_instance) = _RECORD_HEADER.unpack_from(buf)  # fmt: skip
     size = len(buf)
     if allocated != size:
-        raise _damaged(f"{what} says it is {allocated} bytes, the boot sector says {size}")
+        raise _Damage(f"{what} says it is {allocated} bytes, the boot sector says {size}")
     if not 0x18 <= in_use_bytes <= size or not 0x18 <= attrs_offset < in_use_bytes:
-        raise _damaged(f"{what} has an invalid header (bytes in use {in_use_bytes})")
-    if check_number and usa_ofs >= 0x30:  # NTFS 3.1 records carry their own number
+        raise _Damage(f"{what} has an invalid header (bytes in use {in_use_bytes})")
+    if usa_ofs >= 0x30:  # NTFS 3.1 records carry their own number
         (own,) = struct.unpack_from("<I", buf, 0x2C)
         if own != number & 0xFFFFFFFF:
-            raise _damaged(f"{what} says it is record {own}")
+            raise _Damage(f"{what} says it is record {own}")
     attributes: list[Attribute] = []
     pos = attrs_offset
     while True:
         if pos + 4 > in_use_bytes:
-            raise _damaged(f"{what} has no end-of-attributes marker")
+            raise _Damage(f"{what} has no end-of-attributes marker")
         (type_,) = struct.unpack_from("<I", buf, pos)
         if type_ == _AT_END:
             break
         if pos + _ATTR_HEADER.size > in_use_bytes:
-            raise _damaged(f"{what} has a truncated attribute at byte {pos}")
+            raise _Damage(f"{what} has a truncated attribute at byte {pos}")
         _t, length, non_resident, name_len, name_off, attr_flags, _inst = _ATTR_HEADER.unpack_from(
             buf, pos
         )
         minimum = 0x40 if non_resident else 0x18
         if length < minimum or length & 7 or pos + length > in_use_bytes:
-            raise _damaged(f"{what} has an attribute of type {type_:#x} with length {length}")
+            raise _Damage(f"{what} has an attribute of type {type_:#x} with length {length}")
         attr = bytes(buf[pos : pos + length])
         name = ""
         if name_len:
             if name_off + 2 * name_len > length:
-                raise _damaged(f"{what}: an attribute name lies outside its attribute")
+                raise _Damage(f"{what}: an attribute name lies outside its attribute")
             name = attr[name_off : name_off + 2 * name_len].decode("utf-16-le", "replace")
         attr_what = f"attribute {type_:#x} of {what}"
         if non_resident:
@@ -360,9 +356,9 @@ def parse_record(buf: bytearray, number: int, clusters: int, check_number: bool 
                 attr, 0x10
             )
             if not 0 <= lowest <= highest + 1 or not runs_off < length:
-                raise _damaged(f"{attr_what} has an invalid cluster range")
+                raise _Damage(f"{attr_what} has an invalid cluster range")
             if lowest == 0 and not 0 <= init_size <= data_size <= alloc_size:
-                raise _damaged(f"{attr_what} has inconsistent sizes")
+                raise _Damage(f"{attr_what} has inconsistent sizes")
             runs = decode_runs(attr, runs_off, length, lowest, highest, clusters, attr_what)
             attributes.append(
                 Attribute(
@@ -381,7 +377,7 @@ def parse_record(buf: bytearray, number: int, clusters: int, check_number: bool 
         else:
             value_len, value_off = _RESIDENT.unpack_from(attr, 0x10)
             if value_off + value_len > length:
-                raise _damaged(f"{attr_what} has a value outside its attribute")
+                raise _Damage(f"{attr_what} has a value outside its attribute")
             value = attr[value_off : value_off + value_len]
             attributes.append(Attribute(type_, name, attr_flags, True, value))
         pos += length
@@ -439,7 +435,7 @@ class _Volume:
     def read(self, offset: int, length: int, what: str) -> bytes:
         data = self.source.pread(offset, length)
         if len(data) != length:
-            raise _damaged(f"{what} lies beyond the end of the partition")
+            raise _Damage(f"{what} lies beyond the end of the partition")
         return data
 
     def read_stream(self, stream: DataStream, offset: int, length: int) -> bytes:
@@ -448,7 +444,7 @@ class _Volume:
             return stream.resident_value[offset : offset + length].ljust(length, b"\0")
         cs = self.boot.cluster_size
         if offset + length > stream.data_size:
-            raise _damaged(f"a read of {stream.what} goes past its end")
+            raise _Damage(f"a read of {stream.what} goes past its end")
         out = bytearray()
         vcns = stream.vcns
         pos = offset
@@ -457,7 +453,7 @@ class _Volume:
             vcn = pos // cs
             i = bisect.bisect_right(vcns, vcn) - 1
             if i < 0 or vcn >= stream.runs[i].vcn + stream.runs[i].length:
-                raise _damaged(f"{stream.what} has no cluster for byte {pos}")
+                raise _Damage(f"{stream.what} has no cluster for byte {pos}")
             run = stream.runs[i]
             run_end = (run.vcn + run.length) * cs
             n = min(end, run_end) - pos
@@ -479,7 +475,7 @@ class _Volume:
         if self.mft is None:
             raise AssertionError("the MFT is read before any other record")
         if (number + 1) * rs > self.mft.data_size:
-            raise _damaged(f"MFT record {number} lies beyond the end of the MFT")
+            raise _Damage(f"MFT record {number} lies beyond the end of the MFT")
         buf = bytearray(self.read_stream(self.mft, number * rs, rs))
         rec = parse_record(buf, number, self.clusters)
         if number < _CACHED_RECORDS:
@@ -494,17 +490,17 @@ class _Volume:
         first = segments[0]
         if first.resident:
             if len(segments) > 1:
-                raise _damaged(f"{what} is both resident and split over records")
+                raise _Damage(f"{what} is both resident and split over records")
             return DataStream(what, first.value, (), len(first.value), len(first.value))
         runs: list[Run] = []
         expect = 0
         for seg in segments:
             if seg.resident or seg.lowest_vcn != expect:
-                raise _damaged(f"the pieces of {what} do not follow each other")
+                raise _Damage(f"the pieces of {what} do not follow each other")
             runs.extend(seg.runs)
             expect = seg.highest_vcn + 1
         if first.allocated_size > expect * self.boot.cluster_size:
-            raise _damaged(f"{what} has fewer clusters than its allocated size")
+            raise _Damage(f"{what} has fewer clusters than its allocated size")
         return DataStream(what, None, tuple(runs), first.data_size, first.initialized_size)
 
     def all_attributes(self, base: Record, type_: int) -> list[Attribute]:
@@ -518,7 +514,7 @@ class _Volume:
     def _extension(self, base: Record, ref: int) -> Record:
         rec = self.record(ref)
         if rec.base_reference != base.number or not rec.flags & _RECORD_IN_USE:
-            raise _damaged(f"MFT record {ref} does not belong to record {base.number}")
+            raise _Damage(f"MFT record {ref} does not belong to record {base.number}")
         return rec
 
     def _segments(self, base: Record, type_: int, name: str, what: str) -> list[Attribute]:
@@ -534,7 +530,7 @@ class _Volume:
                     segments.append(a)
                     break
             else:
-                raise _damaged(f"{what}: MFT record {ref} lacks the piece the list points at")
+                raise _Damage(f"{what}: MFT record {ref} lacks the piece the list points at")
             if base.number == _MFT and not a.resident:
                 # The MFT maps itself: each piece makes the next extension record reachable.
                 self._extend_mft(a)
@@ -552,7 +548,7 @@ class _Volume:
             raw = alist.value
         else:
             if alist.data_size > _MAX_ATTRIBUTE_LIST:
-                raise _damaged(f"the attribute list of MFT record {base.number} is too large")
+                raise _Damage(f"the attribute list of MFT record {base.number} is too large")
             list_stream = DataStream(
                 f"the attribute list of MFT record {base.number}",
                 None,
@@ -569,11 +565,11 @@ class _Volume:
                 raw, pos
             )
             if length < _ATTR_LIST_ENTRY.size or pos + length > len(raw):
-                raise _damaged(f"the attribute list of MFT record {base.number} is malformed")
+                raise _Damage(f"the attribute list of MFT record {base.number} is malformed")
             entry_name = ""
             if name_len:
                 if name_off + 2 * name_len > length:
-                    raise _damaged(f"an attribute list entry of MFT record {base.number} is bad")
+                    raise _Damage(f"an attribute list entry of MFT record {base.number} is bad")
                 entry_name = raw[pos + name_off : pos + name_off + 2 * name_len].decode(
                     "utf-16-le", "replace"
                 )
@@ -602,17 +598,17 @@ class _Volume:
         buf = bytearray(self.read(self.boot.mft_lcn * self.boot.cluster_size, rs, "MFT record 0"))
         base = parse_record(buf, _MFT, self.clusters)
         if not base.flags & _RECORD_IN_USE:
-            raise _damaged("MFT record 0 ($MFT) is not in use")
+            raise _Damage("MFT record 0 ($MFT) is not in use")
         first = base.find(_AT_DATA)
         if first is None or first.resident or first.lowest_vcn != 0:
-            raise _damaged("MFT record 0 ($MFT) has no usable data attribute")
+            raise _Damage("MFT record 0 ($MFT) has no usable data attribute")
         self.mft = DataStream("$MFT", None, first.runs, first.data_size, first.initialized_size)
         stream = self.stream(base, _AT_DATA, "", "$MFT")
         assert stream is not None
         if stream.data_size < 16 * rs:
-            raise _damaged(f"the MFT is only {stream.data_size} bytes long")
+            raise _Damage(f"the MFT is only {stream.data_size} bytes long")
         if not stream.runs or stream.runs[0].lcn != self.boot.mft_lcn:
-            raise _damaged("the MFT's data does not start where the boot sector says")
+            raise _Damage("the MFT's data does not start where the boot sector says")
         self.mft = stream
         self._records[_MFT] = base
         return stream
@@ -620,10 +616,10 @@ class _Volume:
     def system_record(self, number: int, name: str) -> Record:
         rec = self.record(number)
         if not rec.flags & _RECORD_IN_USE:
-            raise _damaged(f"MFT record {number} ({name}) is not in use")
+            raise _Damage(f"MFT record {number} ({name}) is not in use")
         names = [n for p, n in _file_names(self.all_attributes(rec, _AT_FILE_NAME)) if p == _ROOT]
         if names and name not in names:
-            raise _damaged(f"MFT record {number} should be {name} but is named {names[0]}")
+            raise _Damage(f"MFT record {number} should be {name} but is named {names[0]}")
         return rec
 
 
@@ -638,7 +634,7 @@ def _index_entries(buf: bytes, start: int, end: int, what: str) -> Iterator[tupl
         if flags & _INDEX_ENTRY_END:
             return
         if length < _INDEX_ENTRY.size or length & 7 or pos + length > end:
-            raise _damaged(f"{what} has an index entry of length {length} at byte {pos}")
+            raise _Damage(f"{what} has an index entry of length {length} at byte {pos}")
         key = pos + 0x10
         if 0x42 <= key_len <= length - 0x10:
             n = buf[key + 0x40]
@@ -647,7 +643,7 @@ def _index_entries(buf: bytes, start: int, end: int, what: str) -> Iterator[tupl
                 name = buf[key + 0x42 : key + 0x42 + 2 * n].decode("utf-16-le", "replace")
                 yield ref, parent, name
         pos += length
-    raise _damaged(f"{what} has no end entry")
+    raise _Damage(f"{what} has no end entry")
 
 
 def _root_index_names(vol: _Volume, root: Record) -> Iterator[tuple[int, int, str]]:
@@ -658,16 +654,16 @@ def _root_index_names(vol: _Volume, root: Record) -> Iterator[tuple[int, int, st
     """
     index_root = vol.stream(root, _AT_INDEX_ROOT, _I30, "the root directory's index root")
     if index_root is None or index_root.resident_value is None:
-        raise _damaged("the root directory has no index root")
+        raise _Damage("the root directory has no index root")
     value = index_root.resident_value
     if len(value) < 0x20:
-        raise _damaged("the root directory's index root is too short")
+        raise _Damage("the root directory's index root is too short")
     indexed_type, _collation, block_size, _cpb = _INDEX_ROOT.unpack_from(value)
     if indexed_type != _AT_FILE_NAME:
-        raise _damaged("the root directory's index is not a file name index")
+        raise _Damage("the root directory's index is not a file name index")
     entries_off, index_len, _alloc = _INDEX_HEADER.unpack_from(value, 0x10)
     if 0x10 + index_len > len(value) or entries_off > index_len:
-        raise _damaged("the root directory's index root is malformed")
+        raise _Damage("the root directory's index root is malformed")
     yield from _index_entries(value, 0x10 + entries_off, 0x10 + index_len, "the root index")
 
     allocation = vol.stream(root, _AT_INDEX_ALLOCATION, _I30, "the root directory index")
@@ -676,9 +672,9 @@ def _root_index_names(vol: _Volume, root: Record) -> Iterator[tuple[int, int, st
     if block_size != vol.boot.index_block_size and (
         block_size & (block_size - 1) or not _FIXUP_STRIDE <= block_size <= _MAX_RECORD
     ):
-        raise _damaged(f"the root directory uses index blocks of {block_size} bytes")
+        raise _Damage(f"the root directory uses index blocks of {block_size} bytes")
     if allocation.data_size > _MAX_ROOT_INDEX:
-        raise _damaged(f"the root directory's index claims {allocation.data_size} bytes")
+        raise _Damage(f"the root directory's index claims {allocation.data_size} bytes")
     bitmap = vol.stream(root, _AT_BITMAP, _I30, "the root directory index bitmap")
     in_use = b""
     if bitmap is not None:
@@ -689,11 +685,11 @@ def _root_index_names(vol: _Volume, root: Record) -> Iterator[tuple[int, int, st
         what = f"root directory index block {i}"
         buf = bytearray(vol.read_stream(allocation, i * block_size, block_size))
         if buf[:4] != b"INDX":
-            raise _damaged(f"{what} does not start with INDX")
+            raise _Damage(f"{what} does not start with INDX")
         apply_fixup(buf, what)
         entries_off, index_len, _alloc = _INDEX_HEADER.unpack_from(buf, 0x18)
         if 0x18 + index_len > block_size or entries_off > index_len:
-            raise _damaged(f"{what} has a malformed header")
+            raise _Damage(f"{what} has a malformed header")
         yield from _index_entries(bytes(buf), 0x18 + entries_off, 0x18 + index_len, what)
 
 
@@ -704,6 +700,8 @@ class SystemFile:
     size: int
     clusters: tuple[tuple[int, int], ...]
     """(lcn, count) of its data, in file order."""
+    first_lcn: int | None
+    """The cluster holding the file's first bytes (None when they are sparse or resident)."""
     header: bytes
     """The first bytes of its data (hiberfil.sys: the hibernation signature)."""
 
@@ -712,7 +710,7 @@ def find_system_files(vol: _Volume) -> list[SystemFile]:
     """pagefile.sys, hiberfil.sys and swapfile.sys in the root directory, verified in the MFT."""
     root = vol.system_record(_ROOT, ".")
     if not root.flags & _RECORD_IS_DIRECTORY:
-        raise _damaged("MFT record 5 (the root directory) is not a directory")
+        raise _Damage("MFT record 5 (the root directory) is not a directory")
     candidates: dict[str, list[int]] = {}
     for ref, parent, name in _root_index_names(vol, root):
         key = name.lower()
@@ -736,26 +734,36 @@ def find_system_files(vol: _Volume) -> list[SystemFile]:
             header = b""
             if data.initialized_size > 0:
                 header = vol.read_stream(data, 0, min(_HIBERFIL_HEADER, data.data_size))
-            found.append(SystemFile(key, number, data.data_size, tuple(data.clusters()), header))
+            first = data.runs[0].lcn if data.runs else None
+            found.append(
+                SystemFile(key, number, data.data_size, tuple(data.clusters()), first, header)
+            )
             break
     return found
 
 
+_SHUT_DOWN_FULLY = (
+    "For an image that starts cleanly: start Windows, shut it down fully (hold Shift while "
+    "choosing Shut down, or run 'shutdown /s /t 0'), then make the image again"
+)
+
+
 def _hibernation_note(header: bytes) -> str | None:
+    """What to tell a person about hiberfil.sys's signature, or None if it is not in use."""
     signature = header[:4].lower()
     if signature in (b"hibr", b"rstr"):
         return (
-            "Windows on this volume is hibernated or was shut down with Fast Startup. The image "
-            "is taken as the disk is now, without changing it, but what was open in the "
-            "hibernated session is not in it, and changes Windows had not yet written to the disk "
-            "may be missing. To be safe: start Windows, shut it down fully (hold Shift while "
-            "choosing Shut down, or run 'shutdown /s /t 0'), then make the image again"
+            "Windows on this volume is hibernated or was shut down with Fast Startup. It is "
+            "imaged as it is, without changing it, and hiberfil.sys is stored whole so that the "
+            "restored disk can resume that session; changes Windows had not yet written to the "
+            "disk exist only in that session. " + _SHUT_DOWN_FULLY
         )
     if signature == b"wake":
         return (
             "Windows on this volume tried to resume from hibernation and did not finish; at its "
-            "next start it will offer to resume or to delete the restoration data. Start "
-            "Windows, shut it down fully (hold Shift while choosing Shut down), then image again"
+            "next start it will offer to resume or to delete the restoration data. hiberfil.sys "
+            "is stored whole so that this choice stays the same on the restored disk. "
+            + _SHUT_DOWN_FULLY
         )
     return None
 
@@ -833,9 +841,9 @@ class Ntfs(FileSystem):
         bitmap = vol.stream(bitmap_record, _AT_DATA, "", "$Bitmap")
         need = (boot.total_clusters + 7) // 8
         if bitmap is None or bitmap.data_size < need or bitmap.initialized_size < need:
-            raise _damaged(f"$Bitmap holds fewer than the {need} bytes the volume needs")
+            raise _Damage(f"$Bitmap holds fewer than the {need} bytes the volume needs")
         if any(r.lcn is None for r in bitmap.runs):
-            raise _damaged("$Bitmap is sparse")
+            raise _Damage("$Bitmap is sparse")
 
         label, dirty = _volume_information(vol)
         if dirty:
@@ -860,11 +868,18 @@ class Ntfs(FileSystem):
         metadata = [(e.start, e.length) for e in merge(metadata)]
         left_out: list[str] = []
         for sf in system_files:
+            runs = [(e.start, e.length) for e in merge(sorted(sf.clusters))]
             if sf.name == "hiberfil.sys":
                 note = _hibernation_note(sf.header)
                 if note:
+                    # A hibernated session is kept whole: without it the restored disk would
+                    # hold a hibernation header whose memory image is missing.
                     notes.append(note)
-            runs = [(e.start, e.length) for e in merge(sorted(sf.clusters))]
+                    continue
+                if sf.first_lcn is not None:
+                    # Its first cluster (the header, which says "not hibernated") is kept, so a
+                    # restore overwrites whatever header the target disk holds there.
+                    runs = list(_subtract(runs, [(sf.first_lcn, 1)]))
             if not runs:
                 continue
             if _overlaps(runs, metadata):
@@ -901,7 +916,7 @@ class Ntfs(FileSystem):
         for what, lcn in (("the boot sector", 0), ("the MFT", self.boot.mft_lcn)):
             byte = self._volume.read_stream(self.bitmap, lcn // 8, 1)[0]
             if not byte >> (lcn % 8) & 1:
-                raise _damaged(f"$Bitmap marks {what} (cluster {lcn}) as free")
+                raise _Damage(f"$Bitmap marks {what} (cluster {lcn}) as free")
 
     def _used_clusters(self) -> Iterator[tuple[int, int]]:
         """(lcn, count) runs of set bits of $Bitmap among the volume's clusters."""

@@ -23,10 +23,13 @@ from recovery.errors import DamagedFileSystem, NotThisFileSystem
 from recovery.filesystems.base import BytesSource, FileSource, open_filesystem, readers
 from recovery.filesystems.ntfs import (
     Ntfs,
+    SystemFile,
     _overlaps,
     _subtract,
+    _Volume,
     decode_runs,
     detect_encrypted,
+    find_system_files,
     parse_boot_sector,
 )
 
@@ -78,6 +81,26 @@ def copy_extents(src: Path, dst: Path, extents: list[Extent]) -> None:
             d.seek(start)
             s.seek(start)
             d.write(s.read(length))
+
+
+def copy_extents_onto(src: Path, dst: Path, extents: list[Extent]) -> None:
+    """Write ``extents`` of ``src`` over an existing ``dst`` (a restore onto a used disk)."""
+    with open(src, "rb") as s, open(dst, "r+b") as d:
+        for start, length in extents:
+            d.seek(start)
+            s.seek(start)
+            d.write(s.read(length))
+
+
+def _system_files(image: Path) -> list[SystemFile]:
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        source = FileSource(fd, 0, os.fstat(fd).st_size)
+        vol = _Volume(source, parse_boot_sector(source.pread(0, 512), source.size))
+        vol.open_mft()
+        return find_system_files(vol)
+    finally:
+        os.close(fd)
 
 
 def check_extents(extents: list[Extent], size: int) -> None:
@@ -276,13 +299,15 @@ def test_round_trip_of_used_extents(tmp_path: Path) -> None:
     files["tiny.txt"] = b"resident data\n"  # small enough to live inside its MFT record
     for name, data in files.items():
         put(image, data, name, tmp_path)
+    # A hiberfil.sys that is not in use: its header (first cluster) is zeros, the rest is stale.
     page, hiber = os.urandom(1 << 20), bytes(4096) + os.urandom(500_000)
     put(image, page, "pagefile.sys", tmp_path)
     put(image, hiber, "hiberfil.sys", tmp_path)
 
     fs = open_image(image)
     excluded = sum(n for _, n in fs.excluded_clusters) * fs.boot.cluster_size
-    assert excluded == (1 << 20) + 4096 * -(-len(hiber) // 4096)
+    # All of pagefile.sys; all of hiberfil.sys but the cluster holding its header.
+    assert excluded == (1 << 20) + 4096 * -(-len(hiber) // 4096) - 4096
     extents = list(fs.used_extents())
     fs.keep_system_files = True
     kept = list(fs.used_extents())
@@ -300,6 +325,16 @@ def test_round_trip_of_used_extents(tmp_path: Path) -> None:
     # The system files are still there, with their sizes, but their contents were not copied.
     out = subprocess.run(["ntfscat", str(copy), "pagefile.sys"], capture_output=True).stdout
     assert len(out) == len(page) and out == bytes(len(page))
+    # Restored onto a disk whose hiberfil.sys still says "hibernated": the stored header
+    # cluster overwrites it, so the restored Windows does not try to resume a foreign session.
+    hiber_lcn = next(sf for sf in _system_files(image) if sf.name == "hiberfil.sys").first_lcn
+    assert hiber_lcn is not None
+    with open(copy, "r+b") as c:
+        c.seek(hiber_lcn * 4096)
+        c.write(b"HIBR")
+    assert any("hibernated" in n for n in open_image(copy).geometry.notes)
+    copy_extents_onto(image, copy, extents)
+    assert not any("hibernated" in n for n in open_image(copy).geometry.notes)
 
 
 @needs_ntfs_tools
@@ -315,13 +350,18 @@ def test_round_trip_of_used_extents(tmp_path: Path) -> None:
 def test_hibernation_is_reported(tmp_path: Path, signature: bytes, expected: str | None) -> None:
     image = make_ntfs(tmp_path / "v.img", 32 << 20)
     put(image, signature + os.urandom(100_000), "hiberfil.sys", tmp_path)
-    notes = open_image(image).geometry.notes
-    hibernation = [n for n in notes if "hibernat" in n and "Not stored" not in n]
+    fs = open_image(image)
+    hibernation = [n for n in fs.geometry.notes if "hibernat" in n and "Not stored" not in n]
     if expected is None:
         assert hibernation == []
+        assert fs.excluded_clusters, "an unused hiberfil.sys is left out"
     else:
         assert len(hibernation) == 1 and expected in hibernation[0]
         assert "shut it down fully" in hibernation[0]
+        # A hibernated session is stored whole: the restored disk must not hold a header
+        # that promises a memory image whose contents were left out.
+        assert fs.excluded_clusters == []
+        assert "stored whole" in hibernation[0]
 
 
 @needs_ntfs_tools
@@ -476,15 +516,13 @@ def test_truncated_partition_is_damage(small_image: bytes) -> None:
 
 def test_stale_index_entry_is_not_trusted(small_image: bytes) -> None:
     """If pagefile.sys's record is no longer in use, its clusters are not left out."""
-    from recovery.filesystems.ntfs import _Volume, find_system_files
-
     fs = Ntfs.open(BytesSource(small_image))
     vol = _Volume(BytesSource(small_image), fs.boot)
     vol.open_mft()
     rec = next(sf.record for sf in find_system_files(vol) if sf.name == "pagefile.sys")
-    before = sum(n for _, n in fs.excluded_clusters)
+    assert fs.excluded_clusters
     freed = Ntfs.open(tampered(small_image, record_offset(small_image, rec) + 0x16, b"\0\0"))
-    assert 0 < sum(n for _, n in freed.excluded_clusters) < before
+    assert freed.excluded_clusters == []  # the fixture's hiberfil.sys is in use: kept
     assert not any("pagefile.sys" in n for n in freed.geometry.notes)
 
 
@@ -501,8 +539,6 @@ def test_damaged_root_directory_keeps_system_files(small_image: bytes) -> None:
 def fuzz_regions(small_image: bytes) -> list[tuple[int, int]]:
     """Where the reader looks: the boot sector, MFT records 0..7, the root directory's
     extension record, attribute list and index blocks."""
-    from recovery.filesystems.ntfs import _Volume
-
     _cs, mft, rs = layout(small_image)
     vol = _Volume(BytesSource(small_image), parse_boot_sector(small_image[:512], len(small_image)))
     vol.open_mft()
