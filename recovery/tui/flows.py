@@ -19,7 +19,7 @@ from recovery.engine.api import ImageInfo
 from recovery.engine.progress import CancelToken, Progress
 from recovery.tui.formatting import human_size
 from recovery.tui.screens.backups import BackupsScreen
-from recovery.tui.screens.clone import CloneComingScreen
+from recovery.tui.screens.clone import CloneOptionsScreen
 from recovery.tui.screens.dialogs import ConfirmScreen, InfoScreen
 from recovery.tui.screens.disks import DiskPickerScreen
 from recovery.tui.screens.location import LocationScreen
@@ -239,10 +239,21 @@ def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
                 job,
                 what="the backup",
                 cancel_note="The backup location stays valid; this image is not kept.",
+                # Verifying reads the data again: count it twice.
+                overall_total=plan_total(plan) * (2 if opts.verify else 1),
             )
         )
 
     app.push_screen(PlanScreen((choice.task, "Plan"), header, make_plan, "Start backup", start))
+
+
+def plan_total(plan: Any) -> int:
+    """Bytes the plan will move, when the engine says (0: unknown)."""
+    total = getattr(plan, "total_bytes", None)
+    if isinstance(total, int):
+        return total
+    used = getattr(getattr(plan, "source", None), "used_bytes", None)
+    return used if isinstance(used, int) else 0
 
 
 def backup_summary(result: Any) -> list[str]:
@@ -252,6 +263,10 @@ def backup_summary(result: Any) -> list[str]:
         f"{human_size(result.new_bytes)} new in the backup location.",
     ]
     lines += [str(n) for n in getattr(result, "notes", ())]
+    unreadable = [str(u) for u in getattr(result, "unreadable", ())]
+    if unreadable:
+        lines.append("Some of the source could not be read:")
+        lines += [f"  {u}" for u in unreadable]
     return lines
 
 
@@ -314,6 +329,7 @@ def verify_image(screen: BackupsScreen, repo: str, image: ImageInfo) -> None:
             job,
             what="the verification",
             cancel_note="Nothing is changed by stopping it.",
+            overall_total=image.data_size,
             on_close=close,
         )
     )
@@ -368,6 +384,7 @@ def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk)
                 job,
                 what="the restore",
                 cancel_note=f"{disk.path} is left unusable until it is restored again.",
+                overall_total=plan_total(plan),
             )
         )
 
@@ -399,7 +416,98 @@ def restore_summary(name: str, target: str, result: Any) -> list[str]:
 
 
 def start_clone(app: RecoveryApp) -> None:
-    app.push_screen(CloneComingScreen("Clone"))
+    def refuse_source(disk: Disk) -> str | None:
+        if disk.boot_medium:
+            return "This is the stick recovery runs from; pick the disk to copy."
+        return None
+
+    guess = system_disk(app.disks)
+    app.push_screen(
+        DiskPickerScreen(
+            ("Clone", "Source disk"),
+            "Pick the disk to copy from (Enter). It is only read.",
+            lambda d: choose_clone_options(app, d),
+            select=guess.path if guess else None,
+            refuse=refuse_source,
+        )
+    )
+
+
+def choose_clone_options(app: RecoveryApp, source: Disk) -> None:
+    def done(system: bool, new_ids: bool) -> None:
+        def refuse_target(disk: Disk) -> str | None:
+            if disk.path == source.path:
+                return "That is the disk being copied; pick another one."
+            return refuse_restore_target(disk)
+
+        what = "its system partitions" if system else "all of it"
+        app.push_screen(
+            DiskPickerScreen(
+                ("Clone", "Target disk"),
+                f"Pick the disk to copy {source.path} onto ({what}). Everything on it will be "
+                "replaced.",
+                lambda d: show_clone_plan(app, source, d, system, new_ids),
+                refuse=refuse_target,
+            )
+        )
+
+    app.push_screen(
+        CloneOptionsScreen(("Clone", "What to copy"), f"Copy from: {disk_identity(source)}", done)
+    )
+
+
+def show_clone_plan(
+    app: RecoveryApp, source: Disk, target: Disk, system: bool, new_ids: bool
+) -> None:
+    engine = app.backends.engine
+    header = [
+        "From: " + disk_identity(source),
+        "Onto: " + disk_identity(target),
+        "Now on the target:",
+        *current_partitions(target),
+        "Everything now on the target will be replaced.",
+        "",
+    ]
+
+    def make_plan() -> Any:
+        return engine.clone_plan(source.path, target.path, system=system, new_ids=new_ids)
+
+    def confirm(plan: Any) -> tuple[str, list[str], str]:
+        lines = [
+            disk_identity(target),
+            f"holds {len(target.partitions)} partition(s).",
+            "",
+            f"Everything on it will be replaced by a copy of {source.path}.",
+            "This cannot be undone.",
+        ]
+        return f"Erase {target.path}?", lines, "Erase and copy"
+
+    def start(plan: Any) -> None:
+        def job(progress: Progress, cancel: CancelToken) -> list[str]:
+            result = engine.clone_run(plan, progress, cancel)
+            lines = [
+                f"{source.path} copied onto {target.path}: "
+                f"{human_size(getattr(result, 'copied_bytes', 0))} copied and checked."
+            ]
+            lines += [str(c) for c in getattr(result, "checks", ())]
+            if getattr(result, "ok", True) is False:
+                lines.append("A CHECK FAILED: see the lines above before you use this disk.")
+            return lines
+
+        app.push_screen(
+            ProgressScreen(
+                ("Clone", "Running"),
+                f"Copying {source.path} onto {target.path}",
+                job,
+                what="the copy",
+                cancel_note=f"{target.path} is left unusable until it is written again.",
+                overall_total=plan_total(plan),
+            )
+        )
+
+    app.push_screen(
+        PlanScreen(("Clone", "Plan"), header, make_plan, "Copy...", start, confirm=confirm)
+    )
 
 
 def open_shell(app: RecoveryApp) -> None:

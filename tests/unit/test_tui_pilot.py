@@ -228,6 +228,27 @@ def test_backups_screen_verify_and_remove() -> None:
     assert ("remove", ("/run/recovery/mnt/sdc1/recovery-backups", "before-update")) in calls
 
 
+def test_clone_system_only_onto_another_disk() -> None:
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "4", "enter")  # the system disk has the cursor
+        await press(pilot, "space", "f2")  # only the system
+        await press(pilot, "enter")  # the source itself is refused as target
+        assert "being copied" in screen_text(pilot.app)
+        await press(pilot, "enter", "down", "enter")  # /dev/sda
+        assert "Clone the system partitions of /dev/nvme0n1" in screen_text(pilot.app)
+        await press(pilot, "enter")
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await press(pilot, "tab", "enter")
+        screen = pilot.app.screen
+        assert isinstance(screen, ProgressScreen) and screen.outcome == "done"
+        assert "copied and checked" in screen_text(pilot.app)
+
+    app = drive(scenario)
+    calls = app.backends.engine.calls
+    assert ("clone_plan", ("/dev/nvme0n1", "/dev/sda", True, False)) in calls
+    assert engine_calls(app).count("clone_run") == 1
+
+
 # Errors ------------------------------------------------------------------------------------------
 
 

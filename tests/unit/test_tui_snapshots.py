@@ -187,5 +187,11 @@ def test_error_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_clone(snap_compare: Any, size: tuple[int, int]) -> None:
-    assert snap_compare(make_app(), terminal_size=size, run_before=keys("4"))
+def test_clone_options(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=keys("4", "enter", "space"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_clone_plan_confirmation(snap_compare: Any, size: tuple[int, int]) -> None:
+    run = keys("4", "enter", "space", "f2", "down", "enter", "enter")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)

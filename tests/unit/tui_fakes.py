@@ -22,6 +22,7 @@ from recovery.engine.api import (
     RemoveResult,
     VerifyResult,
 )
+from recovery.engine.clone import CloneResult
 from recovery.engine.progress import CancelToken, Progress
 from recovery.tui.backends import Backends
 from recovery.tui.locations import Location
@@ -244,6 +245,24 @@ class FakeEngine:
         progress.step("restore partition 1", 4 * MiB)
         progress.advance(4 * MiB)
         return None
+
+    def clone_plan(
+        self, source: str, target: str, system: bool = False, new_ids: bool = False
+    ) -> FakePlan:
+        self._call("clone_plan", source, target, system, new_ids)
+        lines = [
+            f"Clone {'the system partitions of ' if system else ''}{source} onto {target}",
+            "  partition 1 (vfat): 31.0 MiB to copy, size 100 MiB",
+            "  partition 3 (ntfs): 61.0 GiB to copy, size 930 GiB (grown from 465 GiB)",
+        ]
+        return FakePlan("clone", (source, target, system, new_ids), lines)
+
+    def clone_run(self, plan: FakePlan, progress: Progress, cancel: CancelToken) -> CloneResult:
+        self._call("clone_run", plan)
+        progress.step("copy partition 1", 4 * MiB)
+        progress.advance(4 * MiB)
+        checks = ("partition 1: fsck.vfat: clean", "partition 3: ntfsfix -n: clean")
+        return CloneResult(plan.args[0], plan.args[1], 61 * GiB, 30.0, checks, True)
 
 
 REPO = "/run/recovery/mnt/sdc1/recovery-backups"

@@ -47,6 +47,7 @@ class ProgressScreen(StepScreen):
         cancel_note: str = "",
         on_close: Callable[[], None] | None = None,
         autostart: bool = True,
+        overall_total: int = 0,
     ) -> None:
         super().__init__(*title)
         self._heading = heading
@@ -55,6 +56,8 @@ class ProgressScreen(StepScreen):
         self._cancel_note = cancel_note
         self._on_close = on_close
         self._autostart = autostart
+        self._overall_total = overall_total
+        """Bytes all steps together will move (0: unknown); the total line shows a share."""
         self.token = CancelToken()
         self.meter = RateMeter()
         self.finished = False
@@ -119,7 +122,11 @@ class ProgressScreen(StepScreen):
         if left is not None:
             parts.append(f"{human_duration(left)} left")
         parts.append(f"elapsed {human_duration(self.meter.elapsed(s.at))}")
-        parts.append(f"total {human_size(s.done)}")
+        if self._overall_total > 0:
+            share = min(100, s.done * 100 // self._overall_total)
+            parts.append(f"all steps {share}%")
+        else:
+            parts.append(f"total {human_size(s.done)}")
         self.query_one("#numbers", Static).update("   ".join(parts))
         self.query_one(ThroughputGraph).set_values(list(self.meter.history))
         log = self.query_one(RichLog)
