@@ -72,8 +72,13 @@ KNOWN_INCOMPAT = (
 
 BG_BLOCK_UNINIT = 0x0002
 
-# How many bytes of consecutive block bitmaps one read may fetch.
+# How many bytes of consecutive block bitmaps, or of group descriptors, one read may fetch.
 _MAX_BITMAP_READ = 4 << 20
+_MAX_DESCRIPTOR_READ = 4 << 20
+
+MAX_GROUPS = 1 << 20
+"""More block groups than this (128 TiB with 4 KiB blocks) are refused: the per-group arrays
+and the Python work per group must stay bounded whatever a damaged superblock claims."""
 
 
 class Superblock(NamedTuple):
@@ -269,6 +274,11 @@ class _Layout:
         self.blocks_per_group = bpg
         self.clusters_per_group = cpg
         self.groups = groups = -(-(self.blocks_count - fdb) // bpg)
+        if groups > MAX_GROUPS:
+            raise _damaged(
+                f"s_blocks_count {self.blocks_count} with s_blocks_per_group {bpg} makes {groups} "
+                f"block groups, more than this reader handles ({MAX_GROUPS})"
+            )
 
         if sb.rev_level == 0:
             self.inode_size = 128
@@ -401,29 +411,33 @@ class _Descriptors:
 
     def __init__(self, layout: _Layout, source: BlockSource) -> None:
         lay = layout
-        dsz = lay.desc_size
-        table = self._read_table(lay, source)
-        words = _le_array("I", table)
-        halves = _le_array("H", table)
-        per_word, per_half = dsz // 4, dsz // 2
-        self.block_bitmap = array("Q", words[0::per_word])
-        self.inode_bitmap = array("Q", words[1::per_word])
-        self.inode_table = array("Q", words[2::per_word])
-        if lay.is_64bit:
-            for field, high in (
-                (self.block_bitmap, words[8::per_word]),
-                (self.inode_bitmap, words[9::per_word]),
-                (self.inode_table, words[10::per_word]),
+        per_word, per_half = lay.desc_size // 4, lay.desc_size // 2
+        self.block_bitmap = array("Q")
+        self.inode_bitmap = array("Q")
+        self.inode_table = array("Q")
+        flags = array("H")
+        for first, table in self._table_pieces(lay, source):
+            words = _le_array("I", table)
+            halves = _le_array("H", table)
+            stored = halves[15::per_half]  # bg_checksum at 0x1E
+            if lay.metadata_csum:
+                self._verify_crc32c(lay, first, table, stored)
+            elif lay.gdt_csum:
+                self._verify_crc16(lay, first, table, stored)
+            for field, low_at, high_at in (
+                (self.block_bitmap, 0, 8),
+                (self.inode_bitmap, 1, 9),
+                (self.inode_table, 2, 10),
             ):
-                for g, h in enumerate(high):
-                    if h:
-                        field[g] |= h << 32
-        flags = halves[9::per_half]  # bg_flags at 0x12
-        stored = halves[15::per_half]  # bg_checksum at 0x1E
-        if lay.metadata_csum:
-            self._verify_crc32c(lay, table, stored)
-        elif lay.gdt_csum:
-            self._verify_crc16(lay, table, stored)
+                low = words[low_at::per_word]
+                if lay.is_64bit:
+                    high = words[high_at::per_word]
+                    field.extend(
+                        lo | hi << 32 if hi else lo for lo, hi in zip(low, high, strict=True)
+                    )
+                else:
+                    field.extend(low.tolist())
+            flags.extend(halves[9::per_half])  # bg_flags at 0x12
         self._check_locations(lay)
         # BLOCK_UNINIT is only honoured with one of the checksum features, as the kernel does.
         if lay.metadata_csum or lay.gdt_csum:
@@ -432,63 +446,71 @@ class _Descriptors:
             self.block_uninit = bytearray(lay.groups)
 
     @staticmethod
-    def _read_table(lay: _Layout, source: BlockSource) -> bytes:
-        """All descriptors in group order; adjacent descriptor blocks are read at once."""
-        parts: list[bytes] = []
+    def _table_pieces(lay: _Layout, source: BlockSource) -> Iterator[tuple[int, bytes]]:
+        """(first group, its descriptors and the next ones) in group order, at most
+        _MAX_DESCRIPTOR_READ bytes at a time; adjacent descriptor blocks are read together."""
+        limit = max(1, _MAX_DESCRIPTOR_READ // lay.block_size)
         index = 0
         while index < lay.desc_blocks:
             block = lay.descriptor_block(index)
             n = 1
-            while index + n < lay.desc_blocks and lay.descriptor_block(index + n) == block + n:
+            while (
+                index + n < lay.desc_blocks
+                and n < limit
+                and lay.descriptor_block(index + n) == block + n
+            ):
                 n += 1
             if not lay.first_data_block <= block <= lay.blocks_count - n:
                 raise _damaged(f"descriptor block {index} would be at block {block}")
-            groups = min(n * lay.descs_per_block, lay.groups - index * lay.descs_per_block)
-            parts.append(
-                _read(source, block * lay.block_size, groups * lay.desc_size, "group descriptors")
+            first = index * lay.descs_per_block
+            groups = min(n * lay.descs_per_block, lay.groups - first)
+            yield (
+                first,
+                _read(source, block * lay.block_size, groups * lay.desc_size, "group descriptors"),
             )
             index += n
-        return b"".join(parts)
 
     @staticmethod
-    def _verify_crc32c(lay: _Layout, table: bytes, stored: array[int]) -> None:
+    def _verify_crc32c(lay: _Layout, first: int, table: bytes, stored: array[int]) -> None:
         """metadata_csum: crc32c(seed, le32 group, descriptor with bg_checksum zeroed) & 0xFFFF."""
         dsz = lay.desc_size
+        count = len(table) // dsz
         zeroed = bytearray(table)
-        zeroed[0x1E::dsz] = bytes(lay.groups)
-        zeroed[0x1F::dsz] = bytes(lay.groups)
+        zeroed[0x1E::dsz] = bytes(count)
+        zeroed[0x1F::dsz] = bytes(count)
         words = _le_array("I", bytes(zeroed))
         per = dsz // 4
         t0, t1, t2, t3 = _CRC32C_TABLE, _CRC32C_T1, _CRC32C_T2, _CRC32C_T3
         seed = lay.csum_seed
-        for g in range(lay.groups):
-            crc = seed ^ g
+        for k in range(count):
+            crc = seed ^ (first + k)
             crc = t3[crc & 0xFF] ^ t2[(crc >> 8) & 0xFF] ^ t1[(crc >> 16) & 0xFF] ^ t0[crc >> 24]
-            for w in words[g * per : (g + 1) * per]:
+            for w in words[k * per : (k + 1) * per]:
                 crc ^= w
                 crc = (
                     t3[crc & 0xFF] ^ t2[(crc >> 8) & 0xFF] ^ t1[(crc >> 16) & 0xFF] ^ t0[crc >> 24]
                 )
-            if crc & 0xFFFF != stored[g]:
+            if crc & 0xFFFF != stored[k]:
                 raise _damaged(
-                    f"group descriptor {g} has checksum {stored[g]:#06x}, expected "
+                    f"group descriptor {first + k} has checksum {stored[k]:#06x}, expected "
                     f"{crc & 0xFFFF:#06x}"
                 )
 
     @staticmethod
-    def _verify_crc16(lay: _Layout, table: bytes, stored: array[int]) -> None:
+    def _verify_crc16(lay: _Layout, first: int, table: bytes, stored: array[int]) -> None:
         """uninit_bg (gdt_csum): crc16 over uuid, le32 group and the descriptor without
         bg_checksum."""
         dsz = lay.desc_size
-        for g in range(lay.groups):
-            desc = table[g * dsz : (g + 1) * dsz]
-            crc = _crc16(lay.csum_seed, g.to_bytes(4, "little"))
+        for k in range(len(table) // dsz):
+            desc = table[k * dsz : (k + 1) * dsz]
+            crc = _crc16(lay.csum_seed, (first + k).to_bytes(4, "little"))
             crc = _crc16(crc, desc[:0x1E])
             if lay.is_64bit:
                 crc = _crc16(crc, desc[0x20:])
-            if crc != stored[g]:
+            if crc != stored[k]:
                 raise _damaged(
-                    f"group descriptor {g} has checksum {stored[g]:#06x}, expected {crc:#06x}"
+                    f"group descriptor {first + k} has checksum {stored[k]:#06x}, expected "
+                    f"{crc:#06x}"
                 )
 
     def _check_locations(self, lay: _Layout) -> None:

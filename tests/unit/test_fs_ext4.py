@@ -300,6 +300,39 @@ def test_damaged_fields_are_named(ext2_image: Path, offset: int, value: bytes, f
         used_of(ext2_image)
 
 
+class ZerosAfter:
+    """A huge source: ``data``, then zeros."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data, self.size = data, size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        piece = self.data[offset : offset + length]
+        return piece + bytes(max(0, min(length, self.size - offset) - len(piece)))
+
+
+def test_group_count_is_capped(ext2_image: Path) -> None:
+    data = bytearray(ext2_image.read_bytes()[: 2 * MiB])
+    data[1024 + 0x04 : 1024 + 0x08] = (1 << 30).to_bytes(4, "little")  # 1 TiB of 1 KiB blocks
+    data[1024 + 0x20 : 1024 + 0x28] = (8).to_bytes(4, "little") * 2  # 8 blocks per group
+    with pytest.raises(DamagedFileSystem, match="block groups"):
+        Ext4.open(ZerosAfter(bytes(data), 1 << 41))
+
+
+def test_small_reads_give_the_same_answer(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Descriptors and bitmaps read a block at a time agree with the batched reads."""
+    from recovery.filesystems import ext4
+
+    image = mkfs(tmp_path / "fs.img", 600 * MiB, "-b", "1024", tree=tree)
+    _, batched = used_of(image)
+    monkeypatch.setattr(ext4, "_MAX_DESCRIPTOR_READ", 1024)
+    monkeypatch.setattr(ext4, "_MAX_BITMAP_READ", 1024)
+    _, single = used_of(image)
+    assert single == batched
+
+
 def test_file_system_larger_than_partition(ext2_image: Path) -> None:
     data = ext2_image.read_bytes()[: 16 * MiB]
     with pytest.raises(DamagedFileSystem, match="partition has only"):
