@@ -29,13 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="only the partitions the system needs to boot (EFI, Windows, Linux root)",
     )
     p.add_argument("--level", type=int, default=3, help="zstd level, 1 (fast) to 19 (small)")
+    p.add_argument(
+        "--keep-system-files",
+        action="store_true",
+        help="also store the contents of Windows' pagefile.sys, swapfile.sys and hiberfil.sys "
+        "(left out by default: Windows recreates them)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask (backup never writes to SOURCE)")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
 
 def run(args: argparse.Namespace) -> int:
     plan = api.backup_plan(
-        args.sources, args.to, name=args.name, level=args.level, system=args.system
+        args.sources,
+        args.to,
+        name=args.name,
+        level=args.level,
+        system=args.system,
+        keep_system_files=args.keep_system_files,
     )
     plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)

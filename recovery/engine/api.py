@@ -78,12 +78,19 @@ class RemoveResult:
 
 
 def backup_plan(
-    sources: list[str], repo: str, name: str | None = None, level: int = 3, system: bool = False
+    sources: list[str],
+    repo: str,
+    name: str | None = None,
+    level: int = 3,
+    system: bool = False,
+    keep_system_files: bool = False,
 ) -> Any:
     """Validate sources and repository; return a plan (``describe()`` gives lines to show)."""
     from recovery.engine import backup
 
-    return backup.plan_backup(sources, repo, name=name, level=level, system=system)
+    return backup.plan_backup(
+        sources, repo, name=name, level=level, system=system, keep_system_files=keep_system_files
+    )
 
 
 def backup_run(

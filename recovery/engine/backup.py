@@ -74,7 +74,12 @@ def default_name(disk: str) -> str:
 
 
 def plan_backup(
-    sources: list[str], repo: str, name: str | None = None, level: int = 3, system: bool = False
+    sources: list[str],
+    repo: str,
+    name: str | None = None,
+    level: int = 3,
+    system: bool = False,
+    keep_system_files: bool = False,
 ) -> BackupPlan:
     if not 1 <= level <= 19:
         raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
@@ -83,7 +88,7 @@ def plan_backup(
         from recovery.engine.system import system_partitions
 
         partitions = system_partitions(sources)
-    source = plan_sources(sources, partitions)
+    source = plan_sources(sources, partitions, keep_system_files)
     if blockio.holds_path(source.disk, repo):
         raise UsageError(
             f"the backup location {repo} is on {source.disk}, the disk being backed up: "

@@ -47,6 +47,7 @@ class StreamPlan:
     notes: list[str] = field(default_factory=list)
     gap_extents: list[tuple[int, int]] | None = None
     block_size: int | None = None
+    keep_system_files: bool = False
 
     def manifest_fields(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -119,8 +120,10 @@ def probe(node: str | None, fd: int, start: int, size: int) -> dict[str, str]:
     return out
 
 
-def open_reader(fd: int, start: int, size: int, fstype: str | None) -> FileSystem | None:
-    return open_filesystem(FileSource(fd, start, size), fstype)
+def open_reader(
+    fd: int, start: int, size: int, fstype: str | None, keep_system_files: bool = False
+) -> FileSystem | None:
+    return open_filesystem(FileSource(fd, start, size), fstype, keep_system_files)
 
 
 def resolve_sources(sources: list[str]) -> tuple[str, list[int] | None]:
@@ -148,7 +151,9 @@ def resolve_sources(sources: list[str]) -> tuple[str, list[int] | None]:
     return disks.pop(), (None if whole else sorted(numbers))
 
 
-def plan_sources(sources: list[str], partitions: list[int] | None = None) -> SourcePlan:
+def plan_sources(
+    sources: list[str], partitions: list[int] | None = None, keep_system_files: bool = False
+) -> SourcePlan:
     disk, numbers = resolve_sources(sources)
     if partitions is not None:
         numbers = partitions
@@ -186,6 +191,7 @@ def plan_sources(sources: list[str], partitions: list[int] | None = None) -> Sou
                 partuuid=e.uuid,
                 parttype=e.type,
                 partlabel=e.name,
+                keep_system_files=keep_system_files,
             )
             _choose_method(sp, fd)
             streams.append(sp)
@@ -234,7 +240,7 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
         )
     else:
         try:
-            fs = open_reader(fd, sp.start, sp.size, sp.fstype)
+            fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files)
         except DamagedFileSystem as e:
             sp.notes.append(
                 f"partition {sp.number}: {e.message}; imaged every byte instead of used blocks"
@@ -264,7 +270,7 @@ def stream_extents(sp: StreamPlan, fd: int) -> Iterator[tuple[int, int]]:
     elif sp.method == "swap-header":
         yield (0, min(SWAP_HEADER, sp.size))
     elif sp.method == "used-blocks":
-        fs = open_reader(fd, sp.start, sp.size, sp.fstype)
+        fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files)
         if fs is None:
             raise DamagedFileSystem(f"partition {sp.number} changed while it was being read")
         yield from _clipped(fs.used_extents(), sp.size)

@@ -78,6 +78,8 @@ class FileSystem(ABC):
     """blkid's TYPE for it (``ext4``, ``vfat``, ``ntfs``, ``swap``)."""
     fstypes: ClassVar[tuple[str, ...]] = ()
     """blkid TYPE values this reader handles (defaults to ``(name,)``)."""
+    takes_keep_system_files: ClassVar[bool] = False
+    """``open`` accepts ``keep_system_files`` (see :func:`open_filesystem`)."""
 
     def __init__(self, source: BlockSource, geometry: Geometry) -> None:
         self.source = source
@@ -116,17 +118,23 @@ def readers() -> list[type[FileSystem]]:
     return list(_REGISTRY)
 
 
-def open_filesystem(source: BlockSource, fstype: str | None) -> FileSystem | None:
+def open_filesystem(
+    source: BlockSource, fstype: str | None, keep_system_files: bool = False
+) -> FileSystem | None:
     """The reader for ``fstype`` (blkid's TYPE) opened on ``source``, or None if none fits.
 
     Without a hint, every reader is probed. ``DamagedFileSystem`` propagates: a partition that
     says it is ext4 but cannot be read as ext4 is not silently imaged raw.
+    ``keep_system_files``: store the contents of files a reader would otherwise treat as unused
+    (NTFS pagefile.sys, hiberfil.sys, swapfile.sys); readers that have none ignore it.
     """
     for cls in readers():
         types = cls.fstypes or (cls.name,)
         if fstype is not None and fstype not in types:
             continue
         try:
+            if cls.takes_keep_system_files:
+                return cls.open(source, keep_system_files=keep_system_files)  # type: ignore[call-arg]
             return cls.open(source)
         except NotThisFileSystem:
             continue

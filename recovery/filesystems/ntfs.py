@@ -808,6 +808,7 @@ class Ntfs(FileSystem):
 
     name = "ntfs"
     fstypes = ("ntfs",)
+    takes_keep_system_files = True
 
     def __init__(
         self,
