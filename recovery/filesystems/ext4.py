@@ -21,8 +21,10 @@ What it handles, as e2fsprogs does:
 Safety over size: when the bitmaps cannot be trusted -- the journal needs recovery (its
 transactions may allocate blocks the on-disk bitmaps do not show yet), the kernel recorded
 errors, or the file system was not cleanly unmounted -- every block is reported used, with a
-note saying why. Group descriptor checksums are verified; a mismatch, or any field out of range,
-raises :class:`DamagedFileSystem` naming the field. Reads are bounded by the partition size.
+note saying why. The superblock and group descriptor checksums are verified (metadata_csum,
+uninit_bg); a mismatch, or any field out of range, raises :class:`DamagedFileSystem` naming the
+field. Reads are bounded by the partition size, and the group count by :data:`MAX_GROUPS`.
+Bitmap block checksums are not verified (crc32c over every bitmap is too slow in Python).
 """
 
 from __future__ import annotations
@@ -347,9 +349,6 @@ class _Layout:
 
     def group_block_count(self, group: int) -> int:
         return min(self.blocks_per_group, self.blocks_count - self.group_first_block(group))
-
-    def group_of_block(self, block: int) -> int:
-        return (block - self.first_data_block) // self.blocks_per_group
 
     def has_super(self, group: int) -> bool:
         """Whether ``group`` holds a superblock copy (and, without meta_bg, descriptors)."""
