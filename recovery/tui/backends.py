@@ -115,6 +115,8 @@ class Backends:
     machine: Machine
     clock: Callable[[], float] = time.monotonic
     """Seconds, for rates and time left; tests pass a frozen clock."""
+    privileged: bool = True
+    """Running as root: without it disks can be listed but not read or written."""
     system_partitions: Callable[[str], list[int]] | None = None
     """The engine's answer to "which partitions of this disk are the system" (it looks inside
     the file systems); None leaves the TUI's guess from partition types alone."""
@@ -129,6 +131,7 @@ class Backends:
             engine,
             Locations(),
             SystemMachine(),
+            privileged=os.geteuid() == 0,
             system_partitions=engine_system_partitions,
         )
 

@@ -346,7 +346,9 @@ def choose_target(app: RecoveryApp, repo: str, image: ImageInfo) -> None:
     )
 
 
-def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk) -> None:
+def show_restore_plan(
+    app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk, partitions: list[int] | None = None
+) -> None:
     engine = app.backends.engine
     header = [
         f"Image: {image.name} from {image.source_path} ({human_size(image.source_size)}), "
@@ -354,19 +356,30 @@ def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk)
         "Target: " + disk_identity(disk),
         "Now on the target:",
         *current_partitions(disk),
-        "Everything now on the target will be replaced.",
-        "",
     ]
+    if partitions is None:
+        header.append("Everything now on the target will be replaced.")
+    else:
+        chosen = ", ".join(map(str, partitions))
+        header.append(
+            f"Only partition(s) {chosen} of the image are written, into the target's partitions "
+            "of the same numbers; the others stay as they are."
+        )
+    header.append("")
 
     def make_plan() -> Any:
-        return engine.restore_plan(repo, image.name, disk.path)
+        return engine.restore_plan(repo, image.name, disk.path, partitions=partitions)
 
     def confirm(plan: Any) -> tuple[str, list[str], str]:
+        if partitions is None:
+            what = f"Everything on it will be replaced by the image {image.name}."
+        else:
+            what = f"Its partition(s) {', '.join(map(str, partitions))} will be overwritten."
         lines = [
             disk_identity(disk),
             f"holds {len(disk.partitions)} partition(s).",
             "",
-            f"Everything on it will be replaced by the image {image.name}.",
+            what,
             "This cannot be undone.",
         ]
         return f"Erase {disk.path}?", lines, "Erase and restore"
@@ -388,6 +401,34 @@ def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk)
             )
         )
 
+    def choose_partitions() -> None:
+        rows = [
+            PartitionRow(
+                p.number,
+                f"{p.number:>2}  {human_size(p.size):>9}  {p.fstype or 'raw':<6} "
+                f"{(p.label or '')[:16]:<16} {human_size(p.stored):>9} saved",
+                partitions is None or p.number in partitions,
+            )
+            for p in image.partitions
+        ]
+
+        def picked(numbers: list[int]) -> None:
+            app.pop_screen()  # the picker
+            app.pop_screen()  # this plan: a new one replaces it
+            whole = len(numbers) == len(image.partitions)
+            show_restore_plan(app, repo, image, disk, None if whole else numbers)
+
+        app.push_screen(
+            PartitionPickerScreen(
+                ("Restore", image.name, "Partitions"),
+                "All ticked: the whole disk, with its partition table. Some ticked: only those, "
+                "written into the partitions the target already has.",
+                f"Image {image.name} ({image.table or 'no table'}):",
+                rows,
+                picked,
+            )
+        )
+
     app.push_screen(
         PlanScreen(
             ("Restore", image.name, "Plan"),
@@ -396,6 +437,7 @@ def show_restore_plan(app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk)
             "Restore...",
             start,
             confirm=confirm,
+            extra=("Partitions...", choose_partitions) if len(image.partitions) > 1 else None,
         )
     )
 

@@ -196,6 +196,24 @@ def test_restore_asks_with_cancel_focused_and_runs_only_when_confirmed() -> None
     assert engine_calls(app).count("restore_run") == 1
 
 
+def test_restore_of_chosen_partitions_plans_again_with_them() -> None:
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "3", "down", "enter", "enter", "enter", "down", "enter")
+        await press(pilot, "p")  # choose partitions
+        assert isinstance(pilot.app.screen, PartitionPickerScreen)
+        await press(pilot, "n", "down", "down", "space", "enter")  # only partition 3
+        assert "Only partition(s) 3 of the image" in screen_text(pilot.app)
+        await press(pilot, "enter")
+        assert "partition(s) 3 will be overwritten" in screen_text(pilot.app)
+        await press(pilot, "escape", "escape")  # no, and back to the target picker
+        assert isinstance(pilot.app.screen, DiskPickerScreen)
+
+    app = drive(scenario)
+    plans = [args for name, args in app.backends.engine.calls if name == "restore_plan"]
+    assert [p[3] for p in plans] == [None, [3]]
+    assert "restore_run" not in engine_calls(app)
+
+
 def test_the_boot_medium_cannot_be_a_restore_target() -> None:
     async def scenario(pilot: Pilot[Any]) -> None:
         await press(pilot, "3", "down", "enter", "enter", "enter", "down", "down", "enter")
@@ -314,6 +332,13 @@ def test_system_backup_without_a_recognised_system_disk_asks_for_one() -> None:
         assert "No disk with Windows or Linux" in screen_text(pilot.app)
 
     drive(scenario, disks=disks)
+
+
+def test_home_says_when_not_running_as_root() -> None:
+    async def scenario(pilot: Pilot[Any]) -> None:
+        assert "Not running as root" in screen_text(pilot.app)
+
+    drive(scenario, privileged=False)
 
 
 def test_q_quits_at_once_when_idle() -> None:

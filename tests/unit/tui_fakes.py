@@ -351,6 +351,7 @@ def fake_backends(**kw: Any) -> Backends:
         machine=kw.pop("machine", FakeMachine()),
         clock=kw.pop("clock", FrozenClock()),
         system_partitions=kw.pop("system_partitions", fake_system_partitions),
+        privileged=kw.pop("privileged", True),
     )
 
 

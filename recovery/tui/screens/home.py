@@ -73,6 +73,8 @@ class HomeScreen(StepScreen):
             lines.append(f"  {d.path:<14} {human_size(d.size):>9}  {model:<24}  {notes}".rstrip())
         if len(app.disks) > 6:
             lines.append(f"  ... and {len(app.disks) - 6} more")
+        if not app.backends.privileged:
+            lines.append("Not running as root: disks cannot be read or written. Use sudo.")
         summary.update("\n".join(lines))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

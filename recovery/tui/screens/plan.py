@@ -28,7 +28,10 @@ def plan_lines(plan: Any) -> list[str]:
 
 
 class PlanScreen(StepScreen):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("p", "extra", "Partitions"),
+    ]
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class PlanScreen(StepScreen):
         on_start: Callable[[Any], None],
         *,
         confirm: Callable[[Any], tuple[str, list[str], str]] | None = None,
+        extra: tuple[str, Callable[[], None]] | None = None,
     ) -> None:
         super().__init__(*title)
         self._header = header
@@ -46,6 +50,8 @@ class PlanScreen(StepScreen):
         self._start_label = start_label
         self._on_start = on_start
         self._confirm = confirm
+        self._extra = extra
+        """A button (and the key p) that changes the choice, e.g. which partitions."""
         self.plan: Any = None
 
     def compose_body(self) -> Iterable[Widget]:
@@ -54,6 +60,8 @@ class PlanScreen(StepScreen):
             yield Static("Working out the plan...", id="plan-body", markup=False)
         with Horizontal(id="buttons"):
             yield Button("Back", id="back")
+            if self._extra:
+                yield Button(self._extra[0], id="extra")
             yield Button(self._start_label, id="start", variant="primary", disabled=True)
 
     def on_mount(self) -> None:
@@ -81,6 +89,15 @@ class PlanScreen(StepScreen):
             self.app.pop_screen()
         elif event.button.id == "start" and self.plan is not None:
             self.start()
+        elif event.button.id == "extra":
+            self.action_extra()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "extra" or self._extra is not None
+
+    def action_extra(self) -> None:
+        if self._extra:
+            self._extra[1]()
 
     def start(self) -> None:
         plan = self.plan
