@@ -107,7 +107,8 @@ ln "$base" "$medium/live/filesystem.squashfs"
 
 step "recovery layer"
 layer=$work/layer
-mkdir -p "$layer/opt" "$layer/etc/systemd/system"
+# /etc/network: live-boot writes etc/network/interfaces there and complains when it is missing.
+mkdir -p "$layer/opt" "$layer/etc/systemd/system" "$layer/etc/network"
 cp -a "$repo/iso/rootfs/." "$layer/"
 cp -a "$bundle" "$layer/opt/recovery"
 while read -r action unit; do
