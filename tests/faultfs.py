@@ -11,11 +11,14 @@ that kills things with SIGKILL, or hangs in the kernel, cannot take the FUSE dae
 libfuse's signal handlers stay out of pytest. Its mount holds two files:
 
 - ``/<name>``: the image, backed by a real file; reads of a *bad* range fail with EIO (bad
-  ranges fail reads only: a real disk remaps a sector that is written); after ``disappear``,
-  every read, write and fsync fails with the chosen errno.
+  ranges fail reads only: a real disk remaps a sector that is written). After ``die``, every
+  read, write and fsync fails (a disk that is still attached but answers nothing); after
+  ``disappear`` the file also reports size 0, as a removed disk does once the kernel notices
+  (``losetup -c`` on the loop device makes the kernel notice, as it does for a pulled USB disk).
 - ``/control``: write one command per ``write()``: ``bad OFFSET LENGTH`` (add a bad range),
-  ``clear`` (no bad ranges), ``disappear [EIO|ENXIO|ENODEV]``, ``reappear``. Reading it gives
-  JSON counters: ``reads``, ``failed_reads``, ``writes``, ``disappeared``.
+  ``clear`` (no bad ranges), ``die [ERRNO]``, ``disappear [ERRNO]`` (errno name, default EIO;
+  a loop device turns every error into EIO anyway), ``reappear``. Reading it gives JSON
+  counters: ``reads``, ``failed_reads``, ``writes``, ``disappeared``.
 
 The image is opened with FUSE ``direct_io``, so no page cache sits between the loop device and
 this daemon: every read the loop device passes on reaches the fault logic. (Reads of the loop
@@ -74,7 +77,8 @@ def _serve(config: Config, mountpoint: str) -> None:
             self.size = os.fstat(self.fd).st_size
             self.mutex = threading.Lock()  # not "lock": that name is a FUSE callback
             self.bad: list[tuple[int, int]] = list(config.bad)
-            self.gone = 0  # errno while disappeared, else 0
+            self.gone = 0  # errno while dead or disappeared, else 0
+            self.sizeless = False  # disappeared: the file reports size 0
             self.counters = {"reads": 0, "failed_reads": 0, "writes": 0}
             self.now = time.time_ns()
 
@@ -96,7 +100,7 @@ def _serve(config: Config, mountpoint: str) -> None:
                     **base,
                     "st_mode": stat.S_IFREG | 0o644,
                     "st_nlink": 1,
-                    "st_size": self.size,
+                    "st_size": 0 if self.sizeless else self.size,
                 }
             if path == "/" + CONTROL:
                 return {**base, "st_mode": stat.S_IFREG | 0o644, "st_nlink": 1, "st_size": 4096}
@@ -171,15 +175,20 @@ def _serve(config: Config, mountpoint: str) -> None:
                     self.bad.append((int(words[1]), int(words[2])))
                 elif words == ["clear"]:
                     self.bad.clear()
-                elif words[:1] == ["disappear"]:
+                elif words[:1] in (["die"], ["disappear"]):
                     self.gone = getattr(errno, words[1]) if len(words) > 1 else errno.EIO
+                    self.sizeless = words[0] == "disappear"
                 elif words == ["reappear"]:
                     self.gone = 0
+                    self.sizeless = False
                 else:
                     raise mfusepy.FuseOSError(errno.EINVAL)
 
-    # direct_io: no FUSE page cache, so every read reaches read() above.
-    mfusepy.FUSE(FaultFS(), mountpoint, foreground=True, direct_io=True, fsname="faultfs")
+    # direct_io: no FUSE page cache, so every read reaches read() above; attr_timeout=0: the
+    # kernel asks for the size afresh each time (a disappeared image reports 0 at once).
+    mfusepy.FUSE(
+        FaultFS(), mountpoint, foreground=True, direct_io=True, attr_timeout=0, fsname="faultfs"
+    )
 
 
 # -- the client side, used by tests ------------------------------------------------------------
@@ -206,7 +215,12 @@ class FaultyFile:
     def clear(self) -> None:
         self.command("clear")
 
+    def die(self, err: str = "EIO") -> None:
+        """Every read and write fails from now on; the size stays."""
+        self.command(f"die {err}")
+
     def disappear(self, err: str = "EIO") -> None:
+        """Every read and write fails and the file's size is 0 from now on."""
         self.command(f"disappear {err}")
 
     def reappear(self) -> None:
