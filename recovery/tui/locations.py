@@ -219,6 +219,24 @@ class Locations:
                 "Windows down fully (no fast startup) first; or pick another location."
             )
 
+    def search(self, loc: Location) -> Location:
+        """Mount read-only (unless already mounted) and inspect; for "search everything"."""
+        if loc.mountpoint:
+            return self.inspect(loc)
+        return self.mount(loc, writable=False)
+
+    def unmount(self, loc: Location) -> Location:
+        """Unmount ``loc`` if this object mounted it; otherwise leave it as it is."""
+        if loc.mountpoint is None or loc.mountpoint not in self._ours:
+            return loc
+        r = subprocess.run(["umount", loc.mountpoint], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            return loc
+        self._ours.remove(loc.mountpoint)
+        with contextlib.suppress(OSError):
+            os.rmdir(loc.mountpoint)
+        return replace(loc, mountpoint=None, free=None, repositories=(), writable=False)
+
     def release_all(self) -> None:
         """Unmount what this object mounted (the app calls this when it ends)."""
         for mountpoint in reversed(self._ours):

@@ -46,6 +46,11 @@ def test_partition_location_read_only_then_read_write(loop, tmp_path: Path) -> N
     assert part not in current_mounts()
     assert digest(part) == before  # looking for backups wrote nothing (no journal replay)
 
+    searched = locations.search(loc)  # "search all": read-only, then unmounted when not chosen
+    assert current_mounts()[part] == (searched.mountpoint, False)
+    assert locations.unmount(searched).mountpoint is None
+    assert part not in current_mounts()
+
     ro = locations.mount(loc, writable=False)
     rw = locations.mount(ro, writable=True)  # chosen for a backup: remounted read-write
     assert rw.writable and current_mounts()[part] == (rw.mountpoint, True)

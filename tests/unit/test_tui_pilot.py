@@ -169,6 +169,21 @@ def test_cancelling_a_backup_asks_then_stops_it() -> None:
     assert "verify" not in engine_calls(app)
 
 
+def test_search_all_finds_backups_and_unmounts_what_was_only_searched() -> None:
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "3", "s")
+        text = screen_text(pilot.app)
+        assert "1 backup location(s) found" in text
+        assert "Windows is hibernated" in text  # one partition failing does not stop the rest
+        await press(pilot, "enter")  # the cursor is on the repository found
+        assert isinstance(pilot.app.screen, BackupsScreen)
+
+    app = drive(scenario)
+    calls = app.backends.locations.calls
+    assert ("unmount", "/dev/sda1") in calls  # searched, holds no backups: unmounted again
+    assert ("unmount", "/dev/sdc1") not in calls  # holds the chosen repository
+
+
 # Restore, backups screen -----------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from recovery.engine.api import (
 )
 from recovery.engine.clone import CloneResult
 from recovery.engine.progress import CancelToken, Progress
+from recovery.errors import DeviceError
 from recovery.tui.backends import Backends
 from recovery.tui.locations import Location
 from recovery.tui.selection import BASIC_DATA, ESP, LINUX_DATA, MSR, WINDOWS_RECOVERY
@@ -288,6 +289,15 @@ class FakeLocations:
 
     def inspect(self, loc: Location) -> Location:
         return loc
+
+    def search(self, loc: Location) -> Location:
+        if loc.device == "/dev/nvme0n1p3":
+            raise DeviceError("Could not mount /dev/nvme0n1p3: Windows is hibernated")
+        return self.mount(loc, False)
+
+    def unmount(self, loc: Location) -> Location:
+        self.calls.append(("unmount", loc.device))
+        return replace(loc, mountpoint=None, free=None, repositories=())
 
     def directory(self, path: str) -> Location:
         self.calls.append(("directory", path))

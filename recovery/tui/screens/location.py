@@ -21,6 +21,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from recovery.errors import RecoveryError
 from recovery.tui.formatting import human_size
 from recovery.tui.locations import DEFAULT_FOLDER, Location
 from recovery.tui.messages import DisksUpdated
@@ -31,6 +32,7 @@ from recovery.tui.screens.dialogs import InfoScreen
 class LocationScreen(StepScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
+        Binding("s", "search_all", "Search all"),
         Binding("f5", "refresh", "Refresh"),
         Binding("ctrl+t", "type_path", "Type a path"),
     ]
@@ -49,6 +51,9 @@ class LocationScreen(StepScreen):
         self._exclude = exclude
         self._locations: list[Location] = []
         self._busy = False
+        self._searched: set[str] = set()
+        """Partitions this screen mounted read-only to look into; unmounted again when the
+        person has picked, unless the pick is on them (a restore target must not be mounted)."""
 
     def compose_body(self) -> Iterable[Widget]:
         if self.for_backup:
@@ -89,6 +94,43 @@ class LocationScreen(StepScreen):
         self.set_status("Looking for partitions...")
         self.run_job("candidates", self.rapp.backends.locations.candidates, list(self.rapp.disks))
 
+    def action_search_all(self) -> None:
+        if self._busy or not self._locations:
+            return
+        self.start_busy("Mounting every partition read-only and searching it...")
+        self.run_job("search-all", self._search_all, list(self._locations))
+
+    def _search_all(self, locations: list[Location]) -> tuple[list[Location], list[str]]:
+        """Runs in the worker: one partition that cannot be opened does not stop the rest."""
+        finder = self.rapp.backends.locations
+        found, failed = [], []
+        for loc in locations:
+            try:
+                found.append(finder.search(loc))
+            except RecoveryError as e:
+                found.append(loc)
+                failed.append(f"{loc.name}: {e.message}")
+        return found, failed
+
+    def finish(self, repo: str) -> None:
+        """The person picked ``repo``: unmount what was only searched, then go on."""
+        keep = [
+            loc
+            for loc in self._locations
+            if loc.mountpoint and (repo + "/").startswith(loc.mountpoint.rstrip("/") + "/")
+        ]
+        release = [
+            loc
+            for loc in self._locations
+            if loc.device in self._searched and loc not in keep and loc.mountpoint
+        ]
+        if not release:
+            self._on_pick(repo)
+            return
+        finder = self.rapp.backends.locations
+        self.start_busy("Unmounting the partitions that were only searched...")
+        self.run_job(f"finish:{repo}", lambda: [finder.unmount(loc) for loc in release])
+
     def action_type_path(self) -> None:
         self.query_one("#path", Input).focus()
 
@@ -126,7 +168,8 @@ class LocationScreen(StepScreen):
         else:
             self.set_status(
                 "Enter: use the highlighted line."
-                + ("" if self.for_backup else " A partition is searched when you pick it.")
+                + ("" if self.for_backup else " A partition is searched when you pick it;")
+                + ("" if self.for_backup else " s searches them all.")
             )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -157,7 +200,7 @@ class LocationScreen(StepScreen):
                 f"mount-repo:{index}:{repo_index}", self.rapp.backends.locations.mount, loc, True
             )
             return
-        self._on_pick(repo)
+        self.finish(repo)
 
     def start_busy(self, text: str) -> None:
         self._busy = True
@@ -192,22 +235,31 @@ class LocationScreen(StepScreen):
             assert isinstance(result, list)
             self.show(result)
             return
+        if kind == "finish":
+            self._on_pick(rest)
+            return
+        if kind == "search-all":
+            assert isinstance(result, tuple)
+            self.searched_all(*result)
+            return
         assert isinstance(result, Location)
         if kind == "directory":
             self.typed_directory(rest, result)
         elif kind == "mount-for-backup":
             self.replace_location(int(rest), result)
             if len(result.repositories) == 1:
-                self._on_pick(result.repositories[0])
+                self.finish(result.repositories[0])
             else:
                 assert result.mountpoint
-                self._on_pick(str(Path(result.mountpoint) / DEFAULT_FOLDER))
+                self.finish(str(Path(result.mountpoint) / DEFAULT_FOLDER))
         elif kind == "mount-repo":
             i, j = (int(x) for x in rest.split(":"))
             self.replace_location(i, result)
-            self._on_pick(self._locations[i].repositories[j])
+            self.finish(self._locations[i].repositories[j])
         elif kind == "search":
             index = int(rest)
+            if result.device:
+                self._searched.add(result.device)
             self.replace_location(index, result)
             if result.repositories:
                 self.set_status(
@@ -222,6 +274,16 @@ class LocationScreen(StepScreen):
         self._busy = False
         self.set_status("")
 
+    def searched_all(self, locations: list[Location], failed: list[str]) -> None:
+        self._searched.update(loc.device for loc in locations if loc.device and loc.mountpoint)
+        first = next((i for i, loc in enumerate(locations) if loc.repositories), None)
+        self.show(locations, cursor=f"repo:{first}:0" if first is not None else None)
+        count = sum(len(loc.repositories) for loc in locations)
+        status = f"Searched {len(locations)} partition(s): {count} backup location(s) found."
+        if failed:
+            status += " Could not open: " + "; ".join(failed)
+        self.set_status(status)
+
     def replace_location(self, index: int, loc: Location) -> None:
         locations = list(self._locations)
         locations[index] = loc
@@ -230,10 +292,10 @@ class LocationScreen(StepScreen):
 
     def typed_directory(self, path: str, loc: Location) -> None:
         if self.for_backup:
-            self._on_pick(path)
+            self.finish(path)
             return
         if len(loc.repositories) == 1:
-            self._on_pick(loc.repositories[0])
+            self.finish(loc.repositories[0])
             return
         if not loc.repositories:
             self.set_status("")
