@@ -216,41 +216,76 @@ def merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(o, n) for o, n in out]
 
 
-def test_bad_sectors_are_skipped_reported_and_restored_as_zeros(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Promise: a backup of a disk with unreadable sectors completes, names the unreadable byte
-    ranges and the files they hit; the restore writes zeros there and every other file is
-    intact."""
-    backing = tmp_path / "failing.img"
-    with open(backing, "wb") as f:
-        f.truncate(96 * MiB)
-    repo = tmp_path / "repo"
-    with faultfs.serve(backing, tmp_path / "fuse") as ff, attached(ff.path) as dev:
-        (part,) = loopdev.partition(dev, "label: gpt\ntype=linux, name=root\n")
+class FailingDisk:
+    """A GPT disk over faultfs: ext4 with a few files, and victim.bin whose blocks hold two bad
+    whole blocks and one lone bad 512-byte sector."""
+
+    def __init__(self, ff: faultfs.FaultyFile, dev: str, part: str) -> None:
+        self.ff = ff
+        self.dev = dev
+        self.part = part
         loopdev.mkfs(part, "ext4", "-b", str(BLOCK), "-E", "nodiscard", "-L", "root")
-        victim_data = os.urandom(160 * BLOCK)
+        self.victim = os.urandom(160 * BLOCK)
         with mounted(part) as m:
             for i in range(12):
                 (m / f"keep{i}.bin").write_bytes(os.urandom(50_000 * (i + 1)))
             (m / "docs").mkdir()
             (m / "docs" / "letter.txt").write_text("Dear reader,\n" * 500)
-            (m / "victim.bin").write_bytes(victim_data)
+            (m / "victim.bin").write_bytes(self.victim)
             os.sync()
-            want = tree_digest(m)
-        blocks = debugfs_blocks(part, "/victim.bin")
-        assert len(blocks) == 160
+            self.files = tree_digest(m)
+        self.blocks = debugfs_blocks(part, "/victim.bin")
+        assert self.blocks == list(range(self.blocks[0], self.blocks[0] + 160))  # contiguous
+        a, b = self.blocks[40], self.blocks[100]
+        self.bad = [(a * BLOCK, 2 * BLOCK), (b * BLOCK + 1024, 512)]  # within the partition
+        # Reads through the page cache fail a 4 KiB page at a time: the lone bad sector costs
+        # its page, and nothing more is lost.
+        self.lost = [
+            (off // PAGE * PAGE, -(-(off + n) // PAGE) * PAGE - off // PAGE * PAGE)
+            for off, n in self.bad
+        ]
         start = part_start(part)
-        # Two whole blocks, and one lone 512-byte sector inside a third block.
-        a = blocks[40]
-        assert blocks[41] == a + 1
-        b = blocks[100]
-        bad = [(a * BLOCK, 2 * BLOCK), (b * BLOCK + 1024, 512)]
-        for off, n in bad:
+        for off, n in self.bad:
             ff.add_bad(start + off, n)
         flushbufs(part)
         flushbufs(dev)
 
-        r = run_recovery("backup", dev, "--to", str(repo), "--name", "bad", "--json", check=False)
-        assert ff.stats()["failed_reads"], "the bad ranges were never read"
+    def check_copy(self, dpart: str) -> None:
+        """Every file but victim.bin intact; victim.bin intact but for zeros in the lost pages."""
+        loopdev.run("e2fsck", "-fn", dpart)
+        with mounted(dpart, readonly=True) as m:
+            got = tree_digest(m)
+            victim = (m / "victim.bin").read_bytes()
+        want = dict(self.files)
+        del got["victim.bin"], want["victim.bin"]
+        assert got == want
+        expected = bytearray(self.victim)
+        for off, n in self.lost:
+            within = off - self.blocks[0] * BLOCK
+            expected[within : within + n] = bytes(n)
+        assert victim == bytes(expected)
+
+
+@contextlib.contextmanager
+def failing_disk(tmp_path: Path) -> Iterator[FailingDisk]:
+    backing = tmp_path / "failing.img"
+    with open(backing, "wb") as f:
+        f.truncate(96 * MiB)
+    with faultfs.serve(backing, tmp_path / "fuse") as ff, attached(ff.path) as dev:
+        (part,) = loopdev.partition(dev, "label: gpt\ntype=linux, name=root\n")
+        yield FailingDisk(ff, dev, part)
+
+
+def test_bad_sectors_are_skipped_reported_and_restored_as_zeros(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Promise: a backup of a disk with unreadable sectors completes, names the unreadable byte
+    ranges and the files they hit; the restore writes zeros there and every other file is
+    intact."""
+    repo = tmp_path / "repo"
+    with failing_disk(tmp_path) as disk:
+        r = run_recovery(
+            "backup", disk.dev, "--to", str(repo), "--name", "bad", "--json", check=False
+        )
+        assert disk.ff.stats()["failed_reads"], "the bad ranges were never read"
     assert r.returncode == 0, r.stdout + r.stderr
     said = r.stdout + r.stderr
     assert "victim.bin" in said, said
@@ -259,12 +294,7 @@ def test_bad_sectors_are_skipped_reported_and_restored_as_zeros(loop, tmp_path: 
     manifest = repo / "images" / "bad.image"
     body = parse_manifest(manifest.read_bytes(), str(manifest))
     got = merged([(off, n) for sid, off, n in body["unreadable"] if sid == "p1"])
-    # Reads through the page cache fail a 4 KiB page at a time: the lone bad sector costs its
-    # page, and nothing more is lost.
-    lost = [
-        (off // PAGE * PAGE, -(-(off + n) // PAGE) * PAGE - off // PAGE * PAGE) for off, n in bad
-    ]
-    assert got == merged(lost), (got, lost)
+    assert got == merged(disk.lost), (got, disk.lost)
     assert all(sid == "p1" for sid, _, _ in body["unreadable"])
     assert "intact" in run_recovery("verify", f"{repo}::bad").stdout
 
@@ -273,18 +303,20 @@ def test_bad_sectors_are_skipped_reported_and_restored_as_zeros(loop, tmp_path: 
     assert r.returncode == 0, r.stdout + r.stderr
     assert "zero" in (r.stdout + r.stderr).lower()
     (dpart,) = loopdev.partition_paths(dst)
-    loopdev.run("e2fsck", "-fn", dpart)
-    with mounted(dpart, readonly=True) as m:
-        got_files = tree_digest(m)
-        restored_victim = (m / "victim.bin").read_bytes()
-    del got_files["victim.bin"], want["victim.bin"]
-    assert got_files == want
-    expected = bytearray(victim_data)
-    for off, n in lost:
-        within = off - blocks[0] * BLOCK  # the file's blocks are contiguous (checked below)
-        expected[within : within + n] = bytes(n)
-    assert blocks == list(range(blocks[0], blocks[0] + 160))
-    assert restored_victim == bytes(expected)
+    disk.check_copy(dpart)
+
+
+def test_bad_sectors_do_not_stop_a_clone(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Promise: a clone of a disk with unreadable sectors completes and names the files they
+    hit; the copy has every other file intact and zeros where the source could not be read."""
+    dst = loop(96 * MiB)
+    with failing_disk(tmp_path) as disk:
+        r = run_recovery("clone", disk.dev, dst, "--yes", check=False)
+        assert disk.ff.stats()["failed_reads"], "the bad ranges were never read"
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "victim.bin" in r.stdout + r.stderr, r.stdout + r.stderr
+    (dpart,) = loopdev.partition_paths(dst)
+    disk.check_copy(dpart)
 
 
 # -- kill -9 ------------------------------------------------------------------------------------
