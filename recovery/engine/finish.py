@@ -1,5 +1,7 @@
 """What follows writing partitions, for restore and clone alike: recreate swap, grow the main
-file system into its larger partition, check every file system, and report each in one line.
+file system into its larger partition (never an NTFS that holds a hibernated Windows), point
+moved NTFS and FAT boot sectors at their new start, check every file system, and report each
+in one line.
 
 Lines that start with ``FAILED`` are failures; the callers turn them into a non-zero result.
 """
@@ -90,16 +92,75 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
             checks.append(_line(node, "fsck.vfat clean", code, out))
         elif w.fstype == "ntfs":
             if w.grows:
-                progress.step(f"growing ntfs on {node}", 0)
-                code, out = _tool(["ntfsresize", "--force", "--no-progress-bar", node], input="y\n")
-                if code != 0:
-                    checks.append(_line(node, "ntfsresize", code, out))
+                checks.extend(grow_ntfs(node, progress))
             code, out = _tool(["ntfsfix", "--no-action", node])
             checks.append(_line(node, "ntfsfix clean", code, out))
         else:
             checks.append(f"{node}: {w.fstype or 'unknown content'} written, no check available")
     refresh_udev(disk)
     return checks
+
+
+# ntfs-3g.probe's exit status for a volume that holds a hibernated Windows session.
+_PROBE_HIBERNATED = 14
+
+
+def grow_ntfs(node: str, progress: Progress) -> list[str]:
+    """Grow the NTFS on ``node`` to its partition, unless Windows is hibernated on it.
+
+    A hibernated Windows (or one shut down with Fast Startup) keeps the volume's metadata in
+    its saved session; resized underneath it, the volume is damaged when Windows resumes. So
+    such a volume keeps its size, and the line says how to extend it safely. ntfs-3g.probe
+    --readwrite answers the question the way ntfs-3g itself does (hiberfil.sys's signature);
+    it does not write to a hibernated volume.
+    """
+    code, out = _tool(["ntfs-3g.probe", "--readwrite", node])
+    if code == _PROBE_HIBERNATED:
+        lines = [
+            f"{node}: ntfs not grown, because Windows on it is hibernated or was shut down with "
+            "Fast Startup, and resizing it now would damage it when Windows resumes; start "
+            "Windows, shut it down fully, then extend the volume in Disk Management"
+        ]
+        return lines + _boot_copy_at_partition_end(node)
+    progress.step(f"growing ntfs on {node}", 0)
+    code, out = _tool(["ntfsresize", "--force", "--no-progress-bar", node], input="y\n")
+    if code != 0:
+        return [_line(node, "ntfsresize", code, out)]
+    # ntfsresize marks the volume for a check (chkdsk) at Windows' next start, on purpose.
+    return [f"{node}: ntfs grown to fill its partition; Windows checks it once at its next start"]
+
+
+def _boot_copy_at_partition_end(node: str) -> list[str]:
+    """Copy the NTFS boot sector into the last sector of a partition larger than its volume.
+
+    NTFS keeps its backup boot sector right after the volume; ntfs-3g's tools (ntfsfix) look
+    for it in the partition's last sector. That sector lies outside the volume, so a copy there
+    changes nothing NTFS uses, and the volume checks clean until Windows extends it.
+    """
+    import os
+    import struct
+
+    try:
+        fd = os.open(node, os.O_RDWR)
+    except OSError as e:
+        return [f"FAILED {node}: cannot open to copy the boot sector: {e.strerror}"]
+    try:
+        boot = os.pread(fd, 512, 0)
+        if len(boot) < 512 or boot[3:11] != b"NTFS    ":
+            return []
+        sector = struct.unpack_from("<H", boot, 0x0B)[0]
+        total = struct.unpack_from("<Q", boot, 0x28)[0]
+        size = blockio.size_of(node)
+        if sector not in (512, 1024, 2048, 4096) or (total + 2) * sector > size:
+            return []
+        full = os.pread(fd, sector, 0)
+        blockio.pwrite_all(fd, full, size // sector * sector - sector)
+        os.fsync(fd)
+    except OSError as e:
+        return [f"FAILED {node}: cannot copy the boot sector to the partition's end: {e.strerror}"]
+    finally:
+        os.close(fd)
+    return []
 
 
 def fix_hidden_sectors(node: str, fstype: str, new_start: int) -> list[str]:
