@@ -24,6 +24,7 @@ from recovery.devices import blockio
 from recovery.devices.partitions import read_table
 from recovery.errors import DamagedFileSystem, DeviceError, UsageError
 from recovery.filesystems.base import FileSource, FileSystem, open_filesystem
+from recovery.filesystems.ntfs import detect_encrypted
 
 GAP_CAP = 64 << 20
 GAP_KEEP = 8 << 20
@@ -243,7 +244,8 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
             fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files)
         except DamagedFileSystem as e:
             sp.notes.append(
-                f"partition {sp.number}: {e.message}; imaged every byte instead of used blocks"
+                f"partition {sp.number} is imaged every byte instead of its used blocks (a larger "
+                f"image that still holds everything): {e.message}"
             )
             fs = None
         if fs is not None:
@@ -252,6 +254,12 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
             sp.notes.extend(fs.geometry.notes)
             sp.used_bytes = total(_clipped(fs.used_extents(), sp.size))
             return
+        if sp.fstype is None:
+            # blkid names BitLocker only when its metadata block is intact too; the volume
+            # header alone is enough to know that the allocation cannot be read.
+            encrypted = detect_encrypted(FileSource(fd, sp.start, sp.size))
+            if encrypted:
+                sp.notes.append(f"partition {sp.number}: {encrypted}")
     sp.method = "raw"
     sp.used_bytes = sp.size
 
