@@ -25,7 +25,9 @@ NOWATCH_TEXT = 'ACTION!="remove", SUBSYSTEM=="block", KERNEL=="loop*", OPTIONS+=
 _ATTACHED: set[str] = set()
 
 
-def run(*cmd: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *cmd: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, input=input, text=True, capture_output=True, check=check)
 
 
@@ -106,8 +108,17 @@ def partition(dev: str, sfdisk_script: str) -> list[str]:
     _check_ours(dev)
     with disk_lock(dev):
         for attempt in range(10):
-            r = run("sfdisk", "--no-reread", "--no-tell-kernel", "-q", "-w", "always", dev,
-                    input=sfdisk_script, check=False)
+            r = run(
+                "sfdisk",
+                "--no-reread",
+                "--no-tell-kernel",
+                "-q",
+                "-w",
+                "always",
+                dev,
+                input=sfdisk_script,
+                check=False,
+            )
             if r.returncode == 0:
                 break
             time.sleep(0.2 * (attempt + 1))

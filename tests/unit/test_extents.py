@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,4 +20,4 @@ def test_merge_preserves_coverage(raw: list[tuple[int, int]]) -> None:
     covered = {i for s, n in raw for i in range(s, s + n)}
     merged = list(merge(raw))
     assert total(merged) == len(covered)
-    assert all(a.end < b.start for a, b in zip(merged, merged[1:], strict=False))
+    assert all(a.end < b.start for a, b in itertools.pairwise(merged))
