@@ -263,6 +263,13 @@ def test_gpt_windows_image_leaves_out_deleted_data_and_pagefile(windows_gpt: Win
     assert re.search(r"partition 4: ntfs Recovery .*used blocks", out), out
 
 
+def test_gpt_windows_system_selection(windows_gpt: WindowsDisk) -> None:
+    from recovery.engine.system import system_partitions
+
+    # ESP, MSR, C: (it has a Windows folder) and the recovery partition: what Windows boots with.
+    assert system_partitions([windows_gpt.dev]) == [1, 2, 3, 4]
+
+
 def test_gpt_windows_restore_same_size(windows_gpt: WindowsDisk, loop) -> None:  # type: ignore[no-untyped-def]
     win = windows_gpt
     dst = loop(GPT_SIZE)
@@ -326,11 +333,9 @@ def test_gpt_windows_restore_to_larger_disk(windows_gpt: WindowsDisk, loop) -> N
     new_start = start_sector(winre)
     assert new_start != int(before[4]["start"])
     assert hidden_sectors(winre) == new_start
-    volume = ntfs_volume_bytes(winre)
-    assert (
-        hidden_sectors(winre, volume - volume % 512) == new_start
-        or hidden_sectors(winre, size_of(winre) - 512) == new_start
-    )
+    # The backup boot sector, right after the volume's last sector, says the same.
+    total_sectors = struct.unpack_from("<Q", read(winre, 0, 512), 0x28)[0]
+    assert hidden_sectors(winre, total_sectors * 512) == new_start
     ntfs_clean(winre)
     assert ntfs_digest(winre) == win.winre_files
     assert blkid(winre)["TYPE"] == "ntfs"
@@ -566,3 +571,84 @@ def test_damaged_ntfs_is_imaged_raw_with_a_note(loop, tmp_path: Path) -> None:  
             # Random bytes the reader does not depend on: a normal used-blocks image.
             assert not expect, (what, stream)
     corrupt(part, 0, pristine[: 1 * MiB])
+
+
+# --- found here, owned elsewhere: strict xfails that pass once the engine is fixed -------------
+
+
+def write_bitlocker_volume(part: str) -> None:
+    with open(part, "r+b") as f:
+        f.write(bitlocker_header(MiB))
+        f.write(os.urandom(MiB - 512))
+        f.write(b"-FVE-FS-" + struct.pack("<HH", 64, 2))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core/system.py: an MBR 'System Reserved' partition (active, bootmgr and Boot/BCD, "
+    "no Windows folder) is not a system partition, so backup --system leaves out what BIOS "
+    "Windows boots from",
+)
+def test_system_selection_keeps_mbr_system_reserved(loop) -> None:  # type: ignore[no-untyped-def]
+    from recovery.engine.system import system_partitions
+
+    dev = loop(80 * MiB)
+    parts = loopdev.partition(dev, "label: dos\nstart=2048, size=30MiB, type=7, bootable\ntype=7\n")
+    mkntfs(parts[0], "System Reserved")
+    with ntfs_mounted(parts[0]) as m:
+        (m / "bootmgr").write_bytes(os.urandom(50_000))
+        (m / "Boot").mkdir()
+        (m / "Boot" / "BCD").write_bytes(os.urandom(8192))
+    mkntfs(parts[1], "Windows")
+    with ntfs_mounted(parts[1]) as m:
+        (m / "Windows").mkdir()
+    loopdev.settle(dev)
+    assert system_partitions([dev]) == [1, 2]
+
+
+def bitlocker_windows_disk(loop) -> str:  # type: ignore[no-untyped-def]
+    dev = loop(160 * MiB)
+    parts = loopdev.partition(
+        dev,
+        "label: gpt\n"
+        'size=34MiB, type=uefi, name="EFI system partition"\n'
+        f'size=16MiB, type={MSR}, name="Microsoft reserved partition"\n'
+        f'size=80MiB, type={BASIC_DATA}, name="Basic data partition"\n'
+        f'type={WINRE}, attrs="{WINRE_ATTRS}"\n',
+    )
+    loopdev.mkfs(parts[0], "vfat", "-F", "32", "-n", "SYSTEM")
+    write_bitlocker_volume(parts[2])
+    mkntfs(parts[3], "Recovery")
+    loopdev.settle(dev)
+    assert blkid(parts[2]).get("TYPE") == "BitLocker"
+    return dev
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core/system.py: a BitLocker C: cannot show its Windows folder, so backup --system "
+    "leaves out the Windows partition itself",
+)
+def test_system_selection_keeps_bitlocker_windows_partition(loop) -> None:  # type: ignore[no-untyped-def]
+    from recovery.engine.system import system_partitions
+
+    dev = bitlocker_windows_disk(loop)
+    assert system_partitions([dev]) == [1, 2, 3, 4]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core/table.py choose_main: with C: encrypted (BitLocker, not growable) the NTFS "
+    "recovery partition is the largest growable one and takes all the extra space",
+)
+def test_bitlocker_c_on_larger_disk_does_not_grow_the_recovery_partition(
+    loop, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    dev = bitlocker_windows_disk(loop)
+    repo = tmp_path / "repo"
+    run_recovery("backup", dev, "--to", str(repo), "--name", "bl")
+    dst = loop(320 * MiB)
+    run_recovery("restore", f"{repo}::bl", dst, "--yes")
+    before, after = table_of(dev), table_of(dst)
+    assert after[3]["size"] == before[3]["size"]
+    assert after[4]["size"] == before[4]["size"]
