@@ -319,6 +319,80 @@ def test_bad_sectors_do_not_stop_a_clone(loop, tmp_path: Path) -> None:  # type:
     disk.check_copy(dpart)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="engine/reading.py salvages through the page cache: this kernel (6.18) reads the "
+    "loop device in large folios (readahead up to 2.5 MiB), and a folio that holds one bad page "
+    "fails whole, so readable data next to a bad area is recorded as unreadable and zeroed "
+    "(here 128 KiB more than the 1152 KiB bad area); re-reading failed areas with O_DIRECT "
+    "would lose only the bad sectors",
+)
+def test_bad_area_costs_no_readable_data(tmp_path: Path) -> None:
+    """Promise (not kept yet): only the bytes that cannot be read are lost, to the 4 KiB page,
+    wherever the bad area starts and ends."""
+    from recovery.repository.store import parse_manifest
+
+    repo = tmp_path / "repo"
+    bad = [(8 * MiB, 1152 * 1024), (20 * MiB + 12 * 1024, 4096)]
+    with source_on_faultfs(tmp_path, 32 * MiB) as (ff, dev):
+        (part,) = loopdev.partition_paths(dev)
+        for off, n in bad:
+            ff.add_bad(part_start(part) + off, n)
+        flushbufs(dev)
+        run_recovery("backup", dev, "--to", str(repo), "--name", "b")
+    manifest = repo / "images" / "b.image"
+    body = parse_manifest(manifest.read_bytes(), str(manifest))
+    assert merged([(o, n) for _, o, n in body["unreadable"]]) == bad
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_many_bad_sectors_ask_whether_to_go_on(answer: str, tmp_path: Path) -> None:
+    """Promise: past a limit of unreadable areas, a backup run on a terminal asks whether to go
+    on; 'no' stops it with one line and leaves no image, 'yes' finishes it."""
+    import pty
+
+    repo = tmp_path / "repo"
+    with source_on_faultfs(tmp_path, 32 * MiB) as (ff, dev):
+        (part,) = loopdev.partition_paths(dev)
+        # 288 pages: past the limit of 256 unreadable areas.
+        ff.add_bad(part_start(part) + 8 * MiB, 1152 * 1024)
+        flushbufs(dev)
+        master, slave = pty.openpty()  # a terminal on stdin: the question is asked
+        p = subprocess.Popen(
+            [*recovery_cmd(), "backup", dev, "--to", str(repo), "--name", "asked"],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.close(slave)
+        assert p.stderr is not None
+        err = b""
+        while b"[y/N] " not in err:
+            ch = os.read(p.stderr.fileno(), 1)
+            assert ch, err
+            err += ch
+        os.write(master, f"{answer}\n".encode())
+        out, rest = p.communicate(timeout=120)
+        os.close(master)
+    # On a terminal the typed answer ends the question's line; here stderr is a pipe.
+    r = subprocess.CompletedProcess(
+        p.args, p.returncode, out.decode(), (err + b"\n" + rest).decode()
+    )
+    assert "Go on reading what can be read?" in r.stderr
+    if answer == "n":
+        assert "too many unreadable areas" in one_clear_line(r)
+        assert images(repo) == []
+    else:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert images(repo) == ["asked"]
+        from recovery.repository.store import parse_manifest
+
+        manifest = repo / "images" / "asked.image"
+        body = parse_manifest(manifest.read_bytes(), str(manifest))
+        ((start, length),) = merged([(o, n) for _, o, n in body["unreadable"]])
+        assert start <= 8 * MiB and 8 * MiB + 1152 * 1024 <= start + length  # covered
+
+
 # -- kill -9 ------------------------------------------------------------------------------------
 
 
@@ -610,14 +684,16 @@ def test_destination_disappears_mid_backup(big: BigDisk, loop, tmp_path: Path) -
 
 
 @contextlib.contextmanager
-def source_on_faultfs(tmp_path: Path) -> Iterator[tuple[faultfs.FaultyFile, str]]:
-    """A GPT disk over faultfs whose one partition holds 96 MiB of random data."""
+def source_on_faultfs(
+    tmp_path: Path, data: int = 96 * MiB
+) -> Iterator[tuple[faultfs.FaultyFile, str]]:
+    """A GPT disk over faultfs whose one partition holds ``data`` bytes of random data."""
     backing = tmp_path / "src.img"
     with open(backing, "wb") as f:
-        f.truncate(100 * MiB)
+        f.truncate(data + 4 * MiB)
     with faultfs.serve(backing, tmp_path / "fuse") as ff, attached(ff.path) as dev:
         (part,) = loopdev.partition(dev, "label: gpt\ntype=linux\n")
-        fill_random(part, 96 * MiB)
+        fill_random(part, data)
         flushbufs(part)
         flushbufs(dev)
         yield ff, dev
