@@ -204,12 +204,29 @@ def usable_end(label: str, disk_sectors: int) -> int:
     return disk_sectors - GPT_BACKUP_SECTORS if label == "gpt" else disk_sectors
 
 
+# Small partitions with a fixed role (EFI, BIOS boot, MSR, Windows recovery) never take extra
+# space, even when they hold a file system we could grow.
+FIXED_ROLE_TYPES = {
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+    "21686148-6449-6e6f-744e-656564454649",
+    "e3c9e316-0b5c-4db8-817d-f92df00215ae",
+    "de94bba4-06d1-4d40-a16a-bfd50179d6ac",
+    "ef",
+    "27",
+}
+
+
 def choose_main(table: Table, fstypes: dict[int, str | None]) -> int | None:
-    """The partition that takes extra space: the largest with a file system we can grow."""
-    candidates = [e for e in table.data_entries if (fstypes.get(e.number) or "") in GROWABLE]
+    """The partition that takes extra space: the largest one holding an operating system or
+    data, if we can grow its file system. When the largest cannot be grown (encrypted, unknown),
+    nothing grows: a smaller partition taking the space would surprise the person."""
+    candidates = [
+        e for e in table.data_entries if e.type.lower().removeprefix("0x") not in FIXED_ROLE_TYPES
+    ]
     if not candidates:
         return None
-    return max(candidates, key=lambda e: (e.size, -e.number)).number
+    main = max(candidates, key=lambda e: (e.size, -e.number))
+    return main.number if (fstypes.get(main.number) or "") in GROWABLE else None
 
 
 def plan_layout(

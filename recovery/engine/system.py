@@ -61,12 +61,14 @@ def partition_facts(disk: str) -> list[PartitionFacts]:
             lower = {n.lower() for n in names}
             facts.append(
                 PartitionFacts(
+                    bootable=e.bootable,
                     number=e.number,
                     parttype=e.type,
                     fstype=fstype,
                     has_windows="windows" in lower,
                     has_os_release="etc" in lower and _has(node, fstype, "/etc/os-release"),
-                    has_boot_files=any(n.startswith("vmlinuz") for n in lower) or "grub" in lower,
+                    has_boot_files=any(n.startswith("vmlinuz") for n in lower)
+                    or bool({"grub", "bootmgr"} & lower),
                 )
             )
     finally:

@@ -573,7 +573,7 @@ def test_damaged_ntfs_is_imaged_raw_with_a_note(loop, tmp_path: Path) -> None:  
     corrupt(part, 0, pristine[: 1 * MiB])
 
 
-# --- found here, owned elsewhere: strict xfails that pass once the engine is fixed -------------
+# --- system selection and growth on Windows layouts ------------------------------------------
 
 
 def write_bitlocker_volume(part: str) -> None:
@@ -583,12 +583,6 @@ def write_bitlocker_volume(part: str) -> None:
         f.write(b"-FVE-FS-" + struct.pack("<HH", 64, 2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/system.py: an MBR 'System Reserved' partition (active, bootmgr and Boot/BCD, "
-    "no Windows folder) is not a system partition, so backup --system leaves out what BIOS "
-    "Windows boots from",
-)
 def test_system_selection_keeps_mbr_system_reserved(loop) -> None:  # type: ignore[no-untyped-def]
     from recovery.engine.system import system_partitions
 
@@ -624,11 +618,6 @@ def bitlocker_windows_disk(loop) -> str:  # type: ignore[no-untyped-def]
     return dev
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/system.py: a BitLocker C: cannot show its Windows folder, so backup --system "
-    "leaves out the Windows partition itself",
-)
 def test_system_selection_keeps_bitlocker_windows_partition(loop) -> None:  # type: ignore[no-untyped-def]
     from recovery.engine.system import system_partitions
 
@@ -636,11 +625,6 @@ def test_system_selection_keeps_bitlocker_windows_partition(loop) -> None:  # ty
     assert system_partitions([dev]) == [1, 2, 3, 4]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/table.py choose_main: with C: encrypted (BitLocker, not growable) the NTFS "
-    "recovery partition is the largest growable one and takes all the extra space",
-)
 def test_bitlocker_c_on_larger_disk_does_not_grow_the_recovery_partition(
     loop, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
