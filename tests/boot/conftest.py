@@ -52,6 +52,11 @@ def timings() -> Iterator[dict[str, dict[str, float]]]:
     """Seconds per mode and event; written to build/boot-test/timings.json at the end."""
     figures: dict[str, dict[str, float]] = {}
     yield figures
+    _write_timings(figures)
+
+
+def _write_timings(figures: dict[str, dict[str, float]]) -> None:
+    """After each boot too, so a long run shows its figures as it goes."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "timings.json").write_text(json.dumps(figures, indent=2) + "\n")
 
@@ -126,3 +131,4 @@ def machine(
         for name in ("serial.log", "qemu.log"):
             if (work / name).exists():
                 shutil.copyfile(work / name, ARTIFACTS / f"{mode.name}-{name}")
+        _write_timings(timings)
