@@ -98,6 +98,7 @@ class Running:
         self.args = args
         self.proc = subprocess.Popen(
             [*recovery_cmd(), *args, "--json"],
+            stdin=subprocess.DEVNULL,  # never a terminal to ask on, however pytest was run
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -345,10 +346,11 @@ def test_bad_area_costs_no_readable_data(tmp_path: Path) -> None:
     assert merged([(o, n) for _, o, n in body["unreadable"]]) == bad
 
 
-@pytest.mark.parametrize("answer", ["n", "y"])
+@pytest.mark.parametrize("answer", ["n", "y", "no terminal"])
 def test_many_bad_sectors_ask_whether_to_go_on(answer: str, tmp_path: Path) -> None:
     """Promise: past a limit of unreadable areas, a backup run on a terminal asks whether to go
-    on; 'no' stops it with one line and leaves no image, 'yes' finishes it."""
+    on; 'no' stops it with one line and leaves no image, 'yes' finishes it. With no terminal to
+    ask on, it goes on."""
     import pty
 
     repo = tmp_path / "repo"
@@ -357,40 +359,40 @@ def test_many_bad_sectors_ask_whether_to_go_on(answer: str, tmp_path: Path) -> N
         # 288 pages: past the limit of 256 unreadable areas.
         ff.add_bad(part_start(part) + 8 * MiB, 1152 * 1024)
         flushbufs(dev)
-        master, slave = pty.openpty()  # a terminal on stdin: the question is asked
-        p = subprocess.Popen(
-            [*recovery_cmd(), "backup", dev, "--to", str(repo), "--name", "asked"],
-            stdin=slave,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        os.close(slave)
-        assert p.stderr is not None
-        err = b""
-        while b"[y/N] " not in err:
-            ch = os.read(p.stderr.fileno(), 1)
-            assert ch, err
-            err += ch
-        os.write(master, f"{answer}\n".encode())
-        out, rest = p.communicate(timeout=120)
-        os.close(master)
-    # On a terminal the typed answer ends the question's line; here stderr is a pipe.
-    r = subprocess.CompletedProcess(
-        p.args, p.returncode, out.decode(), (err + b"\n" + rest).decode()
-    )
-    assert "Go on reading what can be read?" in r.stderr
+        cmd = [*recovery_cmd(), "backup", dev, "--to", str(repo), "--name", "asked"]
+        if answer == "no terminal":
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            assert "Go on" not in r.stderr
+        else:
+            master, slave = pty.openpty()  # a terminal on stdin: the question is asked
+            p = subprocess.Popen(cmd, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            os.close(slave)
+            assert p.stderr is not None
+            err = b""
+            while b"[y/N] " not in err:
+                ch = os.read(p.stderr.fileno(), 1)
+                assert ch, err
+                err += ch
+            os.write(master, f"{answer}\n".encode())
+            out, rest = p.communicate(timeout=120)
+            os.close(master)
+            # On a terminal the typed answer ends the question's line; here stderr is a pipe.
+            r = subprocess.CompletedProcess(
+                p.args, p.returncode, out.decode(), (err + b"\n" + rest).decode()
+            )
+            assert "Go on reading what can be read?" in r.stderr
     if answer == "n":
         assert "too many unreadable areas" in one_clear_line(r)
         assert images(repo) == []
-    else:
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert images(repo) == ["asked"]
-        from recovery.repository.store import parse_manifest
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert images(repo) == ["asked"]
+    from recovery.repository.store import parse_manifest
 
-        manifest = repo / "images" / "asked.image"
-        body = parse_manifest(manifest.read_bytes(), str(manifest))
-        ((start, length),) = merged([(o, n) for _, o, n in body["unreadable"]])
-        assert start <= 8 * MiB and 8 * MiB + 1152 * 1024 <= start + length  # covered
+    manifest = repo / "images" / "asked.image"
+    body = parse_manifest(manifest.read_bytes(), str(manifest))
+    ((start, length),) = merged([(o, n) for _, o, n in body["unreadable"]])
+    assert start <= 8 * MiB and 8 * MiB + 1152 * 1024 <= start + length  # covered
 
 
 # -- kill -9 ------------------------------------------------------------------------------------
