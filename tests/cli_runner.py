@@ -26,6 +26,33 @@ def binary_present() -> bool:
     return BINARY.exists() and os.access(BINARY, os.X_OK)
 
 
+def binary_stale() -> Path | None:
+    """The newest file of the package changed after dist/recovery was built, or None.
+
+    A stale binary is skipped rather than failed: on a shared working tree it says nothing about
+    the code as it is now. CI builds the binary right before the tests, so it is never stale
+    there.
+    """
+    built_at = BINARY.resolve().stat().st_mtime
+    package = REPO / "recovery"
+    newer = [
+        p
+        for p in package.rglob("*")
+        if p.suffix in (".py", ".tcss") and p.stat().st_mtime > built_at
+    ]
+    return max(newer, key=lambda p: p.stat().st_mtime) if newer else None
+
+
+def binary_skip_reason() -> str | None:
+    """Why the binary tier cannot run now (absent or stale), or None when it can."""
+    if not binary_present():
+        return f"{BINARY} not built (run `make binary`)"
+    stale = binary_stale()
+    if stale is not None:
+        return f"{BINARY} is older than {stale.relative_to(REPO)} (run `make binary`)"
+    return None
+
+
 def command(kind: str) -> list[str]:
     """The argv prefix that runs recovery as ``kind`` (``package`` or ``binary``)."""
     if kind == "package":

@@ -1,9 +1,11 @@
 """The binary tier: CLI tests that run against the package and the PyInstaller build alike.
 
-``recovery_cmd`` is the argv prefix that runs recovery one way or the other; every test that takes
-it runs twice. The ``binary`` case is skipped while dist/recovery does not exist (``make binary``
-builds it), so ``make test`` stays green on a machine that never built one. Tests here get the
-``binary`` marker from tests/conftest.py; those that need root and loop devices take ``loop``.
+``recovery_cmd`` is the argv prefix that runs recovery one way or the other; every test that
+takes it runs twice. The ``binary`` case is skipped while dist/recovery does not exist or is
+older than the package (``make binary`` builds it), so ``make test`` stays green on a machine
+that never built one and does not report a stale build; CI builds it right before the tests.
+Tests here get the ``binary`` marker from tests/conftest.py; those that need root and loop
+devices take ``loop``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from tests import cli_runner, loopdev
 def recovery_cmd(request: pytest.FixtureRequest) -> list[str]:
     """``[sys.executable, "-m", "recovery"]`` or ``["…/dist/recovery"]``."""
     kind: str = request.param
-    if kind == "binary" and not cli_runner.binary_present():
-        pytest.skip(f"{cli_runner.BINARY} not built (run `make binary`)")
+    if kind == "binary" and (reason := cli_runner.binary_skip_reason()):
+        pytest.skip(reason)
     return cli_runner.command(kind)
 
 

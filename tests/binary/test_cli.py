@@ -50,8 +50,8 @@ def test_bad_input_gives_one_line_and_fails(recovery_cmd: list[str], argv: list[
 def test_binary_has_every_command_of_the_package() -> None:
     """cli.py imports each command by name and leaves out one it cannot import: the binary would
     silently lose a command whose module PyInstaller did not collect."""
-    if not cli_runner.binary_present():
-        pytest.skip(f"{cli_runner.BINARY} not built (run `make binary`)")
+    if reason := cli_runner.binary_skip_reason():
+        pytest.skip(reason)
     package = cli_runner.run(cli_runner.command("package"), "--help")
     binary = cli_runner.run(cli_runner.command("binary"), "--help")
     assert binary.returncode == 0, binary.stderr
@@ -64,11 +64,10 @@ def test_binary_has_every_command_of_the_package() -> None:
 def test_binary_holds_every_module_of_the_package() -> None:
     """File system readers and commands are imported by name at run time; a reader missing from
     the binary would only show as "unknown file system" on a user's disk."""
-    if not cli_runner.binary_present():
-        pytest.skip(f"{cli_runner.BINARY} not built (run `make binary`)")
+    if reason := cli_runner.binary_skip_reason():
+        pytest.skip(reason)
     readers = pytest.importorskip("PyInstaller.archive.readers", reason="needs `.[build]`")
-    launcher = cli_runner.BINARY.resolve()
-    archive = readers.CArchiveReader(str(launcher))
+    archive = readers.CArchiveReader(str(cli_runner.BINARY.resolve()))
     pyz_name = next(name for name in archive.toc if name.endswith(".pyz"))
     frozen = set(archive.open_embedded_archive(pyz_name).toc)
 
@@ -76,20 +75,8 @@ def test_binary_holds_every_module_of_the_package() -> None:
     source = {"recovery"} | {
         m.name for m in pkgutil.walk_packages([str(package_dir)], prefix="recovery.")
     }
-    # Modules added to the checkout after the binary was built are not its fault: compare with
-    # what existed when it was built.
-    built_at = launcher.stat().st_mtime
-    source = {
-        name for name in source if _module_path(package_dir, name).stat().st_mtime <= built_at
-    }
     missing = sorted(source - frozen)
-    assert not missing, f"modules missing from {launcher} (add to builder/recovery.spec): {missing}"
-
-
-def _module_path(package_dir: Path, name: str) -> Path:
-    rel = Path(*name.split(".")[1:])
-    as_package = package_dir / rel / "__init__.py"
-    return as_package if as_package.exists() else (package_dir / rel).with_suffix(".py")
+    assert not missing, f"modules missing from the binary (see builder/recovery.spec): {missing}"
 
 
 def _package_has(command: str) -> bool:
