@@ -737,7 +737,7 @@ def test_source_dies_mid_backup(tmp_path: Path) -> None:
         run = Running("backup", dev, "--to", str(repo), "--name", "dead")
         run.wait_for_progress("saving partition 1")
         ff.die()
-        r = run.finish(timeout=20)
+        r = run.finish(timeout=15)
         last = one_clear_line(r)
         assert dev in last, last
         assert images(repo) == []
