@@ -618,11 +618,12 @@ def print_run(r: dict[str, Any]) -> None:
         print(f"  {what:<46} {shown:>8}  <= {lim:<7} {mark:4}  {extra}")
     busy = max(r["loadavg_before"][0], r["loadavg_after"][0])
     if busy > 0.75 * (os.cpu_count() or 1):
-        print(
-            f"  note: the machine was busy (load {busy:.1f} on {os.cpu_count()} cores): wall "
+        note = (
+            f"note: the machine was busy (load {busy:.1f} on {os.cpu_count()} cores): wall "
             "times are stretched unevenly (the kernel shares CPU per thread, and the sides run "
             "different numbers of threads); the cpu ratios are steadier"
         )
+        print(textwrap.fill(note, width=96, initial_indent="  ", subsequent_indent="    "))
 
 
 def cpu_ratios(r: dict[str, Any]) -> dict[str, float | None]:
