@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from recovery.core.units import human_size
-from recovery.errors import Refused
+from recovery.errors import RecoveryError, Refused
 
 GPT_BACKUP_SECTORS = 33  # backup entries (32 sectors of 128 x 128 bytes) + backup header
 ALIGN = 1 << 20
@@ -100,39 +100,85 @@ class Table:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Table:
-        """From our manifest form or from ``sfdisk --json``'s ``partitiontable`` object."""
+    def from_json(cls, d: Any) -> Table:
+        """From our manifest form or from ``sfdisk --json``'s ``partitiontable`` object.
+
+        The input is untrusted (a manifest from a backup location, names from a disk): every
+        field is checked, and anything impossible raises :class:`InvalidTable`.
+        """
+        if not isinstance(d, dict):
+            raise InvalidTable("the partition table is not an object")
+        label = d.get("label")
+        if label not in ("gpt", "dos"):
+            raise InvalidTable(f"unknown partition table kind {label!r}")
+        parts = d.get("partitions", [])
+        if not isinstance(parts, list) or len(parts) > 256:
+            raise InvalidTable("the partition list is not a list of at most 256 entries")
         entries = []
-        for p in d.get("partitions", []):
+        for p in parts:
+            if not isinstance(p, dict):
+                raise InvalidTable("a partition entry is not an object")
             number = p.get("number")
             if number is None:
-                node = str(p["node"])
-                digits = ""
-                for ch in reversed(node):
-                    if not ch.isdigit():
-                        break
-                    digits = ch + digits
+                node = _text(p.get("node"), "node")
+                digits = node[len(node.rstrip("0123456789")) :]
+                if not digits:
+                    raise InvalidTable(f"partition node {node!r} has no number")
                 number = int(digits)
             entries.append(
                 Entry(
-                    number=int(number),
-                    start=int(p["start"]),
-                    size=int(p["size"]),
-                    type=str(p["type"]),
-                    uuid=p.get("uuid"),
-                    name=p.get("name"),
-                    attrs=p.get("attrs"),
-                    bootable=bool(p.get("bootable", False)),
+                    number=_int(number, "number", 1, 256),
+                    start=_int(p.get("start"), "start", 0, 2**64),
+                    size=_int(p.get("size"), "size", 1, 2**64),
+                    type=_text(p.get("type"), "type"),
+                    uuid=_optional_text(p.get("uuid"), "uuid"),
+                    name=_optional_text(p.get("name"), "name"),
+                    attrs=_optional_text(p.get("attrs"), "attrs"),
+                    bootable=p.get("bootable", False) is True,
                 )
             )
+        if len({e.number for e in entries}) != len(entries):
+            raise InvalidTable("two partitions have the same number")
+        sector = _int(d.get("sectorsize", 512), "sectorsize", 512, 4096)
+        if sector not in (512, 1024, 2048, 4096):
+            raise InvalidTable(f"sector size {sector} is not possible")
+        first = d.get("firstlba")
+        last = d.get("lastlba")
         return cls(
-            label=str(d["label"]),
-            id=d.get("id"),
-            sector_size=int(d.get("sectorsize", 512)),
-            first_lba=d.get("firstlba"),
-            last_lba=d.get("lastlba"),
+            label=label,
+            id=_optional_text(d.get("id"), "id"),
+            sector_size=sector,
+            first_lba=None if first is None else _int(first, "firstlba", 0, 2**64),
+            last_lba=None if last is None else _int(last, "lastlba", 0, 2**64),
             entries=tuple(sorted(entries, key=lambda e: e.number)),
         )
+
+
+class InvalidTable(RecoveryError):
+    """A partition table description is damaged or impossible."""
+
+    exit_code = 7
+
+
+def _int(v: Any, what: str, low: int, high: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise InvalidTable(f"partition table field {what} is not a number from {low} to {high}")
+    return v
+
+
+def _text(v: Any, what: str) -> str:
+    if not isinstance(v, str) or len(v) > 256:
+        raise InvalidTable(f"partition table field {what} is not a short text")
+    return v
+
+
+def _optional_text(v: Any, what: str) -> str | None:
+    return None if v is None else _text(v, what)
+
+
+def _script_text(v: str) -> str:
+    """A value safe inside an sfdisk script line: no quotes, no control characters."""
+    return "".join(ch for ch in v if ch.isprintable() and ch not in '"\\')
 
 
 def partition_node(disk: str, number: int) -> str:
@@ -144,7 +190,7 @@ def sfdisk_script(table: Table, disk: str) -> str:
     """The sfdisk script that writes ``table`` onto ``disk``, identifiers included."""
     lines = [f"label: {table.label}"]
     if table.id:
-        lines.append(f"label-id: {table.id}")
+        lines.append(f"label-id: {_script_text(table.id)}")
     lines.append("unit: sectors")
     lines.append(f"sector-size: {table.sector_size}")
     if table.label == "gpt":
@@ -153,14 +199,14 @@ def sfdisk_script(table: Table, disk: str) -> str:
         if table.last_lba is not None:
             lines.append(f"last-lba: {table.last_lba}")
     for e in sorted(table.entries, key=lambda e: e.number):
-        fields = [f"start={e.start}", f"size={e.size}", f"type={e.type}"]
+        fields = [f"start={e.start}", f"size={e.size}", f"type={_script_text(e.type)}"]
         if table.label == "gpt":
             if e.uuid:
-                fields.append(f"uuid={e.uuid}")
+                fields.append(f"uuid={_script_text(e.uuid)}")
             if e.name:
-                fields.append('name="' + e.name.replace('"', "") + '"')
+                fields.append(f'name="{_script_text(e.name)}"')
             if e.attrs:
-                fields.append(f'attrs="{e.attrs}"')
+                fields.append(f'attrs="{_script_text(e.attrs)}"')
         elif e.bootable:
             fields.append("bootable")
         lines.append(f"{partition_node(disk, e.number)} : " + ", ".join(fields))

@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 
-from recovery.core.table import Table, sfdisk_script
+from recovery.core.table import InvalidTable, Table, sfdisk_script
 from recovery.devices.blockio import disk_lock
 from recovery.errors import DeviceError
 
@@ -39,7 +39,7 @@ def read_table(disk: str) -> Table | None:
     try:
         data = json.loads(r.stdout)["partitiontable"]
         return Table.from_json(data)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, InvalidTable) as e:
         raise DeviceError(f"cannot understand the partition table of {disk}: {e}") from e
 
 

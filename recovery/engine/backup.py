@@ -118,7 +118,12 @@ def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> Bac
                 cancel.check()
                 desc = sp.manifest_fields()
                 reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, ask=plan.ask)
-                written, mapinfo = _save_stream(repo, reader, fd, sp, plan.level, progress, cancel)
+                try:
+                    written, mapinfo = _save_stream(
+                        repo, reader, fd, sp, plan.level, progress, cancel
+                    )
+                finally:
+                    reader.close()
                 new_bytes += written
                 desc.update(mapinfo)
                 streams_json.append(desc)

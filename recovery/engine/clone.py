@@ -10,6 +10,7 @@ bad cable or a failing target disk is caught before the person reboots into it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -322,7 +323,10 @@ def _copy_stream(
 
     copied = 0
     window: deque[Future[int]] = deque()
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="clone") as pool:
+    with (
+        contextlib.closing(reader),
+        ThreadPoolExecutor(WORKERS, thread_name_prefix="clone") as pool,
+    ):
         try:
             for cell in cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size):
                 cancel.check()

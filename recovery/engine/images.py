@@ -53,6 +53,13 @@ def streams_of(body: dict[str, Any], where: str) -> list[StreamInfo]:
 
 def image_info(repo: Repository, name: str, body: dict[str, Any]) -> ImageInfo:
     where = str(repo.manifest_path(name))
+    try:
+        return _image_info(repo, name, body, where)
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise IntegrityError(f"{where}: the image description is damaged ({e})") from e
+
+
+def _image_info(repo: Repository, name: str, body: dict[str, Any], where: str) -> ImageInfo:
     streams = streams_of(body, where)
     src = body.get("source") or {}
     parts = []
@@ -192,9 +199,15 @@ def remove_image(repo_path: str, name: str) -> RemoveResult:
     check_name(name)
     with repo.locked(f"remove {name}"):
         path = repo.manifest_path(name)
+        removing = repo.path / "tmp" / f"{name}.image.removing"
+        if not path.exists() and removing.exists():
+            # A removal of this image was interrupted after its manifest went: finish the sweep.
+            freed = collect_garbage(repo)
+            with contextlib.suppress(OSError):
+                removing.unlink()
+            return RemoveResult(name, freed)
         if not path.exists():
             repo.read_manifest(name)  # raises ImageNotFound with the list of images
-        removing = repo.path / "tmp" / f"{name}.image.removing"
         try:
             os.rename(path, removing)
             dfd = os.open(path.parent, os.O_RDONLY)

@@ -3,12 +3,15 @@
 A cell's used pieces are read with ``preadv`` straight into its buffer. When a read fails with
 an I/O error, the piece is read again in 64 KiB blocks, skipping the blocks that fail (the
 first pass goes past the bad area quickly, as ddrescue does); then the failed blocks are gone
-back to and read in 4 KiB pages, so only the pages that really fail are lost. What stays
-unreadable is left as zeros and recorded as a byte range of the stream. 4 KiB is the floor:
-reads through the kernel's page cache fail or succeed a page at a time.
+back to with O_DIRECT, page by page and then sector by sector, so only the sectors that really
+fail are lost (through the page cache, one bad sector fails a whole cached folio, which can be
+hundreds of KiB). What stays unreadable is left as zeros and recorded as a byte range of the
+stream.
 
 A source that disappears (unplugged, ENODEV/ENXIO, or its device node gone) is not a bad
-sector: it ends the operation with a message that says so.
+sector: it ends the operation with a message that says so. So does a source that stops
+answering while attached: when a whole cell fails, a sector that was read before is read
+again; if that fails too, the disk is dead, not scratched.
 
 After ``max_errors`` unreadable ranges, ``ask`` is called once with a question for the person;
 if it answers False the operation stops (the repository stays valid).
@@ -17,6 +20,7 @@ if it answers False the operation stops (the repository stays valid).
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -28,6 +32,7 @@ from recovery.errors import Cancelled, DeviceError
 
 FIRST_PASS = 64 << 10
 PAGE = 4096
+SECTOR = 512
 GONE = {errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.EBADF}
 
 
@@ -52,6 +57,14 @@ class SourceReader:
         self._lock = threading.Lock()
         self._bad: list[tuple[int, int]] = []
         self._asked = False
+        self._direct_fd: int | None = None
+        self._last_good: int | None = None
+        """Absolute offset of a sector read without error, for the liveness probe."""
+
+    def close(self) -> None:
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+            self._direct_fd = None
 
     @property
     def unreadable(self) -> list[tuple[int, int]]:
@@ -63,13 +76,34 @@ class SourceReader:
         buf = bytearray(cell.size)
         view = memoryview(buf)
         cell_pos = cell.number * self.cell_size
+        lost_before = self._lost()
         for off, length in cell.pieces:
             try:
                 self._read_exact(view[off : off + length], self.stream_start + cell_pos + off)
+                self._last_good = self.stream_start + cell_pos + off
             except OSError as e:
                 self._gone_check(e)
                 self._salvage(view, off, length, cell_pos)
+        if self._lost() - lost_before >= cell.used:
+            self._check_alive()
         return buf
+
+    def _lost(self) -> int:
+        with self._lock:
+            return sum(n for _, n in self._bad)
+
+    def _check_alive(self) -> None:
+        """A whole cell failed: read a sector that read fine before; if it fails, stop."""
+        good = self._last_good
+        if good is None:
+            return
+        aligned = good - good % SECTOR
+        if not self._read_direct_ok(aligned, SECTOR, None):
+            raise DeviceError(
+                f"{self.path} stopped answering: sectors that read fine before now fail too. "
+                "The disk or its connection has died; reconnect it (another port or cable) "
+                "and run again"
+            )
 
     def _read_exact(self, view: memoryview, pos: int) -> None:
         done = 0
@@ -98,13 +132,60 @@ class SourceReader:
                 failed.append((start, size))
         for start, size in failed:
             for page_start, page_size in _blocks(start, size, PAGE):
-                if not self._try(view, page_start, page_size, cell_pos):
-                    view[page_start : page_start + page_size] = bytes(page_size)
-                    self._record(cell_pos + page_start, page_size)
+                if self._try_direct(view, page_start, page_size, cell_pos):
+                    continue
+                for sec_start, sec_size in _blocks(page_start, page_size, SECTOR):
+                    if not self._try_direct(view, sec_start, sec_size, cell_pos):
+                        view[sec_start : sec_start + sec_size] = bytes(sec_size)
+                        self._record(cell_pos + sec_start, sec_size)
 
     def _try(self, view: memoryview, start: int, size: int, cell_pos: int) -> bool:
         try:
             self._read_exact(view[start : start + size], self.stream_start + cell_pos + start)
+            return True
+        except OSError as e:
+            self._gone_check(e)
+            return False
+
+    def _try_direct(self, view: memoryview, start: int, size: int, cell_pos: int) -> bool:
+        return self._read_direct_ok(
+            self.stream_start + cell_pos + start, size, view[start : start + size]
+        )
+
+    def _read_direct_ok(self, pos: int, size: int, into: memoryview | None) -> bool:
+        """Read ``size`` bytes at ``pos`` bypassing the page cache (O_DIRECT, aligned buffer).
+
+        Falls back to a cached read when the position is not sector-aligned or the device does
+        not take O_DIRECT.
+        """
+        if pos % SECTOR or size % SECTOR:
+            if into is None:
+                return True
+            return self._try_cached(into, pos)
+        with self._lock:
+            if self._direct_fd is None:
+                try:
+                    self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+                except OSError:
+                    self._direct_fd = -1
+            fd = self._direct_fd
+        if fd < 0:
+            return True if into is None else self._try_cached(into, pos)
+        with mmap.mmap(-1, max(size, PAGE)) as buf:
+            try:
+                n = os.preadv(fd, [memoryview(buf)[:size]], pos)
+            except OSError as e:
+                self._gone_check(e)
+                return False
+            if n != size:
+                return False
+            if into is not None:
+                into[:] = buf[:size]
+        return True
+
+    def _try_cached(self, into: memoryview, pos: int) -> bool:
+        try:
+            self._read_exact(into, pos)
             return True
         except OSError as e:
             self._gone_check(e)

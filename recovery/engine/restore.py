@@ -134,6 +134,18 @@ def _target_summary(target: str) -> list[str]:
 def plan_restore(
     repo_path: str, image: str, target: str, partitions: list[int] | None = None
 ) -> RestorePlan:
+    try:
+        return _plan_restore(repo_path, image, target, partitions)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
+        # Only a manifest whose fields have impossible types or values gets here.
+        raise IntegrityError(
+            f"image {image}: its description is damaged ({e!r}); nothing was written"
+        ) from e
+
+
+def _plan_restore(
+    repo_path: str, image: str, target: str, partitions: list[int] | None
+) -> RestorePlan:
     repo = Repository.open(repo_path)
     check_name(image)
     body = repo.read_manifest(image)
@@ -218,11 +230,19 @@ def plan_restore(
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
     layout = plan_layout(table, source_size, target_size, fstypes)
+    disk = by_id.get("disk")
+    if layout.same_geometry and disk is not None and disk.size > target_size:
+        raise IntegrityError(f"image {image}: its layout stream is larger than the disk it says")
     writes = []
     for m in layout.moves:
         found = by_id.get(f"p{m.number}")
         if found is None:
             continue  # partition not in a partial image: created empty
+        if found.size > m.new_size:
+            raise IntegrityError(
+                f"image {image}: partition {m.number} holds {found.size} bytes but its table "
+                f"entry has room for {m.new_size}: the image is damaged; nothing was written"
+            )
         writes.append(
             PartitionWrite(
                 found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
@@ -256,8 +276,9 @@ def unreadable_notes(body: dict[str, Any]) -> list[str]:
     bad = body.get("unreadable") or []
     if not isinstance(bad, list) or not bad:
         return []
-    streams = sorted({str(b[0]) for b in bad if isinstance(b, list) and b})
-    total = sum(int(b[2]) for b in bad if isinstance(b, list) and len(b) == 3)
+    entries = [b for b in bad if isinstance(b, list) and len(b) == 3 and isinstance(b[2], int)]
+    streams = sorted({str(b[0]) for b in entries})
+    total = sum(b[2] for b in entries)
     return [
         f"{human_size(total)} in {len(bad)} area(s) of {', '.join(streams)} could not be read "
         "when this image was taken; they are written as zeros"

@@ -75,7 +75,7 @@ class StreamInfo:
             hashes = tuple(bytes.fromhex(h) for h in s["map"])
             sid = str(s["id"])
             method = str(s["method"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
             raise IntegrityError(f"{where}: a stream description is damaged ({e})") from e
         if size < 0 or cells != -(-size // cell_size):
             raise IntegrityError(f"{where}: stream {sid} has inconsistent size and cell count")

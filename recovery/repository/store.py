@@ -195,7 +195,7 @@ class Repository:
                 return cls._initialise(p)
             try:
                 data = json.loads(header.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise NotARepository(f"{header} is damaged ({e}): not a backup location") from e
             if not isinstance(data, dict) or data.get("format") != REPO_MAGIC:
                 raise NotARepository(f"{p} is not a backup location ({header} is not ours)")
@@ -244,7 +244,7 @@ class Repository:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise RepositoryError(f"cannot create {path}: {e.strerror}") from e
+            raise self._write_error(e) from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -264,10 +264,13 @@ class Repository:
                     "since": utc_now(),
                 }
             )
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, note.encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, note.encode(), 0)
+                self._clear_tmp()
+            except OSError as e:
+                raise self._write_error(e) from e
             self._lock_fd = fd
-            self._clear_tmp()
             yield
         finally:
             self._lock_fd = None
@@ -298,11 +301,11 @@ class Repository:
             return 0
         blob = encode_chunk(raw, level)
         sub = final.parent
-        if sub.name not in self._made_dirs:
-            sub.mkdir(exist_ok=True)
-            self._made_dirs.add(sub.name)
         tmp = self.path / "tmp" / f"{final.name}.{threading.get_ident()}"
         try:
+            if sub.name not in self._made_dirs:
+                sub.mkdir(exist_ok=True)
+                self._made_dirs.add(sub.name)
             with open(tmp, "wb") as f:
                 f.write(blob)
             os.rename(tmp, final)
@@ -312,18 +315,19 @@ class Repository:
             raise self._write_error(e) from e
         return len(blob)
 
-    def read_chunk_file(self, digest: bytes) -> bytes:
+    def read_chunk_file(self, digest: bytes, where: str = "") -> bytes:
         path = self.chunk_path(digest)
         try:
             with open(path, "rb") as f:
                 return f.read(MAX_CELL + CHUNK_HEADER.size + 1)
         except FileNotFoundError:
-            raise IntegrityError(f"chunk {digest.hex()} is missing ({path})") from None
+            prefix = f"{where}: " if where else ""
+            raise IntegrityError(f"{prefix}chunk {digest.hex()} is missing ({path})") from None
         except OSError as e:
             raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
 
     def get_chunk(self, digest: bytes, where: str = "") -> bytes:
-        return decode_chunk(self.read_chunk_file(digest), digest, where or str(self.path))
+        return decode_chunk(self.read_chunk_file(digest, where), digest, where or str(self.path))
 
     def check_chunk_header(self, digest: bytes, where: str) -> None:
         """Cheap pre-flight check: the file exists and its header fits its size."""
@@ -412,7 +416,7 @@ class Repository:
             data = json.loads((self.path / "images" / f"{name}.verified").read_text())
             v = data.get("verified") if isinstance(data, dict) else None
             return v if isinstance(v, str) else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
     # -- files ---------------------------------------------------------------------------
@@ -476,7 +480,7 @@ def parse_manifest(blob: bytes, where: str) -> dict[str, Any]:
         )
     try:
         body = json.loads(blob[MANIFEST_HEADER.size : end].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise IntegrityError(f"{where}: manifest body is not valid JSON: {e}") from e
     if not isinstance(body, dict):
         raise IntegrityError(f"{where}: manifest body is not an object")

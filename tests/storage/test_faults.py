@@ -239,12 +239,8 @@ class FailingDisk:
         assert self.blocks == list(range(self.blocks[0], self.blocks[0] + 160))  # contiguous
         a, b = self.blocks[40], self.blocks[100]
         self.bad = [(a * BLOCK, 2 * BLOCK), (b * BLOCK + 1024, 512)]  # within the partition
-        # Reads through the page cache fail a 4 KiB page at a time: the lone bad sector costs
-        # its page, and nothing more is lost.
-        self.lost = [
-            (off // PAGE * PAGE, -(-(off + n) // PAGE) * PAGE - off // PAGE * PAGE)
-            for off, n in self.bad
-        ]
+        # Failed areas are re-read sector by sector with O_DIRECT: only the bad sectors are lost.
+        self.lost = list(self.bad)
         start = part_start(part)
         for off, n in self.bad:
             ff.add_bad(start + off, n)
@@ -320,17 +316,9 @@ def test_bad_sectors_do_not_stop_a_clone(loop, tmp_path: Path) -> None:  # type:
     disk.check_copy(dpart)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine/reading.py salvages through the page cache: this kernel (6.18) reads the "
-    "loop device in large folios (readahead up to 2.5 MiB), and a folio that holds one bad page "
-    "fails whole, so readable data next to a bad area is recorded as unreadable and zeroed "
-    "(here 128 KiB more than the 1152 KiB bad area); re-reading failed areas with O_DIRECT "
-    "would lose only the bad sectors",
-)
 def test_bad_area_costs_no_readable_data(tmp_path: Path) -> None:
-    """Promise (not kept yet): only the bytes that cannot be read are lost, to the 4 KiB page,
-    wherever the bad area starts and ends."""
+    """Promise: only the sectors that cannot be read are lost, wherever the bad area starts and
+    ends (the page cache would fail a whole folio around a bad sector)."""
     from recovery.repository.store import parse_manifest
 
     repo = tmp_path / "repo"
@@ -356,7 +344,7 @@ def test_many_bad_sectors_ask_whether_to_go_on(answer: str, tmp_path: Path) -> N
     repo = tmp_path / "repo"
     with source_on_faultfs(tmp_path, 32 * MiB) as (ff, dev):
         (part,) = loopdev.partition_paths(dev)
-        # 288 pages: past the limit of 256 unreadable areas.
+        # 2304 bad sectors: past the limit of 256 unreadable areas.
         ff.add_bad(part_start(part) + 8 * MiB, 1152 * 1024)
         flushbufs(dev)
         cmd = [*recovery_cmd(), "backup", dev, "--to", str(repo), "--name", "asked"]
@@ -467,12 +455,6 @@ def test_kill_during_remove_keeps_other_images(two_image_repo: tuple[Path, int])
     assert images(repo) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine: after a remove killed past FORMAT.md step 2, `remove NAME` again says "
-    "'no image' instead of finishing the sweep its tmp/NAME.image.removing file records; the "
-    "space comes back only with the next removal of another image",
-)
 def test_remove_rerun_after_kill_finishes_the_sweep(two_image_repo: tuple[Path, int]) -> None:
     repo, small_alone = two_image_repo
     kill_remove_after_manifest_moved(repo, "base")
@@ -505,21 +487,13 @@ def map_hashes(repo: Path, name: str) -> set[str]:
     return {h for s in body["streams"] for h in s["map"]}
 
 
-MISSING_SAYS_NOT_WHERE = pytest.mark.xfail(
-    strict=True,
-    reason="repository/store.py read_chunk_file: a missing chunk is reported as 'chunk H is "
-    "missing (path)' without the image, stream and byte range (or 'map') that get_chunk was "
-    "given, so verify does not say what the loss hits (FORMAT.md, 'Damage')",
-)
-
-
 @pytest.mark.parametrize(
     "damage",
     [
         "truncated chunk",
-        pytest.param("missing chunk", marks=MISSING_SAYS_NOT_WHERE),
+        "missing chunk",
         "damaged map",
-        pytest.param("missing map", marks=MISSING_SAYS_NOT_WHERE),
+        "missing map",
         "torn manifest",
         "stray tmp",
     ],
@@ -617,12 +591,6 @@ def test_full_destination(loop, tmp_path: Path) -> None:  # type: ignore[no-unty
         assert "intact" in run_recovery("verify", f"{repo}::second").stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repository/store.py: OSError from creating chunks/XX in put_chunk and from writing "
-    "the lock note in locked() is not translated, so ENOSPC (or EIO) there ends the backup "
-    "with a traceback instead of the 'full' line",
-)
 def test_backup_into_a_file_system_with_no_room_at_all(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Promise (not kept yet): a backup into a location with no free block at all also stops
     with the one line saying it is full."""
@@ -722,13 +690,6 @@ def test_source_unplugged_mid_backup(tmp_path: Path) -> None:
     assert "intact" in run_recovery("verify", f"{repo}::gone").stdout
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine: a source that stays attached but fails every read is salvaged page by page "
-    "to its end (minutes per GiB) with no terminal to ask; it should be recognised as dead "
-    "(e.g. a whole window of cells unreadable, or a known-good sector failing on re-read) and "
-    "end with one clear line",
-)
 def test_source_dies_mid_backup(tmp_path: Path) -> None:
     """Promise (not kept yet): a source disk that stops answering every read, while still
     attached, ends the backup with one clear line within a bounded time."""
