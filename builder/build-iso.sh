@@ -4,8 +4,8 @@
 #
 # Steps, and what each costs:
 #   1. root file system (build-rootfs.sh, ~2.5 min): cached in $ISO_CACHE/rootfs-KEY, KEY being a
-#      hash of what built it (iso/packages.txt, build-rootfs.sh, the Debian sources), so a code-only
-#      rebuild skips it. Delete the directory to take newer Debian packages.
+#      hash of what built it (iso/packages.txt, iso/initramfs/, build-rootfs.sh, the Debian
+#      sources), so a code-only rebuild skips it. Delete it to take newer Debian packages.
 #   2. signed EFI boot loaders (shim, MokManager, GRUB) fetched with `apt-get download` and unpacked
 #      into $ISO_CACHE/efi-VERSIONS (seconds, once).
 #   3. squashfs layers ($SQUASHFS_COMP: zstd by default, fast to build and to boot; xz for
@@ -40,8 +40,8 @@ done
 mkdir -p "$cache" "$(dirname "$out")"
 
 # 1. The root file system, cached by what built it.
-key=$({ cat "$repo/iso/packages.txt" "$here/build-rootfs.sh" "$here/debian-sources.sh"
-        "$here/debian-sources.sh"; } | sha256sum | cut -c1-16)
+key=$({ cat "$repo/iso/packages.txt" "$repo/iso/initramfs/"* "$here/build-rootfs.sh" \
+            "$here/debian-sources.sh"; "$here/debian-sources.sh"; } | sha256sum | cut -c1-16)
 rootfs=$cache/rootfs-$key
 if [ -d "$rootfs" ]; then
     step "root file system: cached $rootfs"

@@ -49,7 +49,8 @@ for f in "${filters[@]}"; do dpkgopts+=(--dpkgopt="$f"); done
 
 # Before any package is unpacked: the initramfs is built once (a deferred trigger at the end of
 # the install) and must be zstd; MODULES=most because the machine that boots it is unknown.
-setup_hook='mkdir -p "$1/etc/initramfs-tools/conf.d" && printf "%s\n" "COMPRESS=zstd" "MODULES=most" > "$1/etc/initramfs-tools/conf.d/recovery.conf"'
+# iso/initramfs/prune-modules then takes out of "most" what finding the medium never needs.
+setup_hook='mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/etc/initramfs-tools/hooks" && printf "%s\n" "COMPRESS=zstd" "MODULES=most" > "$1/etc/initramfs-tools/conf.d/recovery.conf"'
 
 # After the install: usrmerge (and perl, which only it needs, with its three perl libraries) cost
 # ~47 MB and nothing at run time uses them. mmdebstrap brings usrmerge in while it sets up the
@@ -73,6 +74,7 @@ mmdebstrap --mode=root --format=directory --variant=minbase \
     --aptopt='APT::Install-Suggests "false"' \
     "${dpkgopts[@]}" \
     --setup-hook="$setup_hook" \
+    --setup-hook="copy-in $repo/iso/initramfs/prune-modules /etc/initramfs-tools/hooks/" \
     --customize-hook="$customize_hook" \
     "$suite" "$out" "${sources[@]}"
 
