@@ -202,3 +202,73 @@ def disks_holding_path(path: str) -> list[str]:
 def holds_path(disk: str, path: str) -> bool:
     real = os.path.realpath(disk)
     return any(os.path.realpath(d) == real for d in disks_holding_path(path))
+
+
+class DirectWriter:
+    """Writes to a block device with O_DIRECT, falling back to the given buffered descriptor.
+
+    Large restores write through O_DIRECT so the data does not pass through (and evict) the
+    page cache on its way to the device; pieces that are not sector-aligned, and devices that
+    refuse O_DIRECT, go through ``fallback_fd``. Thread-safe: each thread has its own aligned
+    buffer. The caller still fsyncs, to flush the device's own write cache.
+    """
+
+    def __init__(self, path: str, fallback_fd: int, sector: int = 512) -> None:
+        import threading
+
+        self.fallback_fd = fallback_fd
+        self.sector = sector
+        self._local = threading.local()
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError:
+            self.fd = -1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _buffer(self, size: int, which: str = "buf") -> memoryview:
+        import mmap
+
+        buf: mmap.mmap | None = getattr(self._local, which, None)
+        if buf is None or len(buf) < size:
+            buf = mmap.mmap(-1, max(size, 1 << 20))
+            setattr(self._local, which, buf)
+        return memoryview(buf)[:size]
+
+    def matches(self, data: bytes | bytearray | memoryview, offset: int) -> bool:
+        """Read ``len(data)`` bytes at ``offset`` back from the device and compare.
+
+        With O_DIRECT the read comes from the device, not from what the page cache remembers
+        of the write; unaligned pieces can only be compared through the cache.
+        """
+        n = len(data)
+        if self.fd < 0 or offset % self.sector or n % self.sector:
+            return os.pread(self.fallback_fd, n, offset) == bytes(data)
+        buf = self._buffer(n, "check")
+        done = 0
+        while done < n:
+            got = os.preadv(self.fd, [buf[done:]], offset + done)
+            if got <= 0:
+                return False
+            done += got
+        # A bytearray on the left compares with memcmp; memoryview == memoryview goes item by
+        # item (70x slower on 4 MiB), and bytes.__eq__ does not take a memoryview at all.
+        left = data if isinstance(data, bytearray) else bytearray(data)
+        return left.__eq__(buf) is True
+
+    def write(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        n = len(data)
+        if self.fd < 0 or offset % self.sector or n % self.sector:
+            pwrite_all(self.fallback_fd, data, offset)
+            return
+        buf = self._buffer(n)
+        buf[:] = data
+        try:
+            pwrite_all(self.fd, buf, offset)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            pwrite_all(self.fallback_fd, data, offset)
