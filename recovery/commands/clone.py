@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from recovery.commands.reporting import confirm, print_json, progress_for, terminal_question
+from recovery.commands.reporting import overwrite
 from recovery.core.units import human_duration, human_size
 from recovery.engine import api
 
@@ -32,23 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plan = api.clone_plan(args.source, args.target, system=args.system, new_ids=args.new_ids)
-    confirm(
-        plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
+    return overwrite(
+        args,
+        plan,
+        api.clone_run,
+        lambda r: (
+            f"Cloned {args.source} to {args.target}: {human_size(r.copied_bytes)} copied "
+            f"and checked in {human_duration(r.seconds)}"
+        ),
     )
-    plan.ask = terminal_question(args.yes)
-    progress = progress_for(args.json)
-    try:
-        result = api.clone_run(plan, progress)
-    finally:
-        progress.close()
-    if args.json:
-        print_json({"event": "result", **result.to_json()})
-    else:
-        for c in result.checks:
-            print(c)
-        print(
-            f"Cloned {args.source} to {args.target}: {human_size(result.copied_bytes)} copied "
-            f"and checked in {human_duration(result.seconds)}"
-            + ("." if result.ok else "; some checks FAILED (see above).")
-        )
-    return 0 if result.ok else 8

@@ -164,3 +164,28 @@ def terminal_question(yes: bool) -> Callable[[str], bool] | None:
             return False
 
     return ask
+
+
+def overwrite(
+    args: Any, plan: Any, execute: Callable[[Any, Any], Any], summary: Callable[[Any], str]
+) -> int:
+    """The shape every disk-overwriting command shares: show the plan and confirm it, run it
+    with progress, then print each check and a summary (or the JSON result). Exit code 8 when a
+    check after writing failed."""
+    confirm(
+        plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
+    )
+    if hasattr(plan, "ask"):  # plans that read a possibly failing source disk
+        plan.ask = terminal_question(args.yes)
+    progress = progress_for(args.json)
+    try:
+        result = execute(plan, progress)
+    finally:
+        progress.close()
+    if args.json:
+        print_json({"event": "result", **result.to_json()})
+    else:
+        for c in result.checks:
+            print(c)
+        print(summary(result) + ("." if result.ok else "; some checks FAILED (see above)."))
+    return 0 if result.ok else 8

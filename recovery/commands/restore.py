@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from recovery.commands.reporting import confirm, print_json, progress_for
+from recovery.commands.reporting import overwrite
 from recovery.core.units import human_duration, human_size
 from recovery.engine import api
 from recovery.engine.images import split_ref
@@ -38,22 +38,12 @@ def parse_numbers(text: str | None) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     repo, image = split_ref(args.ref)
     plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
-    confirm(
-        plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
+    return overwrite(
+        args,
+        plan,
+        api.restore_run,
+        lambda r: (
+            f"Restored '{image}' to {args.target}: {human_size(r.written_bytes)} written "
+            f"in {human_duration(r.seconds)}"
+        ),
     )
-    progress = progress_for(args.json)
-    try:
-        result = api.restore_run(plan, progress)
-    finally:
-        progress.close()
-    if args.json:
-        print_json({"event": "result", **result.to_json()})
-    else:
-        for c in result.checks:
-            print(c)
-        print(
-            f"Restored '{image}' to {args.target}: {human_size(result.written_bytes)} written "
-            f"in {human_duration(result.seconds)}"
-            + ("." if result.ok else "; some checks FAILED (see above).")
-        )
-    return 0 if result.ok else 8

@@ -30,6 +30,7 @@ from recovery.engine.finish import Written, finish
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
+from recovery.engine.targets import Target, check_target
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
 
 CELL_SIZE = 4 << 20  # large sequential reads and writes
@@ -53,10 +54,7 @@ class CloneStream:
 @dataclass
 class ClonePlan:
     source: SourcePlan
-    target: str
-    target_size: int
-    target_identity: dict[str, Any]
-    target_partitions: list[str]
+    target_info: Target
     layout: Layout | None
     copies: list[CloneStream]
     system: bool
@@ -66,22 +64,20 @@ class ClonePlan:
     """Asked whether to go on when the source has many unreadable areas (None: go on)."""
 
     @property
+    def target(self) -> str:
+        return self.target_info.path
+
+    @property
     def total_bytes(self) -> int:
         return sum(c.stream.used_bytes for c in self.copies)
 
     def describe(self) -> list[str]:
-        s, t = self.source, self.target_identity
+        s = self.source
         lines = [
             f"Clone {'the system partitions of ' if self.system else ''}{s.disk} "
             f"({s.identity.get('model') or 'unknown model'}, {human_size(s.disk_size)})",
-            f"onto {self.target}: {t.get('model') or 'unknown model'}, serial "
-            f"{t.get('serial') or 'unknown'}, {human_size(self.target_size)}",
+            *self.target_info.describe(),
         ]
-        if self.target_partitions:
-            lines.append("  now on it (will be overwritten):")
-            lines.extend(f"    {p}" for p in self.target_partitions)
-        else:
-            lines.append("  now on it: no partitions")
         if self.layout is not None:
             lines.append(
                 f"  write a {self.layout.table.label} partition table"
@@ -128,19 +124,10 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
     src_disk = blockio.whole_disk_of(source)
     if os.path.realpath(src_disk) != os.path.realpath(source):
         raise UsageError(f"{source} is a partition: clone copies whole disks; give {src_disk}")
-    if os.path.realpath(blockio.whole_disk_of(target)) != os.path.realpath(target):
-        raise UsageError(
-            f"{target} is a partition: give the whole target disk, such as "
-            f"{blockio.whole_disk_of(target)}"
-        )
     if blockio.sysfs_name(source) == blockio.sysfs_name(target):
         raise Refused(f"{source} and {target} are the same disk: choose another target")
-    mounts = blockio.mounts_on(target)
-    if mounts:
-        raise Refused(
-            f"{target} has mounted file systems ({', '.join(mounts)}): unmount them "
-            "first; nothing was written"
-        )
+    tgt = check_target(target)
+    target_size, sector = tgt.size, tgt.sector_size
     src_name = blockio.sysfs_name(source)
     for holder in blockio.disks_holding_path(target):
         if blockio.sysfs_name(holder) == src_name:
@@ -152,14 +139,6 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
 
         partitions = system_partitions([source])
     src = plan_sources([source], partitions)
-    fd = blockio.open_read(target)
-    try:
-        target_size = blockio.device_size(fd)
-        sector = blockio.logical_sector_size(fd)
-    finally:
-        os.close(fd)
-    from recovery.engine.restore import _target_summary
-    from recovery.engine.sources import disk_identity
 
     notes = [n for sp in src.streams for n in sp.notes]
     by_number = {sp.number: sp for sp in src.streams if sp.number is not None}
@@ -204,10 +183,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
                 copies.append(CloneStream(found, m.number, m.new_start, m.new_size))
     return ClonePlan(
         source=src,
-        target=target,
-        target_size=target_size,
-        target_identity=disk_identity(target),
-        target_partitions=_target_summary(target),
+        target_info=tgt,
         layout=layout,
         copies=copies,
         system=system,

@@ -25,7 +25,8 @@ from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, w
 from recovery.engine.finish import Written, finish
 from recovery.engine.images import cell_size_of, split_ref, streams_of
 from recovery.engine.progress import CancelToken, Progress
-from recovery.errors import DeviceError, IntegrityError, RecoveryError, Refused, UsageError
+from recovery.engine.targets import Target, check_target
+from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
 from recovery.repository.maps import DATA, ZERO, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name
 
@@ -50,10 +51,7 @@ class PartitionWrite:
 class RestorePlan:
     repo: str
     image: str
-    target: str
-    target_size: int
-    target_identity: dict[str, Any]
-    target_partitions: list[str]
+    target_info: Target
     body: dict[str, Any]
     layout: Layout | None
     """None when restoring chosen partitions into the target's existing table."""
@@ -63,21 +61,15 @@ class RestorePlan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def target(self) -> str:
+        return self.target_info.path
+
+    @property
     def total_bytes(self) -> int:
         return sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
 
     def describe(self) -> list[str]:
-        t = self.target_identity
-        lines = [
-            f"Restore image '{self.image}' from {self.repo}",
-            f"onto {self.target}: {t.get('model') or 'unknown model'}, serial "
-            f"{t.get('serial') or 'unknown'}, {human_size(self.target_size)}",
-        ]
-        if self.target_partitions:
-            lines.append("  now on it (will be overwritten):")
-            lines.extend(f"    {p}" for p in self.target_partitions)
-        else:
-            lines.append("  now on it: no partitions")
+        lines = [f"Restore image '{self.image}' from {self.repo}", *self.target_info.describe()]
         if self.layout is not None:
             lines.append(
                 f"  write a new {self.layout.table.label} partition table"
@@ -112,25 +104,6 @@ class RestoreResult:
         return asdict(self)
 
 
-def _target_summary(target: str) -> list[str]:
-    try:
-        from recovery.devices.disks import find_disk
-
-        d = find_disk(target)
-        return [
-            f"{p.path}: {human_size(p.size)} {p.fstype or ''} {p.label or ''}".rstrip()
-            for p in d.partitions
-        ]
-    except (ImportError, RecoveryError):
-        table = read_table(target)
-        if table is None:
-            return []
-        return [
-            f"partition {e.number}: {human_size(e.size * table.sector_size)}"
-            for e in table.data_entries
-        ]
-
-
 def plan_restore(
     repo_path: str, image: str, target: str, partitions: list[int] | None = None
 ) -> RestorePlan:
@@ -153,31 +126,13 @@ def _plan_restore(
     cell_size = cell_size_of(body, where)
     streams = streams_of(body, where)
 
-    blockio.require_block_device(target)
-    if os.path.realpath(blockio.whole_disk_of(target)) != os.path.realpath(target):
-        raise UsageError(
-            f"{target} is a partition: give the whole disk, such as {blockio.whole_disk_of(target)}"
-        )
-    mounts = blockio.mounts_on(target)
-    if mounts:
-        raise Refused(
-            f"{target} has mounted file systems ({', '.join(mounts)}): unmount them "
-            "first; nothing was written"
-        )
+    tgt = check_target(target)
     if blockio.holds_path(target, repo_path):
         raise Refused(
             f"the backup location {repo_path} is on {target}: restoring there would "
             "destroy the image; choose another disk; nothing was written"
         )
-    fd = blockio.open_read(target)
-    try:
-        target_size = blockio.device_size(fd)
-        sector = blockio.logical_sector_size(fd)
-    finally:
-        os.close(fd)
-    from recovery.engine.sources import disk_identity
-
-    identity = disk_identity(target)
+    target_size, sector = tgt.size, tgt.sector_size
     src = body.get("source") or {}
     source_size = int(src.get("size", 0))
     table_json = body.get("table")
@@ -195,9 +150,7 @@ def _plan_restore(
         return _plan_partitions(
             repo_path,
             image,
-            target,
-            target_size,
-            identity,
+            tgt,
             body,
             part_streams,
             cell_size,
@@ -216,10 +169,7 @@ def _plan_restore(
         return RestorePlan(
             repo_path,
             image,
-            target,
-            target_size,
-            identity,
-            _target_summary(target),
+            tgt,
             body,
             None,
             writes,
@@ -259,10 +209,7 @@ def _plan_restore(
     return RestorePlan(
         repo_path,
         image,
-        target,
-        target_size,
-        identity,
-        _target_summary(target),
+        tgt,
         body,
         layout,
         writes,
@@ -288,14 +235,13 @@ def unreadable_notes(body: dict[str, Any]) -> list[str]:
 def _plan_partitions(
     repo_path: str,
     image: str,
-    target: str,
-    target_size: int,
-    identity: dict[str, Any],
+    tgt: Target,
     body: dict[str, Any],
     part_streams: list[StreamInfo],
     cell_size: int,
     numbers: list[int],
 ) -> RestorePlan:
+    target = tgt.path
     current = read_table(target)
     if current is None:
         raise Refused(
@@ -330,10 +276,7 @@ def _plan_partitions(
     return RestorePlan(
         repo_path,
         image,
-        target,
-        target_size,
-        identity,
-        _target_summary(target),
+        tgt,
         body,
         None,
         writes,
