@@ -19,10 +19,13 @@ from tests.boot.qemu import Machine
 
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
-# What tty1 shows, as text: the lock's state, then the screen (/dev/vcs1 has no line breaks,
-# so fold it at the console's width).
+# What tty1 shows, as text: whether the TUI's lock is held, then the screen (/dev/vcs1 has no
+# line breaks, so fold it at the console's width). The lock is looked up in /proc/locks, never
+# taken: taking it, even for a moment, could make the TUI starting on tty1 refuse to run.
 TTY1 = (
-    "if flock -n /run/recovery-tui.lock true; then echo LOCK=free; else echo LOCK=held; fi; "
+    "ino=$(stat -c %i /run/recovery-tui.lock 2>/dev/null); "
+    'if [ -n "$ino" ] && grep -q ":$ino " /proc/locks; then echo LOCK=held; '
+    "else echo LOCK=free; fi; "
     "fold -w \"$(stty -F /dev/tty1 size | cut -d' ' -f2)\" /dev/vcs1; echo"
 )
 
