@@ -497,12 +497,13 @@ def test_bitlocker_volume_is_imaged_sector_by_sector(loop, tmp_path: Path, metad
     loopdev.settle(dev)
     assert blkid(part).get("TYPE") == ("BitLocker" if metadata == "intact" else None)
     content = read(part, 0, size)
-    nonzero = sum(
-        len(content[i : i + MiB]) for i in range(0, size, MiB) if any(content[i : i + MiB])
-    )
 
     repo = tmp_path / "repo"
     r = run_recovery("backup", dev, "--to", str(repo), "--name", "bl", "--json")
+    cell = manifest_of(repo, "bl")["cell_size"]
+    nonzero = sum(
+        len(content[i : i + cell]) for i in range(0, size, cell) if any(content[i : i + cell])
+    )
     result = json.loads(r.stdout[r.stdout.index('{\n "event": "result"') :])
     notes = " ".join(result["notes"])
     assert "BitLocker" in notes and "sector by sector" in notes, notes

@@ -60,7 +60,7 @@ def mutated_table(draw: st.DrawFn) -> Any:
     d["partitions"] = [dict(p) for p in GOOD["partitions"]]  # type: ignore[attr-defined]
     for _ in range(draw(st.integers(1, 3))):
         if draw(st.booleans()):
-            parts = d["partitions"]
+            parts = d.get("partitions")
             p = draw(st.sampled_from(parts)) if isinstance(parts, list) and parts else {}
             key = draw(st.sampled_from(["node", "number", "start", "size", "type", "uuid", "name"]))
         else:
