@@ -40,6 +40,8 @@ from recovery.errors import (
 )
 
 REPO_MAGIC = "recovery-repository"
+REPO_HEADER = "recovery-repo"
+"""The file that makes a directory a repository (docs/FORMAT.md, `recovery-repo`)."""
 REPO_VERSION = 1
 HASH_SIZE = 32
 MAX_CELL = 64 << 20
@@ -183,7 +185,7 @@ class Repository:
     @classmethod
     def open(cls, path: str | os.PathLike[str], create: bool = False) -> Repository:
         p = Path(path)
-        header = p / "recovery-repo"
+        header = p / REPO_HEADER
         try:
             if not header.exists():
                 if not create:
@@ -232,7 +234,7 @@ class Repository:
             indent=1,
         ).encode()
         repo = cls(p, info)
-        repo._write_atomic(p / "recovery-repo", body)
+        repo._write_atomic(p / REPO_HEADER, body)
         return repo
 
     # -- locking -------------------------------------------------------------------------

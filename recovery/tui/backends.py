@@ -18,8 +18,8 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from recovery.devices.model import Disk
+from recovery.engine.locations import Location, Locations
 from recovery.errors import DeviceError, RecoveryError
-from recovery.tui.locations import Location, Locations
 
 
 class DiskSource(Protocol):

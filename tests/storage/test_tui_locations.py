@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from recovery.devices.disks import find_disk
-from recovery.tui.locations import Locations, current_mounts
+from recovery.engine.locations import Locations, current_mounts
 from tests import loopdev
 from tests.storage.disks import mounted
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from recovery.devices.model import Disk, Partition
+from recovery.engine.locations import Locations, find_repositories, is_repository
 from recovery.tui.formatting import human_duration, human_size, short_date
-from recovery.tui.locations import Locations, find_repositories, is_repository
 from recovery.tui.progress import RateMeter, ThrottledProgress
 from recovery.tui.screens.options import BackupOptions, parse_options
 from recovery.tui.selection import (

@@ -23,10 +23,10 @@ from recovery.engine.api import (
     VerifyResult,
 )
 from recovery.engine.clone import CloneResult
+from recovery.engine.locations import Location
 from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError
 from recovery.tui.backends import Backends
-from recovery.tui.locations import Location
 from recovery.tui.selection import BASIC_DATA, ESP, LINUX_DATA, MSR, WINDOWS_RECOVERY
 
 MiB = 1024**2

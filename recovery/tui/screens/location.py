@@ -21,9 +21,9 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from recovery.engine.locations import DEFAULT_FOLDER, Location
 from recovery.errors import RecoveryError
 from recovery.tui.formatting import human_size
-from recovery.tui.locations import DEFAULT_FOLDER, Location
 from recovery.tui.messages import DisksUpdated
 from recovery.tui.screens.base import StepScreen
 from recovery.tui.screens.dialogs import InfoScreen

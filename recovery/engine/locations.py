@@ -1,6 +1,7 @@
 """Where backups can go and where they are: partitions with free space, repositories on them.
 
-Called by the TUI's location picker (from worker threads: mounting and scanning block). Promises:
+Called by the TUI's location picker (from worker threads: mounting and scanning block), and by
+anything else that looks for backup locations on the machine's disks. Promises:
 a partition is mounted under ``/run/recovery/mnt/<name>`` only when the person picks it;
 read-only (with journal replay disabled, so nothing is written) to look for backups, read-write
 only when it is chosen as the destination of a backup; partitions already mounted elsewhere are
@@ -22,10 +23,9 @@ from pathlib import Path
 
 from recovery.devices.model import Disk
 from recovery.errors import DeviceError, Refused
+from recovery.repository.store import REPO_HEADER, REPO_MAGIC
 
 MOUNT_ROOT = Path("/run/recovery/mnt")
-REPO_HEADER = "recovery-repo"
-REPO_MAGIC = "recovery-repository"
 DEFAULT_FOLDER = "recovery-backups"
 """The folder a backup goes into when a whole partition is picked as the location: the engine
 initialises only a missing or empty directory, and a partition's root rarely is one."""
