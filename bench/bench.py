@@ -8,9 +8,15 @@ times the partclone pipelines and our CLI on the same machine, one after the oth
 a table of absolute figures and ratios against the targets, and writes them to
 ``bench/last-results.json``.
 
+Then the NTFS case of issue 5 (``--no-ntfs`` skips it, ``--only-ntfs`` runs it alone): a
+Windows-style GPT disk (ESP, MSR, C:, recovery partition), cached in the same place under its
+own recipe key, whose C: is imaged by ``partclone.ntfs -c | zstd -T0 -3`` and by our CLI (with
+and without ``--keep-system-files``) and restored by both; its figures go into the
+``"ntfs"`` section of the same results file. A section not run keeps its previous figures.
+
 Promises: it writes only to loop devices it attached itself (through tests/loopdev.py, whose
 helpers refuse any other device) and to files under one temporary directory it removes; the
-cached image is attached read-only; everything attached is detached in ``finally`` blocks.
+cached images are attached read-only; everything attached is detached in ``finally`` blocks.
 """
 
 from __future__ import annotations
@@ -135,11 +141,11 @@ def attached(image: Path, read_only: bool = False) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def scratch_disk(tmp: Path, name: str) -> Iterator[str]:
-    """A blank sparse disk of DISK_SIZE bytes, detached and deleted afterwards (frees cache)."""
+def scratch_disk(tmp: Path, name: str, size: int = DISK_SIZE) -> Iterator[str]:
+    """A blank sparse disk of ``size`` bytes, detached and deleted afterwards (frees cache)."""
     image = tmp / name
     with open(image, "wb") as f:
-        f.truncate(DISK_SIZE)
+        f.truncate(size)
     try:
         with attached(image) as dev:
             yield dev
@@ -162,12 +168,12 @@ def mounted(part: str, where: Path) -> Iterator[Path]:
 # -- the reference disk --------------------------------------------------------------------
 
 
-def choose_real_files(budget: int) -> tuple[list[str], int]:
-    """Paths (files and symlinks) from REAL_ROOTS in sorted order, up to ``budget`` bytes."""
+def choose_real_files(budget: int, roots: tuple[str, ...] = REAL_ROOTS) -> tuple[list[str], int]:
+    """Paths (files and symlinks) from ``roots`` in sorted order, up to ``budget`` bytes."""
     chosen: list[str] = []
     seen: set[str] = set()
     total = 0
-    for root in REAL_ROOTS:
+    for root in roots:
         if not os.path.isdir(root):
             continue
         for dirpath, dirs, files in os.walk(root):
@@ -262,12 +268,12 @@ def _fill_efi(efi: str) -> None:
         )
 
 
-def _write_random(mnt: Path) -> Path:
-    """RANDOM_BYTES of random data, to be deleted: free blocks that a raw imager would copy."""
-    log(f"writing {RANDOM_BYTES / 1e9:.1f} GB of random data (deleted after the real files)")
+def _write_random(mnt: Path, nbytes: int = RANDOM_BYTES) -> Path:
+    """``nbytes`` of random data, to be deleted: free blocks that a raw imager would copy."""
+    log(f"writing {nbytes / 1e9:.1f} GB of random data (deleted after the real files)")
     junk = mnt / "junk"
     junk.mkdir()
-    for i in range(-(-RANDOM_BYTES // RANDOM_FILE)):
+    for i in range(-(-nbytes // RANDOM_FILE)):
         with open(junk / f"random{i:03d}", "wb") as out:
             subprocess.run(["head", "-c", str(RANDOM_FILE), "/dev/urandom"], stdout=out, check=True)
     loopdev.run("sync", "-f", str(mnt))
@@ -423,6 +429,12 @@ def warm(disk: str, part: str) -> float:
     except Exception as e:  # the engine's reader is a shortcut; reading everything also works
         log(f"warming by reading everything ({type(e).__name__}: {e})")
         jobs = [(disk, 0, [(0, DISK_SIZE)]), (part, 0, [(0, DISK_SIZE - 2 * MiB - EFI_SIZE)])]
+    read_extents(jobs)
+    return time.monotonic() - started
+
+
+def read_extents(jobs: list[tuple[str, int, list[tuple[int, int]]]]) -> None:
+    """Read each (device, base offset, extents) once, into the page cache."""
     buf = bytearray(8 * MiB)
     view = memoryview(buf)
     for dev, base, extents in jobs:
@@ -437,7 +449,6 @@ def warm(disk: str, part: str) -> float:
                     pos += n
         finally:
             os.close(fd)
-    return time.monotonic() - started
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -629,14 +640,27 @@ def print_run(r: dict[str, Any]) -> None:
         ("clone", f"{_t(rc)}, ext4 partition", _t(oc) if oc else "clone: not available yet"),
         ("peak memory", "-", f"backup {human(ob['max_rss'])}, restore {human(orr['max_rss'])}"),
     ]
+    _print_rows(rows)
+    _print_ratios(TARGETS, r["ratios"], cpu_ratios(r))
+    _busy_note(r)
+
+
+def _print_rows(rows: list[tuple[str, str, str]]) -> None:
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
     for a, b, c in rows:
         print(f"  {a:<{w0}}  {b:<{w1}}  {c}")
-    print(f"\n  {'ratio (ours / reference)':<46} {'value':>8}  {'target':<10} {'':4}  cpu ratio")
-    cpu = cpu_ratios(r)
-    for key, what, limit in TARGETS:
-        v = r["ratios"][key]
+
+
+def _print_ratios(
+    targets: tuple[tuple[str, str, float], ...],
+    values: dict[str, float | None],
+    cpu: dict[str, float | None],
+) -> None:
+    w = max(46, *(len(what) for _, what, _ in targets))
+    print(f"\n  {'ratio (ours / reference)':<{w}} {'value':>8}  {'target':<10} {'':4}  cpu ratio")
+    for key, what, limit in targets:
+        v = values[key]
         if key.endswith("rss"):
             shown, lim = f"{v:.0f} MiB", f"{limit:.0f} MiB"
         elif key == "second_bytes":
@@ -646,7 +670,10 @@ def print_run(r: dict[str, Any]) -> None:
             lim = f"{limit}x"
         mark = "-" if v is None else ("PASS" if v <= limit else "MISS")
         extra = f"{cpu[key]:.2f}x" if cpu.get(key) is not None else ""
-        print(f"  {what:<46} {shown:>8}  <= {lim:<7} {mark:4}  {extra}")
+        print(f"  {what:<{w}} {shown:>8}  <= {lim:<7} {mark:4}  {extra}")
+
+
+def _busy_note(r: dict[str, Any]) -> None:
     busy = max(r["loadavg_before"][0], r["loadavg_after"][0])
     if busy > 0.75 * (os.cpu_count() or 1):
         note = (
@@ -672,7 +699,8 @@ def cpu_ratios(r: dict[str, Any]) -> dict[str, float | None]:
 def print_steps(r: dict[str, Any]) -> None:
     """Where our time went, from the arrival times of the CLI's step events."""
     print("\n  our phases (from the --json step events):")
-    for key in ("ours_backup", "ours_second", "ours_restore", "ours_clone"):
+    keys = ("ours_backup", "ours_backup_keep", "ours_second", "ours_restore", "ours_restore_keep")
+    for key in (*keys, "ours_clone"):
         if key not in r:
             continue
         parts = []
@@ -686,30 +714,408 @@ def print_steps(r: dict[str, Any]) -> None:
         print(text)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=2, help="side-by-side runs (default 2)")
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the disk image lives")
-    ap.add_argument("--tmp", type=Path, default=Path("/var/tmp"), help="where scratch files go")
-    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached reference disk")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("make bench needs root (loop devices, mounts)", file=sys.stderr)
-        return 2
-    for tool in (
-        "partclone.ext4",
-        "partclone.vfat",
-        "zstd",
-        "sfdisk",
-        "partx",
-        "losetup",
-        "mkfs.vfat",
-        "mcopy",
-    ):
-        if not loopdev.have(tool):
-            print(f"{tool} is missing: run 'make deps'", file=sys.stderr)
-            return 2
-    loopdev.ensure_udev()
+# -- the NTFS case (issue 5) ---------------------------------------------------------------
+#
+# A Windows disk as Windows Setup lays it out; only C: is imaged, by partclone.ntfs and by us,
+# because that is where issue 5's size target lies. Built once, cached next to the ext4 disk.
+
+NTFS_RECIPE_VERSION = 1
+NTFS_RECIPE = (
+    "3 GiB sparse disk, GPT as Windows Setup lays it out: p1 EFI FAT32 100 MiB, p2 MSR 16 MiB, "
+    "p3 NTFS C: 2454 MiB, p4 NTFS recovery (~500 MiB) at the end; on C: through ntfs-3g: "
+    "0.6 GB of /dev/urandom files written and synced, 1.2 GB of real files copied with tar in "
+    "sorted path order (0.6 GB of shared libraries as Windows/System32, 0.6 GB of Python "
+    "installations as Program Files/Python), a 256 MiB pagefile.sys of random data, then the "
+    "random files deleted"
+)
+NTFS_DISK_SIZE = 3 << 30
+NTFS_C_SIZE = 2454 * MiB
+NTFS_RANDOM_BYTES = 600_000_000
+NTFS_PAGEFILE = 256 * MiB
+NTFS_WINRE_BYTES = 32 * MiB
+# (budget, ((source root, folder on C:), ...)): each group walked like REAL_ROOTS, in order,
+# until its budget; the later roots only fill up on machines that lack the first.
+NTFS_TREES: tuple[tuple[int, tuple[tuple[str, str], ...]], ...] = (
+    (600_000_000, (("/usr/lib/x86_64-linux-gnu", "Windows/System32"),)),
+    (
+        600_000_000,
+        (
+            ("/root/.pyenv/versions", "Program Files/Python"),
+            ("/usr/lib/python3", "Program Files/Python3"),
+            ("/usr/share", "ProgramData"),
+        ),
+    ),
+)
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+MSR_TYPE = "E3C9E316-0B5C-4DB8-817D-F92DF00215AE"
+BASIC_DATA_TYPE = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+WINRE_TYPE = "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC"
+NTFS_SFDISK_SCRIPT = (
+    "label: gpt\n"
+    f'size={EFI_SIZE // 512}, type={ESP_TYPE}, name="EFI system partition"\n'
+    f'size={16 * MiB // 512}, type={MSR_TYPE}, name="Microsoft reserved partition"\n'
+    f'size={NTFS_C_SIZE // 512}, type={BASIC_DATA_TYPE}, name="Basic data partition"\n'
+    # What Windows Setup sets on its recovery partition: required, no drive letter.
+    f'type={WINRE_TYPE}, attrs="RequiredPartition GUID:63"\n'
+)
+NTFS_TOOLS = ("partclone.ntfs", "mkfs.ntfs", "ntfs-3g", "ntfsfix", "ntfsinfo")
+
+# Issue 5 and PRODUCT.md's targets, on C: (key, what, limit).
+NTFS_TARGETS = (
+    ("size_keep", "size vs partclone.ntfs -c | zstd -T0 -3, --keep-system-files", 1.0),
+    ("size", "size, default (pagefile.sys left out)", 1.0),
+    ("backup_time_keep", "backup time, --keep-system-files", 0.5),
+    ("backup_time", "backup time, default", 0.5),
+    ("restore_time_keep", "restore time vs zstd -d | partclone.ntfs -r", 0.5),
+    ("restore_time", "restore time, default image", 0.5),
+    ("backup_rss", "peak memory of our backup (MiB, absolute)", 400.0),
+    ("restore_rss", "peak memory of our restore (MiB, absolute)", 400.0),
+)
+
+
+@contextlib.contextmanager
+def ntfs_mounted(part: str, where: Path, ntfs_log: Path) -> Iterator[Path]:
+    """``part`` mounted read-write through ntfs-3g, unmounted and its daemon reaped afterwards.
+
+    ntfs-3g runs as our child (``no_detach``), so the exit of the very process that wrote the
+    volume is waited for: only then is the volume marked clean and the device closed.
+    """
+    require_our_partition(part)
+    where.mkdir(parents=True, exist_ok=True)
+    with open(ntfs_log, "ab") as err:
+        p = subprocess.Popen(
+            ["ntfs-3g", "-o", "no_detach", part, str(where)],
+            stdout=err,
+            stderr=err,
+        )
+    try:
+        for _ in range(300):
+            if os.path.ismount(where):
+                break
+            if p.poll() is not None:
+                raise RuntimeError(f"ntfs-3g {part} exited with {p.returncode}; see {ntfs_log}")
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"ntfs-3g did not mount {part} in 30 s; see {ntfs_log}")
+        yield where
+    finally:
+        if os.path.ismount(where):
+            loopdev.run("umount", str(where))
+        try:
+            code = p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise RuntimeError(f"ntfs-3g on {part} did not exit after umount") from None
+        if code != 0:
+            raise RuntimeError(f"ntfs-3g on {part} exited with {code}; see {ntfs_log}")
+
+
+def mkntfs(part: str, label: str) -> None:
+    start = Path(f"/sys/class/block/{Path(part).name}/start").read_text().strip()
+    # -p: the start sector goes into the boot sector as Windows writes it (mkntfs cannot ask a
+    # loop partition for its geometry).
+    loopdev.mkfs(part, "ntfs", "-L", label, "-p", start, "-H", "255", "-S", "63")
+
+
+def ntfs_summary(part: str) -> dict[str, str]:
+    info = loopdev.run("ntfsinfo", "-m", part).stdout
+    keep = ("Cluster Size", "Volume Size in Clusters", "Free Clusters")
+    out = {}
+    for line in info.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip() in keep and k.strip() not in out:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def build_ntfs_disk(cache: Path) -> Path:
+    final = cache / f"ntfs-disk-v{NTFS_RECIPE_VERSION}.img"
+    meta_path = final.with_suffix(".json")
+    if final.exists() and meta_path.exists():
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    for old in cache.glob("ntfs-disk-v*"):
+        if old.name not in (final.name, meta_path.name):
+            log(f"removing an NTFS image of an older recipe: {old}")
+            old.unlink()
+    partial = cache / (final.name + ".partial")
+    partial.unlink(missing_ok=True)
+    log(f"building the NTFS reference disk in {partial} (once; cached afterwards)")
+    started = time.monotonic()
+    with open(partial, "wb") as f:
+        f.truncate(NTFS_DISK_SIZE)
+    with tempfile.TemporaryDirectory(prefix="recovery-bench-build-") as tmpname:
+        tmp = Path(tmpname)
+        ntfs_log = tmp / "ntfs-3g.log"
+        with attached(partial) as dev:
+            esp, _msr, c, winre = loopdev.partition(dev, NTFS_SFDISK_SCRIPT)
+            loopdev.mkfs(esp, "vfat", "-F", "32", "-n", "SYSTEM")
+            _fill_efi(esp)
+            mkntfs(c, "Windows")
+            mkntfs(winre, "Recovery")
+            with ntfs_mounted(c, tmp / "c", ntfs_log) as mnt:
+                # As on ext4: the random files go first and are deleted last, so the real
+                # files and pagefile.sys cannot take their clusters.
+                junk = _write_random(mnt, NTFS_RANDOM_BYTES)
+                nfiles, nbytes = _copy_ntfs_trees(mnt, tmp)
+                log(f"writing pagefile.sys ({human(NTFS_PAGEFILE)} of random data)")
+                with open(mnt / "pagefile.sys", "wb") as out:
+                    subprocess.run(
+                        ["head", "-c", str(NTFS_PAGEFILE), "/dev/urandom"], stdout=out, check=True
+                    )
+                shutil.rmtree(junk)
+                loopdev.run("sync", "-f", str(mnt))
+            with ntfs_mounted(winre, tmp / "winre", ntfs_log) as mnt:
+                re_dir = mnt / "Recovery" / "WindowsRE"
+                re_dir.mkdir(parents=True)
+                with open(re_dir / "Winre.wim", "wb") as out:
+                    subprocess.run(
+                        ["head", "-c", str(NTFS_WINRE_BYTES), "/dev/urandom"],
+                        stdout=out,
+                        check=True,
+                    )
+                (re_dir / "ReAgent.xml").write_text("<?xml version='1.0'?><WindowsRE/>\r\n")
+            for part in (c, winre):
+                r = loopdev.run("ntfsfix", "-n", part, check=False)
+                if r.returncode != 0:
+                    raise RuntimeError(f"the new NTFS {part} is not clean: {r.stdout[-500:]}")
+            summary = ntfs_summary(c)
+            loopdev.settle(dev)
+    meta = {
+        "recipe_version": NTFS_RECIPE_VERSION,
+        "recipe": NTFS_RECIPE,
+        "built": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.monotonic() - started, 1),
+        "real_files": nfiles,
+        "real_bytes": nbytes,
+        "pagefile_bytes": NTFS_PAGEFILE,
+        "ntfs_summary": summary,
+    }
+    partial.rename(final)
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    log(f"NTFS reference disk ready in {meta['build_seconds']} s: {final}")
+    return final
+
+
+def _copy_ntfs_trees(mnt: Path, tmp: Path) -> tuple[int, int]:
+    """NTFS_TREES onto C:, each source root into its folder, with tar in sorted path order."""
+    nfiles = nbytes = 0
+    for budget, pairs in NTFS_TREES:
+        paths, total = choose_real_files(budget, tuple(src for src, _ in pairs))
+        nfiles += len(paths)
+        nbytes += total
+        for src, folder in pairs:
+            # choose_real_files walks the roots in this order and never repeats a path, so the
+            # first root a path lies under is the one it came from.
+            mine = [p for p in paths if p.startswith(src + "/")]
+            paths = [p for p in paths if not p.startswith(src + "/")]
+            if not mine:
+                continue
+            log(f"copying {len(mine)} files from {src} to C:/{folder}")
+            listing = tmp / "files.list"
+            listing.write_bytes(b"\0".join(os.path.relpath(p, src).encode() for p in mine) + b"\0")
+            dest = mnt / folder
+            dest.mkdir(parents=True, exist_ok=True)
+            reader = subprocess.Popen(
+                ["tar", "-C", src, "--null", "-T", str(listing), "-cf", "-"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert reader.stdout is not None
+            # ntfs-3g keeps no Unix owners or modes (it ignores chown and chmod): don't ask.
+            unpack = subprocess.run(
+                ["tar", "-xf", "-", "-C", str(dest), "--no-same-owner", "--no-same-permissions"],
+                stdin=reader.stdout,
+                capture_output=True,
+                text=True,
+            )
+            reader.stdout.close()
+            if reader.wait() not in (0, 1):  # 1: a file changed while it was read; harmless
+                raise RuntimeError(f"tar could not read the chosen files under {src}")
+            if unpack.returncode != 0:
+                raise RuntimeError(f"tar could not write to C:/{folder}: {unpack.stderr[-800:]}")
+    loopdev.run("sync", "-f", str(mnt))
+    return nfiles, nbytes
+
+
+def warm_ntfs(disk: str, c_part: str, c_number: int) -> float:
+    """As :func:`warm`, for C: only: its used clusters, pagefile.sys included (both sides)."""
+    started = time.monotonic()
+    try:
+        from recovery.engine.sources import plan_sources, stream_extents
+
+        plan = plan_sources([c_part], keep_system_files=True)
+        jobs: list[tuple[str, int, list[tuple[int, int]]]] = []
+        dfd = os.open(disk, os.O_RDONLY)
+        try:
+            for sp in plan.streams:
+                ext = list(stream_extents(sp, dfd))
+                jobs.append((disk, sp.start, ext))
+                if sp.number == c_number:
+                    jobs.append((c_part, 0, ext))
+        finally:
+            os.close(dfd)
+    except Exception as e:  # the engine's reader is a shortcut; reading everything also works
+        log(f"warming by reading everything ({type(e).__name__}: {e})")
+        jobs = [(disk, 0, [(0, NTFS_DISK_SIZE)]), (c_part, 0, [(0, NTFS_C_SIZE)])]
+    read_extents(jobs)
+    return time.monotonic() - started
+
+
+def _ours(t: Timed, **extra: Any) -> dict[str, Any]:
+    return {
+        "seconds": t.seconds,
+        "cpu_seconds": t.cpu_seconds,
+        "engine_seconds": t.result.get("seconds"),
+        "max_rss": t.max_rss,
+        "steps": t.events,
+        **extra,
+    }
+
+
+def ntfs_run(image: Path, tmp: Path, index: int) -> dict[str, Any]:
+    logfile = tmp / "commands.log"
+    pc_log = tmp / "partclone.log"
+    r: dict[str, Any] = {"run": index, "loadavg_before": os.getloadavg()}
+    with attached(image, read_only=True) as src:
+        parts = loopdev.partition_paths(src)
+        if len(parts) != 4:
+            raise RuntimeError(f"{src}: expected 4 partitions, found {parts}")
+        c_part = parts[2]
+        require_our_partition(c_part)
+        log(f"NTFS run {index}: source {src} (C: {c_part}), warming the cache")
+        r["warm_seconds"] = round(warm_ntfs(src, c_part, 3), 2)
+        table_dump = loopdev.run("sfdisk", "-d", src).stdout
+
+        ref_img = tmp / "c.pcl.zst"
+        log("partclone.ntfs -c | zstd -T0 -3 (C:)")
+        t = run_pipeline(
+            [
+                ["partclone.ntfs", "-c", "-s", c_part, "-o", "-", "-L", str(pc_log)],
+                ["zstd", "-T0", "-3", "-q", "-o", str(ref_img)],
+            ],
+            logfile,
+        )
+        r["ref_backup"] = {
+            "seconds": t.seconds,
+            "cpu_seconds": t.cpu_seconds,
+            "bytes": ref_img.stat().st_size,
+        }
+        fs = time.monotonic()
+        loopdev.run("sync", str(ref_img))
+        r["ref_backup"]["fsync_seconds"] = time.monotonic() - fs
+
+        repos = {}
+        for key, extra in (("ours_backup", []), ("ours_backup_keep", ["--keep-system-files"])):
+            repo = repos[key] = tmp / key
+            log(f"recovery backup C: {' '.join(extra) or '(default)'}")
+            t = run_ours(
+                ["backup", c_part, "--to", str(repo), "--name", "n", "--yes", *extra], logfile
+            )
+            r[key] = _ours(
+                t,
+                chunk_bytes=tree_bytes(repo / "chunks")[0],
+                repo_bytes=tree_bytes(repo)[0],
+                notes=t.result.get("notes"),
+            )
+
+        # Reference restore: C: only, into a disk that already has the source's table.
+        with scratch_disk(tmp, "ref-target.img", NTFS_DISK_SIZE) as tgt:
+            tparts = loopdev.partition(tgt, table_dump)
+            require_our_partition(tparts[2])
+            log("zstd -d | partclone.ntfs -r (C:)")
+            t = run_pipeline(
+                [
+                    ["zstd", "-d", "-c", "-q", str(ref_img)],
+                    ["partclone.ntfs", "-r", "-s", "-", "-o", tparts[2], "-L", str(pc_log)],
+                ],
+                logfile,
+            )
+            r["ref_restore"] = {"seconds": t.seconds, "cpu_seconds": t.cpu_seconds}
+        ref_img.unlink()
+        # Ours onto a blank disk: the table (from the image), then C:, then its check.
+        for key, repo_key in (
+            ("ours_restore_keep", "ours_backup_keep"),
+            ("ours_restore", "ours_backup"),
+        ):
+            with scratch_disk(tmp, "our-target.img", NTFS_DISK_SIZE) as tgt:
+                log(f"recovery restore ({repo_key[5:]} image)")
+                t = run_ours(["restore", f"{repos[repo_key]}::n", tgt, "--yes"], logfile)
+                r[key] = _ours(
+                    t, written_bytes=t.result.get("written_bytes"), checks=t.result.get("checks")
+                )
+    r["loadavg_after"] = os.getloadavg()
+    r["ratios"] = ntfs_ratios(r)
+    r["cpu_ratios"] = ntfs_cpu_ratios(r)
+    return r
+
+
+def ntfs_ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    rb, rr = r["ref_backup"], r["ref_restore"]
+    return {
+        "size_keep": r["ours_backup_keep"]["chunk_bytes"] / rb["bytes"],
+        "size": r["ours_backup"]["chunk_bytes"] / rb["bytes"],
+        "backup_time_keep": r["ours_backup_keep"]["seconds"] / rb["seconds"],
+        "backup_time": r["ours_backup"]["seconds"] / rb["seconds"],
+        "restore_time_keep": r["ours_restore_keep"]["seconds"] / rr["seconds"],
+        "restore_time": r["ours_restore"]["seconds"] / rr["seconds"],
+        "backup_rss": max(r["ours_backup"]["max_rss"], r["ours_backup_keep"]["max_rss"]) / MiB,
+        "restore_rss": max(r["ours_restore"]["max_rss"], r["ours_restore_keep"]["max_rss"]) / MiB,
+    }
+
+
+def ntfs_cpu_ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    rb, rr = r["ref_backup"]["cpu_seconds"], r["ref_restore"]["cpu_seconds"]
+    return {
+        "backup_time_keep": r["ours_backup_keep"]["cpu_seconds"] / rb,
+        "backup_time": r["ours_backup"]["cpu_seconds"] / rb,
+        "restore_time_keep": r["ours_restore_keep"]["cpu_seconds"] / rr,
+        "restore_time": r["ours_restore"]["cpu_seconds"] / rr,
+    }
+
+
+def print_ntfs_run(r: dict[str, Any]) -> None:
+    rb, rr = r["ref_backup"], r["ref_restore"]
+    ob, ok = r["ours_backup"], r["ours_backup_keep"]
+    orr, ork = r["ours_restore"], r["ours_restore_keep"]
+    la = ", ".join(f"{x:.2f}" for x in r["loadavg_before"])
+    lb = ", ".join(f"{x:.2f}" for x in r["loadavg_after"])
+    print(
+        f"\nNTFS run {r['run']} (load average before: {la}; after: {lb}; "
+        f"cache warmed in {r['warm_seconds']} s)"
+    )
+    rows = [
+        ("C: (NTFS)", "partclone.ntfs (reference)", "recovery (ours)"),
+        ("backup", f"{_t(rb)}, {human(rb['bytes'])}", f"{_t(ob)}, {human(ob['chunk_bytes'])}"),
+        (
+            "backup --keep-system-files",
+            "(partclone stores pagefile.sys)",
+            f"{_t(ok)}, {human(ok['chunk_bytes'])}",
+        ),
+        (
+            "  fsync of the output",
+            f"{rb['fsync_seconds']:.1f} s (not in the time above)",
+            "included (syncfs)",
+        ),
+        (
+            "restore, kept-files image",
+            f"{_t(rr)}, C: into an existing table",
+            f"{_t(ork)}, table + C: + check",
+        ),
+        ("restore, default image", "-", f"{_t(orr)}, table + C: + check"),
+    ]
+    _print_rows(rows)
+    print(
+        "  (our sizes: the repository's chunks; its index and manifests add "
+        f"{human(ok['repo_bytes'] - ok['chunk_bytes'])})"
+    )
+    _print_ratios(NTFS_TARGETS, r["ratios"], r["cpu_ratios"])
+    _busy_note(r)
+
+
+def run_ext4(args: argparse.Namespace) -> dict[str, Any]:
+    """The ext4 comparison: build or reuse the disk, run, print; the results file's section."""
     if args.rebuild:
         for f in args.cache.glob(f"reference-disk-v{RECIPE_VERSION}.*"):
             f.unlink()
@@ -739,19 +1145,89 @@ def main() -> int:
         print_steps(r)
     if not with_clone:
         print("\nclone: not available yet")
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
-                "disk": meta,
-                "targets": {k: limit for k, _, limit in TARGETS},
-                "runs": runs,
-            },
-            indent=1,
-        )
-        + "\n"
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "disk": meta,
+        "targets": {k: limit for k, _, limit in TARGETS},
+        "runs": runs,
+    }
+
+
+def run_ntfs(args: argparse.Namespace) -> dict[str, Any]:
+    """The NTFS comparison (issue 5), as :func:`run_ext4`; its own section of the results."""
+    if args.rebuild:
+        for f in args.cache.glob(f"ntfs-disk-v{NTFS_RECIPE_VERSION}.*"):
+            f.unlink()
+    image = build_ntfs_disk(args.cache)
+    meta = json.loads(image.with_suffix(".json").read_text())
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="recovery-bench-ntfs-", dir=args.tmp) as tmpname:
+        for i in range(1, args.runs + 1):
+            run_dir = Path(tmpname) / f"run{i}"
+            run_dir.mkdir()
+            try:
+                runs.append(ntfs_run(image, run_dir, i))
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+    print(
+        f"\nNTFS reference disk: {image} ({meta['recipe']}; {meta['real_files']} real files, "
+        f"{meta['real_bytes'] / 1e9:.2f} GB)"
     )
+    print(
+        textwrap.fill(
+            "Both sides image C: only. partclone stores pagefile.sys; our default leaves its "
+            "contents out (Windows recreates it), so the size target is judged with "
+            "--keep-system-files. partclone restores C: into a disk that already holds the "
+            "table; ours writes the whole table from the image onto a blank disk (ESP, MSR and "
+            "recovery partition created empty), then C:, and checks it with ntfsfix.",
+            width=96,
+        )
+    )
+    for r in runs:
+        print_ntfs_run(r)
+        print_steps(r)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "disk": meta,
+        "targets": {k: limit for k, _, limit in NTFS_TARGETS},
+        "runs": runs,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2, help="side-by-side runs (default 2)")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the disk images live")
+    ap.add_argument("--tmp", type=Path, default=Path("/var/tmp"), help="where scratch files go")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached reference disks")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--no-ntfs", action="store_true", help="skip the NTFS case")
+    which.add_argument("--only-ntfs", action="store_true", help="run only the NTFS case")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("make bench needs root (loop devices, mounts)", file=sys.stderr)
+        return 2
+    tools = ["zstd", "sfdisk", "partx", "losetup", "mkfs.vfat", "mcopy"]
+    if not args.only_ntfs:
+        tools += ["partclone.ext4", "partclone.vfat"]
+    if not args.no_ntfs:
+        tools += NTFS_TOOLS
+    for tool in tools:
+        if not loopdev.have(tool):
+            print(f"{tool} is missing: run 'make deps'", file=sys.stderr)
+            return 2
+    loopdev.ensure_udev()
+    # A section not measured this time (ext4 with --only-ntfs, NTFS with --no-ntfs) keeps its
+    # last figures; each section says when it was measured.
+    results: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        results = json.loads(RESULTS.read_text())
+    if not args.only_ntfs:
+        results.update(run_ext4(args))
+    if not args.no_ntfs:
+        results["ntfs"] = run_ntfs(args)
+    results["host"] = {"cpus": os.cpu_count(), "kernel": platform.release()}
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nResults written to {RESULTS.relative_to(REPO_ROOT)}")
     return 0
 
