@@ -3,7 +3,7 @@
 # Boot included; CD and USB stick) that boots Debian 12 into the recovery TUI.
 #
 # Steps, and what each costs:
-#   1. root file system (build-rootfs.sh, ~2.5 min): cached in $ISO_CACHE/rootfs-KEY, KEY being a
+#   1. root file system (build-rootfs.sh, 3-6 min): cached in $ISO_CACHE/rootfs-KEY, KEY being a
 #      hash of what built it (iso/packages.txt, iso/initramfs/, build-rootfs.sh, the Debian
 #      sources), so a code-only rebuild skips it. Delete it to take newer Debian packages.
 #   2. signed EFI boot loaders (shim, MokManager, GRUB) fetched with `apt-get download` and unpacked
