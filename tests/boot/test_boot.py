@@ -118,10 +118,10 @@ def test_firmware_and_medium(
 def test_restore_inside_the_live_system(
     machine: Machine, source_files: dict[str, bytes], timings: dict[str, dict[str, float]]
 ) -> None:
-    """Back up the source disk into a repository in RAM, restore it onto the empty target disk,
-    power off, and read the target's file system from the host. Runs in one mode (the slowest
-    part of a boot test is the boot; one restore shows the binary does real work on a kernel
-    that has what this machine's lacks)."""
+    """Back up the source disk into a repository in RAM, verify the image, restore it onto the
+    empty target disk, power off, and read the target's file system from the host. Runs in one
+    mode: the slow part of a boot test is the boot, and one restore shows that the binary does
+    real work on a kernel that has what this machine's lacks."""
     if machine.mode.name != "bios-cd":
         pytest.skip("the restore runs in the bios-cd boot only")
     serial = machine.serial
@@ -143,6 +143,8 @@ def test_restore_inside_the_live_system(
     )
     assert rc == 0, out
     timings[machine.mode.name]["backup_s"] = round(time.monotonic() - started, 1)
+    rc, out = serial.run("recovery verify /tmp/repo::boot-test 2>&1", timeout=900)
+    assert rc == 0, out
     started = time.monotonic()
     rc, out = serial.run(f"recovery restore /tmp/repo::boot-test {tgt} --yes 2>&1", timeout=900)
     assert rc == 0, out
