@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 
 from recovery.core.units import human_size
-from recovery.devices.disks import list_disks
 from recovery.devices.model import Disk, Partition
 
 
@@ -25,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.devices.disks import list_disks  # pyudev loads libudev: only when asked
+
     disks = list_disks()
     if args.json:
         json.dump({"disks": [d.to_json() for d in disks]}, sys.stdout, indent=2)

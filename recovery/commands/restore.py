@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from recovery.commands.reporting import overwrite
+from recovery.core.refs import split_ref
 from recovery.core.units import human_duration, human_size
 from recovery.engine import api
-from recovery.engine.images import split_ref
 from recovery.errors import UsageError
 
 

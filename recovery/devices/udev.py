@@ -150,6 +150,8 @@ def skip_reason(props: Mapping[str, str], sysattrs: Mapping[str, str]) -> str | 
         return "it is a RAM disk"
     if name.startswith("loop") and not sysattrs.get("loop/backing_file"):
         return "it is a loop device with no file attached"
+    if name.startswith("loop") and sysattrs.get("loop/backing_file", "").startswith("/run/live/"):
+        return "it is part of the running live system (its squashfs)"
     if name.startswith(("dm-", "md")):
         return "device-mapper and software RAID devices are not supported yet"
     if re.fullmatch(r"mmcblk\d+boot\d+", name):

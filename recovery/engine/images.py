@@ -15,7 +15,7 @@ from typing import Any
 
 from recovery.engine.api import ImageInfo, PartitionSummary, RemoveResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
-from recovery.errors import IntegrityError, RecoveryError, RepositoryError, UsageError
+from recovery.errors import IntegrityError, RecoveryError, RepositoryError
 from recovery.repository.maps import (
     DATA,
     RECORD,
@@ -26,14 +26,6 @@ from recovery.repository.maps import (
 from recovery.repository.store import Repository, check_name
 
 WORKERS = max(2, os.cpu_count() or 2)
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``REPO::IMAGE`` -> (REPO, IMAGE)."""
-    repo, sep, image = ref.rpartition("::")
-    if not sep or not repo or not image:
-        raise UsageError(f"'{ref}' does not name an image: write REPO::IMAGE, e.g. /mnt/usb::sda-1")
-    return repo, image
 
 
 def cell_size_of(body: dict[str, Any], where: str) -> int:

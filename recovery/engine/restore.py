@@ -23,7 +23,7 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
 from recovery.engine.finish import Written, finish
-from recovery.engine.images import cell_size_of, split_ref, streams_of
+from recovery.engine.images import cell_size_of, streams_of
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.targets import Target, check_target
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
@@ -468,4 +468,4 @@ def _after_write(plan: RestorePlan, progress: Progress) -> list[str]:
     return finish(plan.target, written, progress)
 
 
-__all__ = ["Move", "RestorePlan", "RestoreResult", "plan_restore", "run_restore", "split_ref"]
+__all__ = ["Move", "RestorePlan", "RestoreResult", "plan_restore", "run_restore"]

@@ -335,3 +335,11 @@ def test_only_the_udev_module_imports_pyudev() -> None:
         )
     )
     assert importers == ["recovery/devices/udev.py"]
+
+
+def test_live_system_squashfs_loop_is_skipped() -> None:
+    props = {"DEVTYPE": "disk", "DEVNAME": "/dev/loop0", "MAJOR": "7", "MINOR": "0"}
+    live = {"size": "300000", "loop/backing_file": "/run/live/medium/live/filesystem.squashfs"}
+    assert "live system" in (udev.skip_reason(props, live) or "")
+    other = {"size": "300000", "loop/backing_file": "/srv/images/disk.img"}
+    assert udev.skip_reason(props, other) is None
