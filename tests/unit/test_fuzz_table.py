@@ -61,7 +61,8 @@ def mutated_table(draw: st.DrawFn) -> Any:
     for _ in range(draw(st.integers(1, 3))):
         if draw(st.booleans()):
             parts = d.get("partitions")
-            p = draw(st.sampled_from(parts)) if isinstance(parts, list) and parts else {}
+            entries = [e for e in parts if isinstance(e, dict)] if isinstance(parts, list) else []
+            p = draw(st.sampled_from(entries)) if entries else {}
             key = draw(st.sampled_from(["node", "number", "start", "size", "type", "uuid", "name"]))
         else:
             p = d
