@@ -197,22 +197,35 @@ def choose_real_files(budget: int, roots: tuple[str, ...] = REAL_ROOTS) -> tuple
     return chosen, total
 
 
-def build_reference_disk(cache: Path) -> Path:
-    final = cache / f"reference-disk-v{RECIPE_VERSION}.img"
+def cache_slot(cache: Path, stem: str, version: int, size: int) -> tuple[Path, Path, Path | None]:
+    """``(image, metadata, partial)`` for a cached disk of recipe ``stem`` at ``version``.
+
+    ``partial`` is None when the cached image is current; otherwise images of older recipes are
+    removed and ``partial`` is a sparse file of ``size`` bytes to build into (renamed to
+    ``image`` by the caller once complete, so an interrupted build is never taken as done).
+    """
+    final = cache / f"{stem}-v{version}.img"
     meta_path = final.with_suffix(".json")
     if final.exists() and meta_path.exists():
-        return final
+        return final, meta_path, None
     cache.mkdir(parents=True, exist_ok=True)
-    for old in cache.glob("reference-disk-v*"):
+    for old in cache.glob(f"{stem}-v*"):
         if old.name not in (final.name, meta_path.name):
             log(f"removing an image of an older recipe: {old}")
             old.unlink()
     partial = cache / (final.name + ".partial")
     partial.unlink(missing_ok=True)
-    log(f"building the reference disk in {partial} (once; cached afterwards)")
-    started = time.monotonic()
+    log(f"building {final.name} in {partial} (once; cached afterwards)")
     with open(partial, "wb") as f:
-        f.truncate(DISK_SIZE)
+        f.truncate(size)
+    return final, meta_path, partial
+
+
+def build_reference_disk(cache: Path) -> Path:
+    final, meta_path, partial = cache_slot(cache, "reference-disk", RECIPE_VERSION, DISK_SIZE)
+    if partial is None:
+        return final
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="recovery-bench-build-") as tmpname:
         tmp = Path(tmpname)
         with attached(partial) as dev:
@@ -830,21 +843,10 @@ def ntfs_summary(part: str) -> dict[str, str]:
 
 
 def build_ntfs_disk(cache: Path) -> Path:
-    final = cache / f"ntfs-disk-v{NTFS_RECIPE_VERSION}.img"
-    meta_path = final.with_suffix(".json")
-    if final.exists() and meta_path.exists():
+    final, meta_path, partial = cache_slot(cache, "ntfs-disk", NTFS_RECIPE_VERSION, NTFS_DISK_SIZE)
+    if partial is None:
         return final
-    cache.mkdir(parents=True, exist_ok=True)
-    for old in cache.glob("ntfs-disk-v*"):
-        if old.name not in (final.name, meta_path.name):
-            log(f"removing an NTFS image of an older recipe: {old}")
-            old.unlink()
-    partial = cache / (final.name + ".partial")
-    partial.unlink(missing_ok=True)
-    log(f"building the NTFS reference disk in {partial} (once; cached afterwards)")
     started = time.monotonic()
-    with open(partial, "wb") as f:
-        f.truncate(NTFS_DISK_SIZE)
     with tempfile.TemporaryDirectory(prefix="recovery-bench-build-") as tmpname:
         tmp = Path(tmpname)
         ntfs_log = tmp / "ntfs-3g.log"
