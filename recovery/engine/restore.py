@@ -60,6 +60,20 @@ class RestorePlan:
     cell_size: int
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def without_table(
+        cls,
+        repo: str,
+        image: str,
+        target: Target,
+        body: dict[str, Any],
+        writes: list[PartitionWrite],
+        cell_size: int,
+    ) -> RestorePlan:
+        """A plan that writes no partition table: into the target's existing partitions, or
+        an image of a disk that had none."""
+        return cls(repo, image, target, body, None, writes, None, cell_size, unreadable_notes(body))
+
     @property
     def target(self) -> str:
         return self.target_info.path
@@ -166,17 +180,7 @@ def _plan_restore(
                 f"({human_size(s.size)}), the disk has {human_size(target_size)}"
             )
         writes = [PartitionWrite(s, 0, 0, s.size, s.size, s.raw.get("fstype"))]
-        return RestorePlan(
-            repo_path,
-            image,
-            tgt,
-            body,
-            None,
-            writes,
-            None,
-            cell_size,
-            unreadable_notes(body),
-        )
+        return RestorePlan.without_table(repo_path, image, tgt, body, writes, cell_size)
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
     layout = plan_layout(table, source_size, target_size, fstypes)
@@ -273,17 +277,7 @@ def _plan_partitions(
         writes.append(
             PartitionWrite(s, n, e.start * current.sector_size, size, s.size, s.raw.get("fstype"))
         )
-    return RestorePlan(
-        repo_path,
-        image,
-        tgt,
-        body,
-        None,
-        writes,
-        None,
-        cell_size,
-        unreadable_notes(body),
-    )
+    return RestorePlan.without_table(repo_path, image, tgt, body, writes, cell_size)
 
 
 def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
