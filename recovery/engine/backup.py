@@ -26,6 +26,7 @@ from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
 from recovery.errors import RepositoryError, UsageError
+from recovery.repository.backend import open_backend
 from recovery.repository.maps import DATA, ZERO, MapWriter
 from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
 
@@ -101,14 +102,16 @@ def plan_backup(
 
         partitions = system_partitions(sources)
     source = plan_sources(sources, partitions, keep_system_files)
-    if blockio.holds_path(source.disk, repo):
+    backend = open_backend(repo)
+    local = backend.local_path()
+    if local is not None and blockio.holds_path(source.disk, local):
         raise UsageError(
             f"the backup location {repo} is on {source.disk}, the disk being backed up: "
             "choose a location on another disk"
         )
-    r = Repository.open(repo, create=True)
+    r = Repository.open(backend, create=True)
     name = check_name(name) if name else default_name(source.disk)
-    if r.manifest_path(name).exists():
+    if r.has_image(name):
         raise UsageError(f"an image named '{name}' already exists in {repo}: choose another name")
     notes = [n for sp in source.streams for n in sp.notes]
     return BackupPlan(source, repo, name, level, notes)
@@ -118,7 +121,7 @@ def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> Bac
     started = time.monotonic()
     repo = Repository.open(plan.repo, create=True)
     with repo.locked(f"backup {plan.name}"):
-        if repo.manifest_path(plan.name).exists():
+        if repo.has_image(plan.name):
             raise UsageError(f"an image named '{plan.name}' already exists in {plan.repo}")
         fd = blockio.open_read(plan.source.disk)
         try:

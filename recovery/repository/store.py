@@ -1,18 +1,16 @@
-"""The repository on disk: chunk files, manifests, the writers' lock (docs/FORMAT.md).
+"""The repository format: chunk files, manifests, the writers' lock (docs/FORMAT.md).
 
-Called by the engine (backup, restore, verify, remove) and by :mod:`recovery.repository.image`.
-Promises: chunks are written to ``tmp/`` and renamed into place, so a chunk file either is
-complete or does not exist; a manifest appears only after :meth:`Repository.flush`; every read of
-a chunk is checked against its hash; OSError and zstd errors are translated into our errors.
+Called by the engine (backup, restore, verify, remove) through :class:`Repository`, which reads
+and writes only through a storage :class:`~recovery.repository.backend.Backend`. Promises: a chunk
+file either is complete or does not exist (the backend's atomic write); a manifest appears only
+after :meth:`Repository.flush`; every read of a chunk is checked against its hash; OSError and
+zstd errors are translated into our errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
-import fcntl
 import json
 import os
 import re
@@ -23,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import blake3
@@ -33,16 +30,21 @@ from recovery.errors import (
     ImageNotFound,
     IntegrityError,
     NotARepository,
+    RecoveryError,
     RepositoryError,
     RepositoryLocked,
     UnsupportedVersion,
     UsageError,
 )
+from recovery.repository.backend import Backend, LockHeld, open_backend
 
 REPO_MAGIC = "recovery-repository"
 REPO_HEADER = "recovery-repo"
 """The file that makes a directory a repository (docs/FORMAT.md, `recovery-repo`)."""
 REPO_VERSION = 1
+CHUNKS_FOLDER = "chunks"
+IMAGES_FOLDER = "images"
+TMP_FOLDER = "tmp"
 HASH_SIZE = 32
 MAX_CELL = 64 << 20
 MAX_MANIFEST = 16 << 20
@@ -154,15 +156,6 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _syncfs(fd: int) -> None:
-    """Flush every dirty page of the file system holding ``fd`` (one call, not one per file)."""
-    libc_name = ctypes.util.find_library("c") or "libc.so.6"
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 @dataclass(frozen=True)
 class RepositoryInfo:
     path: str
@@ -171,218 +164,222 @@ class RepositoryInfo:
     version: int
 
 
-class Repository:
-    """An opened backup location. Thread-safe for concurrent ``put_chunk``/``get_chunk``."""
+def chunk_name(digest: bytes) -> str:
+    h = digest.hex()
+    return f"chunks/{h[:2]}/{h}"
 
-    def __init__(self, path: Path, info: RepositoryInfo) -> None:
-        self.path = path
+
+def manifest_name(image: str) -> str:
+    return f"images/{image}.image"
+
+
+def verified_name(image: str) -> str:
+    return f"images/{image}.verified"
+
+
+def removing_name(image: str) -> str:
+    return f"tmp/{image}.image.removing"
+
+
+class Repository:
+    """An opened backup location. Thread-safe for concurrent ``put_chunk``/``get_chunk``.
+
+    Everything here is the format (docs/FORMAT.md); every byte goes through :attr:`backend`.
+    """
+
+    def __init__(self, backend: Backend, info: RepositoryInfo) -> None:
+        self.backend = backend
+        self.location = backend.location
         self.info = info
-        self._lock_fd: int | None = None
-        self._made_dirs: set[str] = set()
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], create: bool = False) -> Repository:
-        p = Path(path)
-        header = p / REPO_HEADER
+    def open(cls, location: str | os.PathLike[str] | Backend, create: bool = False) -> Repository:
+        """Open the repository at ``location`` (an address, or a backend already made);
+        with ``create``, initialise a missing or empty location."""
+        backend = location if isinstance(location, Backend) else open_backend(location)
+        where = backend.location
         try:
-            if not header.exists():
-                if not create:
-                    if p.is_dir():
-                        raise NotARepository(
-                            f"{p} is not a backup location (no recovery-repo file in it)"
-                        )
-                    raise NotARepository(f"{p} does not exist: give the folder of a backup")
-                return cls._initialise(p)
             try:
-                data = json.loads(header.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-                raise NotARepository(f"{header} is damaged ({e}): not a backup location") from e
-            if not isinstance(data, dict) or data.get("format") != REPO_MAGIC:
-                raise NotARepository(f"{p} is not a backup location ({header} is not ours)")
-            version = data.get("version")
-            if not isinstance(version, int) or version < 1:
-                raise NotARepository(f"{header} has no valid version")
-            if version > REPO_VERSION:
-                raise UnsupportedVersion(
-                    f"{p} was written by a newer recovery (format version {version}, this one "
-                    f"reads {REPO_VERSION}): use a newer recovery"
-                )
-            info = RepositoryInfo(
-                str(p), str(data.get("id", "")), str(data.get("created", "")), version
-            )
-            return cls(p, info)
+                blob = backend.read(REPO_HEADER)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                if create:
+                    return cls._initialise(backend)
+                if backend.exists():
+                    raise NotARepository(
+                        f"{where} is not a backup location (no recovery-repo file in it)"
+                    ) from None
+                raise NotARepository(
+                    f"{where} does not exist: give the folder of a backup"
+                ) from None
+            info = _parse_header(blob, f"{where}/{REPO_HEADER}", where)
+            return cls(backend, info)
         except OSError as e:
-            raise RepositoryError(f"cannot open backup location {p}: {e.strerror}") from e
+            raise RepositoryError(f"cannot open backup location {where}: {e.strerror or e}") from e
 
     @classmethod
-    def _initialise(cls, p: Path) -> Repository:
-        if p.exists():
-            if not p.is_dir():
-                raise NotARepository(f"{p} is a file, not a folder: give a folder for backups")
-            if any(p.iterdir()):
-                raise NotARepository(
-                    f"{p} is not empty and not a backup location: give an empty or new folder"
-                )
-        p.mkdir(parents=True, exist_ok=True)
-        for sub in ("chunks", "images", "tmp"):
-            (p / sub).mkdir(exist_ok=True)
-        info = RepositoryInfo(str(p), str(uuid.uuid4()), utc_now(), REPO_VERSION)
+    def _initialise(cls, backend: Backend) -> Repository:
+        where = backend.location
+        try:
+            backend.exists()
+        except NotADirectoryError:
+            raise NotARepository(
+                f"{where} is a file, not a folder: give a folder for backups"
+            ) from None
+        if not backend.is_empty():
+            raise NotARepository(
+                f"{where} is not empty and not a backup location: give an empty or new folder"
+            )
+        backend.create()
+        info = RepositoryInfo(where, str(uuid.uuid4()), utc_now(), REPO_VERSION)
         body = json.dumps(
             {"format": REPO_MAGIC, "version": REPO_VERSION, "id": info.id, "created": info.created},
             indent=1,
         ).encode()
-        repo = cls(p, info)
-        repo._write_atomic(p / REPO_HEADER, body)
+        repo = cls(backend, info)
+        repo._write(REPO_HEADER, body, durable=True)
         return repo
+
+    def local_path(self) -> str | None:
+        """The folder on this machine holding the location, if any (see Backend.local_path)."""
+        return self.backend.local_path()
 
     # -- locking -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def locked(self, operation: str) -> Iterator[None]:
         """Hold the writers' lock; refuse at once if another process holds it."""
-        path = self.path / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise self._write_error(e) from e
-        try:
+        note = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "operation": operation,
+                "since": utc_now(),
+            }
+        )
+        with contextlib.ExitStack() as stack:
+            # Only taking the lock is translated here: errors of the work done under it pass.
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise RepositoryError(f"cannot lock {path}: {e.strerror}") from e
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-                raise RepositoryLocked(
-                    f"another recovery is writing to {self.path} ({holder or 'unknown'}): "
-                    "wait for it to finish"
-                ) from None
-            note = json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "operation": operation,
-                    "since": utc_now(),
-                }
-            )
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, note.encode(), 0)
+                stack.enter_context(self.backend.lock(note))
                 self._clear_tmp()
+            except LockHeld as held:
+                raise RepositoryLocked(
+                    f"another recovery is writing to {self.location} "
+                    f"({held.holder or 'unknown'}): wait for it to finish"
+                ) from None
             except OSError as e:
                 raise self._write_error(e) from e
-            self._lock_fd = fd
             yield
-        finally:
-            self._lock_fd = None
-            os.close(fd)
 
     def _clear_tmp(self) -> None:
-        tmp = self.path / "tmp"
-        tmp.mkdir(exist_ok=True)
-        for f in tmp.iterdir():
+        for f in list(self.backend.list(TMP_FOLDER)):
             if f.name.endswith(".removing"):
                 continue  # finished by remove's sweep
             with contextlib.suppress(OSError):
-                f.unlink()
+                self.backend.delete(f.name)
 
     # -- chunks --------------------------------------------------------------------------
 
-    def chunk_path(self, digest: bytes) -> Path:
-        h = digest.hex()
-        return self.path / "chunks" / h[:2] / h
-
     def has_chunk(self, digest: bytes) -> bool:
-        return self.chunk_path(digest).exists()
+        return self.backend.size(chunk_name(digest)) is not None
+
+    def chunk_size(self, digest: bytes) -> int | None:
+        """Stored (compressed) bytes of a chunk file, or None when it is missing."""
+        try:
+            return self.backend.size(chunk_name(digest))
+        except OSError:
+            return None
 
     def put_chunk(self, digest: bytes, raw: bytes | bytearray | memoryview, level: int) -> int:
         """Store ``raw`` under ``digest`` unless present; the bytes written (0 if present)."""
-        final = self.chunk_path(digest)
-        if final.exists():
-            return 0
-        blob = encode_chunk(raw, level)
-        sub = final.parent
-        tmp = self.path / "tmp" / f"{final.name}.{threading.get_ident()}"
+        name = chunk_name(digest)
         try:
-            if sub.name not in self._made_dirs:
-                sub.mkdir(exist_ok=True)
-                self._made_dirs.add(sub.name)
-            with open(tmp, "wb") as f:
-                f.write(blob)
-            os.rename(tmp, final)
+            if self.backend.size(name) is not None:
+                return 0
+            blob = encode_chunk(raw, level)
+            self.backend.write(name, blob)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._write_error(e) from e
         return len(blob)
 
     def read_chunk_file(self, digest: bytes, where: str = "") -> bytes:
-        path = self.chunk_path(digest)
+        name = chunk_name(digest)
         try:
-            with open(path, "rb") as f:
-                return f.read(MAX_CELL + CHUNK_HEADER.size + 1)
+            return self.backend.read(name, 0, MAX_CELL + CHUNK_HEADER.size + 1)
         except FileNotFoundError:
             prefix = f"{where}: " if where else ""
-            raise IntegrityError(f"{prefix}chunk {digest.hex()} is missing ({path})") from None
+            raise IntegrityError(
+                f"{prefix}chunk {digest.hex()} is missing ({self.location}/{name})"
+            ) from None
         except OSError as e:
-            raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
+            raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
 
     def get_chunk(self, digest: bytes, where: str = "") -> bytes:
-        return decode_chunk(self.read_chunk_file(digest, where), digest, where or str(self.path))
+        return decode_chunk(self.read_chunk_file(digest, where), digest, where or self.location)
 
     def check_chunk_header(self, digest: bytes, where: str) -> None:
         """Cheap pre-flight check: the file exists and its header fits its size."""
-        path = self.chunk_path(digest)
+        name = chunk_name(digest)
         try:
-            with open(path, "rb") as f:
-                head = f.read(CHUNK_HEADER.size)
-                size = os.fstat(f.fileno()).st_size
+            size = self.backend.size(name)
+            head = self.backend.read(name, 0, CHUNK_HEADER.size) if size is not None else b""
         except FileNotFoundError:
-            raise IntegrityError(f"{where}: chunk {digest.hex()} is missing") from None
+            size = None
         except OSError as e:
-            raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
+            raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
+        if size is None:
+            raise IntegrityError(f"{where}: chunk {digest.hex()} is missing")
         if len(head) < CHUNK_HEADER.size:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is truncated")
         h = ChunkHeader(*CHUNK_HEADER.unpack(head))
         if h.magic != CHUNK_MAGIC or h.version != 1 or h.stored_length != size - CHUNK_HEADER.size:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is damaged or truncated")
 
-    def iter_chunks(self) -> Iterator[tuple[bytes, Path]]:
-        chunks = self.path / "chunks"
-        for sub in sorted(chunks.iterdir()) if chunks.exists() else []:
-            if not sub.is_dir():
+    def iter_chunks(self) -> Iterator[tuple[bytes, int]]:
+        """Every chunk file of the location: its hash and stored size."""
+        for f in self.backend.list(CHUNKS_FOLDER):
+            leaf = f.name.rpartition("/")[2]
+            try:
+                digest = bytes.fromhex(leaf)
+            except ValueError:
                 continue
-            for f in sub.iterdir():
-                try:
-                    digest = bytes.fromhex(f.name)
-                except ValueError:
-                    continue
-                if len(digest) == HASH_SIZE:
-                    yield digest, f
+            if len(digest) == HASH_SIZE and f.name == chunk_name(digest):
+                yield digest, f.size
+
+    def delete_chunk(self, digest: bytes) -> None:
+        name = chunk_name(digest)
+        try:
+            self.backend.delete(name)
+        except OSError as e:
+            raise RepositoryError(f"cannot delete {self.location}/{name}: {e.strerror}") from e
 
     def flush(self) -> None:
         """Make every chunk written so far durable (before a manifest may name them)."""
-        fd = os.open(self.path, os.O_RDONLY)
         try:
-            _syncfs(fd)
+            self.backend.flush()
         except OSError as e:
             raise self._write_error(e) from e
-        finally:
-            os.close(fd)
 
     # -- manifests -----------------------------------------------------------------------
 
-    def manifest_path(self, name: str) -> Path:
-        return self.path / "images" / f"{name}.image"
+    def manifest_where(self, name: str) -> str:
+        """How messages name an image's manifest."""
+        return f"{self.location}/{manifest_name(name)}"
 
     def image_names(self) -> list[str]:
-        images = self.path / "images"
-        if not images.exists():
-            return []
+        suffix = ".image"
         return sorted(
-            f.name[: -len(".image")] for f in images.iterdir() if f.name.endswith(".image")
+            f.name[len("images/") : -len(suffix)]
+            for f in self.backend.list(IMAGES_FOLDER)
+            if f.name.endswith(suffix) and f.name.count("/") == 1
         )
+
+    def has_image(self, name: str) -> bool:
+        try:
+            return self.backend.size(manifest_name(name)) is not None
+        except OSError as e:
+            raise RepositoryError(f"cannot read {self.location}: {e.strerror}") from e
 
     def write_manifest(self, name: str, body: dict[str, Any]) -> None:
         check_name(name)
@@ -392,69 +389,111 @@ class Repository:
         head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0, len(data))
         blob = head + data
         blob += hash_bytes(blob)
-        self._write_atomic(self.manifest_path(name), blob)
+        self._write(manifest_name(name), blob, durable=True)
 
     def read_manifest(self, name: str) -> dict[str, Any]:
-        path = self.manifest_path(name)
+        where = self.manifest_where(name)
         try:
-            blob = path.read_bytes()
+            blob = self.backend.read(manifest_name(name), 0, MAX_MANIFEST + 1024)
         except FileNotFoundError:
             names = self.image_names()
             hint = f" (images here: {', '.join(names)})" if names else " (it holds no images)"
-            raise ImageNotFound(f"no image '{name}' in {self.path}{hint}") from None
+            raise ImageNotFound(f"no image '{name}' in {self.location}{hint}") from None
         except OSError as e:
-            raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
-        return parse_manifest(blob, str(path))
+            raise RepositoryError(f"cannot read {where}: {e.strerror}") from e
+        return parse_manifest(blob, where)
 
     def mark_verified(self, name: str) -> str:
         when = utc_now()
-        self._write_atomic(
-            self.path / "images" / f"{name}.verified", json.dumps({"verified": when}).encode()
-        )
+        self._write(verified_name(name), json.dumps({"verified": when}).encode(), durable=True)
         return when
 
     def verified_at(self, name: str) -> str | None:
         try:
-            data = json.loads((self.path / "images" / f"{name}.verified").read_text())
+            data = json.loads(self.backend.read(verified_name(name), 0, 4096))
             v = data.get("verified") if isinstance(data, dict) else None
             return v if isinstance(v, str) else None
         except (OSError, ValueError, RecursionError):
             return None
 
+    # -- removal (docs/FORMAT.md, "Removing an image"); the caller holds the lock ----------
+
+    def retire_manifest(self, name: str) -> bool:
+        """Step 2 of a removal: the manifest goes (to ``tmp/NAME.image.removing``); from here
+        on the image is gone. False when it was already retired by an interrupted removal."""
+        manifest, removing = manifest_name(name), removing_name(name)
+        try:
+            if self.backend.size(manifest) is None:
+                if self.backend.size(removing) is not None:
+                    return False
+                self.read_manifest(name)  # raises ImageNotFound with the list of images
+            if self.backend.supports_move:
+                self.backend.move(manifest, removing)
+            else:
+                self.backend.write(removing, self.backend.read(manifest), durable=True)
+                self.backend.delete(manifest)
+            self.backend.delete(verified_name(name))
+        except OSError as e:
+            raise RepositoryError(f"cannot remove {self.manifest_where(name)}: {e.strerror}") from e
+        return True
+
+    def clear_removal_markers(self) -> None:
+        for f in list(self.backend.list(TMP_FOLDER)):
+            if f.name.endswith(".removing"):
+                with contextlib.suppress(OSError):
+                    self.backend.delete(f.name)
+
     # -- files ---------------------------------------------------------------------------
 
-    def _write_atomic(self, final: Path, data: bytes) -> None:
-        tmpdir = self.path / "tmp"
-        tmpdir.mkdir(exist_ok=True)
-        tmp = tmpdir / f"{final.name}.{os.getpid()}.new"
+    def _write(self, name: str, data: bytes, durable: bool) -> None:
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, final)
-            dfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            self.backend.write(name, data, durable=durable)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._write_error(e) from e
 
     def _write_error(self, e: OSError) -> RepositoryError:
         if e.errno == errno.ENOSPC:
             return RepositoryError(
-                f"the backup location {self.path} is full: free space there or choose another "
-                "location (what was saved so far is kept; a rerun continues)"
+                f"the backup location {self.location} is full: free space there or choose "
+                "another location (what was saved so far is kept; a rerun continues)"
             )
         if e.errno in (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE):
             return RepositoryError(
-                f"the backup location {self.path} stopped answering ({e.strerror}): was the disk "
-                "removed? Reconnect it and run again"
+                f"the backup location {self.location} stopped answering ({e.strerror}): was the "
+                "disk removed? Reconnect it and run again"
             )
-        return RepositoryError(f"cannot write to {self.path}: {e.strerror}")
+        return RepositoryError(f"cannot write to {self.location}: {e.strerror}")
+
+
+def is_repository(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` holds a repository header of ours (of any version)."""
+    try:
+        backend = open_backend(location)
+        blob = backend.read(REPO_HEADER, 0, 1 << 16)
+        _parse_header(blob, REPO_HEADER, backend.location)
+    except UnsupportedVersion:
+        return True
+    except (OSError, RecoveryError):
+        return False
+    return True
+
+
+def _parse_header(blob: bytes, header: str, where: str) -> RepositoryInfo:
+    try:
+        data = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise NotARepository(f"{header} is damaged ({e}): not a backup location") from e
+    if not isinstance(data, dict) or data.get("format") != REPO_MAGIC:
+        raise NotARepository(f"{where} is not a backup location ({header} is not ours)")
+    version = data.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise NotARepository(f"{header} has no valid version")
+    if version > REPO_VERSION:
+        raise UnsupportedVersion(
+            f"{where} was written by a newer recovery (format version {version}, this one "
+            f"reads {REPO_VERSION}): use a newer recovery"
+        )
+    return RepositoryInfo(where, str(data.get("id", "")), str(data.get("created", "")), version)
 
 
 def parse_manifest(blob: bytes, where: str) -> dict[str, Any]:
