@@ -84,12 +84,20 @@ def backup_plan(
     level: int = 3,
     system: bool = False,
     keep_system_files: bool = False,
+    encrypt: bool = False,
 ) -> Any:
-    """Validate sources and repository; return a plan (``describe()`` gives lines to show)."""
+    """Validate sources and repository; return a plan (``describe()`` gives lines to show).
+    ``encrypt``: a new location is created encrypted (docs/FORMAT.md)."""
     from recovery.engine import backup
 
     return backup.plan_backup(
-        sources, repo, name=name, level=level, system=system, keep_system_files=keep_system_files
+        sources,
+        repo,
+        name=name,
+        level=level,
+        system=system,
+        keep_system_files=keep_system_files,
+        encrypt=encrypt,
     )
 
 
@@ -149,3 +157,19 @@ def clone_run(
     from recovery.engine import clone
 
     return clone.run_clone(plan, progress or NullProgress(), cancel or CancelToken())
+
+
+def check_passphrase(repo: str) -> None:
+    """Open an encrypted location (asking for its passphrase): WrongPassphrase if it fails."""
+    from recovery.repository.store import Repository
+
+    Repository.open(repo)
+
+
+def change_passphrase(repo: str, new_passphrase: str) -> None:
+    """Re-wrap the location's key under ``new_passphrase`` (only its header is rewritten)."""
+    from recovery.repository.store import Repository
+
+    r = Repository.open(repo)
+    with r.locked("passphrase"):
+        r.change_passphrase(new_passphrase)

@@ -28,7 +28,7 @@ from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream
 from recovery.errors import RepositoryError, UsageError
 from recovery.repository.backend import open_backend
 from recovery.repository.maps import DATA, ZERO, MapWriter
-from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
+from recovery.repository.store import Repository, check_name, utc_now
 
 # 4 MiB cells: each chunk is compressed on its own, and at zstd level 3 the images of the
 # reference disk (PRODUCT.md) measured 805 MB with 1 MiB chunks, 787 MB with 2 MiB and 777 MB
@@ -36,15 +36,6 @@ from recovery.repository.store import Repository, check_name, hash_bytes, utc_no
 # also mean 4x fewer chunk files. The cost: a change dirties 4 MiB, not 1 MiB, for dedup.
 CELL_SIZE = 4 << 20
 WORKERS = max(2, os.cpu_count() or 2)
-_ZERO_DIGESTS: dict[int, bytes] = {}
-
-
-def _is_zero(digest: bytes, size: int) -> bool:
-    """Whether ``digest`` is the hash of ``size`` zero bytes (hash first: no second pass)."""
-    zero = _ZERO_DIGESTS.get(size)
-    if zero is None:
-        zero = _ZERO_DIGESTS[size] = hash_bytes(bytes(size))
-    return digest == zero
 
 
 @dataclass
@@ -93,6 +84,7 @@ def plan_backup(
     level: int = 3,
     system: bool = False,
     keep_system_files: bool = False,
+    encrypt: bool = False,
 ) -> BackupPlan:
     if not 1 <= level <= 19:
         raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
@@ -109,7 +101,7 @@ def plan_backup(
             f"the backup location {repo} is on {source.disk}, the disk being backed up: "
             "choose a location on another disk"
         )
-    r = Repository.open(backend, create=True)
+    r = Repository.open(backend, create=True, encrypt=encrypt)
     name = check_name(name) if name else default_name(source.disk)
     if r.has_image(name):
         raise UsageError(f"an image named '{name}' already exists in {repo}: choose another name")
@@ -201,8 +193,9 @@ def _save_stream(
 
     def work(cell: Cell) -> tuple[int, bytes, int]:
         buf = reader.read_cell(cell)
-        digest = hash_bytes(buf)
-        if _is_zero(digest, cell.size):
+        digest = repo.hash(buf)
+        # A zero cell is found by its hash (no second pass over the bytes).
+        if digest == repo.zero_digest(cell.size):
             return ZERO, b"", 0
         return DATA, digest, repo.put_chunk(digest, buf, level)
 
