@@ -99,3 +99,9 @@ class Cancelled(RecoveryError):
     """The operation was cancelled."""
 
     exit_code = 130
+
+
+class MissingTool(Refused):
+    """A program the operation needs is not installed; nothing was written."""
+
+    exit_code = 8
