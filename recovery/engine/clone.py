@@ -32,6 +32,7 @@ from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
 from recovery.engine.targets import Target, check_target
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.filesystems.base import growable_numbers
 
 CELL_SIZE = 4 << 20  # large sequential reads and writes
 # Copying waits on two devices more than on the CPU: more threads than cores keep both busy
@@ -174,7 +175,8 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
                     "left behind (not system partitions): partition " + ", ".join(map(str, dropped))
                 )
         fstypes = {n: sp.fstype for n, sp in by_number.items()}
-        layout = plan_layout(table, src.disk_size, target_size, fstypes, fill=system)
+        growable = growable_numbers(fstypes)
+        layout = plan_layout(table, src.disk_size, target_size, growable, fill=system)
         if new_ids:
             layout = replace(layout, table=_new_ids(layout.table), same_geometry=False)
         for m in layout.moves:

@@ -26,6 +26,7 @@ from recovery.engine.finish import Written, finish
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.targets import Target, check_target
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.filesystems.base import growable_numbers
 from recovery.repository.images import cell_size_of, streams_of
 from recovery.repository.maps import DATA, ZERO, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name
@@ -184,7 +185,7 @@ def _plan_restore(
         return RestorePlan.without_table(repo_path, image, tgt, body, writes, cell_size)
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
-    layout = plan_layout(table, source_size, target_size, fstypes)
+    layout = plan_layout(table, source_size, target_size, growable_numbers(fstypes))
     disk = by_id.get("disk")
     if layout.same_geometry and disk is not None and disk.size > target_size:
         raise IntegrityError(f"image {image}: its layout stream is larger than the disk it says")

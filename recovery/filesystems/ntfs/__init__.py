@@ -44,13 +44,9 @@ from recovery.core.extents import Extent, merge
 from recovery.core.units import human_size
 from recovery.errors import DamagedFileSystem, NotThisFileSystem
 from recovery.filesystems.base import BlockSource, FileSystem, Geometry, register
+from recovery.filesystems.encrypted import detect_encrypted as detect_encrypted
 
 NTFS_OEM = b"NTFS    "
-BITLOCKER_OEM = b"-FVE-FS-"
-BITLOCKER_TOGO_OEM = b"MSWIN4.1"
-# The GUID BitLocker To Go writes at offset 424 of its FAT boot sector (as stored on disk).
-BITLOCKER_TOGO_GUID = bytes.fromhex("3bd66749292ed84a8399f6a339e3d001")
-LUKS_MAGIC = b"LUKS\xba\xbe"
 
 SYSTEM_FILES = ("pagefile.sys", "hiberfil.sys", "swapfile.sys")
 
@@ -113,28 +109,6 @@ class _Damage(DamagedFileSystem):
             "Repair the volume (chkdsk /f in Windows) and try again"
         )
         self.detail = detail
-
-
-def detect_encrypted(source: BlockSource) -> str | None:
-    """A note for a person when ``source`` holds an encrypted volume (BitLocker, LUKS), else None.
-
-    Such volumes are imaged sector by sector: which of their blocks are in use cannot be read
-    without the key.
-    """
-    head = source.pread(0, 512)
-    if head[3:11] == BITLOCKER_OEM or (
-        head[3:11] == BITLOCKER_TOGO_OEM and head[424:440] == BITLOCKER_TOGO_GUID
-    ):
-        return (
-            "BitLocker-encrypted volume: imaged sector by sector because its allocation cannot "
-            "be read without the key"
-        )
-    if head[:6] == LUKS_MAGIC:
-        return (
-            "LUKS-encrypted volume: imaged sector by sector because its allocation cannot be "
-            "read without the key"
-        )
-    return None
 
 
 @dataclass(frozen=True)
@@ -990,3 +964,7 @@ def _volume_information(vol: _Volume) -> tuple[str | None, bool]:
         (flags,) = struct.unpack_from("<H", info.resident_value, 10)
         dirty = bool(flags & _VOLUME_IS_DIRTY)
     return label, dirty
+
+
+# The home's other half: what the engine does with an NTFS volume (registers itself).
+from recovery.filesystems.ntfs import kind as kind  # noqa: E402
