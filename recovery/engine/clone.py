@@ -26,7 +26,8 @@ from recovery.core.table import Layout, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
-from recovery.engine.finish import Written, finish
+from recovery.devices.tools import require
+from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
@@ -183,6 +184,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
             found = by_number.get(m.number)
             if found is not None:
                 copies.append(CloneStream(found, m.number, m.new_start, m.new_size))
+    require(finish_needs(((c.stream.fstype, c.grows) for c in copies), layout is not None))
     return ClonePlan(
         source=src,
         target_info=tgt,

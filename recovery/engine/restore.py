@@ -22,7 +22,8 @@ from recovery.core.table import Layout, Move, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
-from recovery.engine.finish import Written, finish
+from recovery.devices.tools import require
+from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.targets import Target, check_target
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
@@ -123,12 +124,14 @@ def plan_restore(
     repo_path: str, image: str, target: str, partitions: list[int] | None = None
 ) -> RestorePlan:
     try:
-        return _plan_restore(repo_path, image, target, partitions)
+        plan = _plan_restore(repo_path, image, target, partitions)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         # Only a manifest whose fields have impossible types or values gets here.
         raise IntegrityError(
             f"image {image}: its description is damaged ({e!r}); nothing was written"
         ) from e
+    require(finish_needs(((w.fstype, w.grows) for w in plan.writes), plan.layout is not None))
+    return plan
 
 
 def _plan_restore(

@@ -22,9 +22,16 @@ from recovery.core.extents import Extent, merge, total
 from recovery.core.table import Table
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table
+from recovery.devices.tools import Need, require
 from recovery.errors import DamagedFileSystem, DeviceError, UsageError
 from recovery.filesystems.base import FileSource, FileSystem, kind_of, open_filesystem
 from recovery.filesystems.encrypted import detect_encrypted
+
+SOURCE_NEEDS = (
+    Need("sfdisk", "to read the partition table of the source"),
+    Need("blkid", "to recognise the file systems of the source"),
+)
+"""What planning a backup or clone runs on the source (both call :func:`plan_sources`)."""
 
 GAP_CAP = 64 << 20
 GAP_KEEP = 8 << 20
@@ -158,6 +165,8 @@ def plan_sources(
     disk, numbers = resolve_sources(sources)
     if partitions is not None:
         numbers = partitions
+    # Without blkid every partition would quietly be imaged every byte: refuse instead.
+    require(SOURCE_NEEDS)
     fd = blockio.open_read(disk)
     try:
         disk_size = blockio.device_size(fd)

@@ -13,6 +13,7 @@ from recovery.core.system import PartitionFacts, system_numbers
 from recovery.core.table import partition_node
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table
+from recovery.devices.tools import require
 from recovery.engine.sources import probe, resolve_sources
 from recovery.errors import UsageError
 from recovery.filesystems.base import kind_of
@@ -30,7 +31,11 @@ def partition_facts(disk: str) -> list[PartitionFacts]:
             info = probe(node, fd, e.start * table.sector_size, e.size * table.sector_size)
             fstype = info.get("TYPE")
             kind = kind_of(fstype)
-            names = kind.root_names(node) if blockio.is_block_device(node) else set()
+            names: set[str] = set()
+            if blockio.is_block_device(node):
+                # A missing debugfs would quietly leave a Linux root behind: refuse instead.
+                require(kind.inspect_needs())
+                names = kind.root_names(node)
             lower = {n.lower() for n in names}
             facts.append(
                 PartitionFacts(

@@ -193,6 +193,10 @@ class Kind:
             *self.check_needs(),
         ]
 
+    def inspect_needs(self) -> list[Need]:
+        """The programs :meth:`root_names` and :meth:`has_path` run."""
+        return []
+
     def root_names(self, node: str) -> set[str]:
         """Names at the root of the file system on ``node``, read without mounting it."""
         return set()

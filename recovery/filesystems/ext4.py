@@ -777,6 +777,9 @@ class ExtKind(Kind):
         code, out = tools.run(["e2fsck", "-f", "-n", node])
         return [result_line(node, "e2fsck clean", code, out)]
 
+    def inspect_needs(self) -> list[Need]:
+        return [Need("debugfs", f"to look inside {self.name} for an operating system")]
+
     def root_names(self, node: str) -> set[str]:
         out = tools.output(["debugfs", "-R", "ls -p /", node])
         # ``ls -p`` lines: /inode/mode/uid/gid/name/size/

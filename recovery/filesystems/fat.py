@@ -429,6 +429,9 @@ class FatKind(Kind):
     def after_move(self, node: str, new_start: int) -> list[str]:
         return fix_hidden_sectors(node, new_start, ntfs=False)
 
+    def inspect_needs(self) -> list[Need]:
+        return [Need("mdir", "to look inside FAT for an operating system")]
+
     def root_names(self, node: str) -> set[str]:
         # mtools refuses a FAT whose geometry looks odd to it unless told not to check.
         out = tools.output(

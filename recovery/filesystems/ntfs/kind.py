@@ -67,6 +67,9 @@ class NtfsKind(Kind):
     def after_move(self, node: str, new_start: int) -> list[str]:
         return fix_hidden_sectors(node, new_start, ntfs=True)
 
+    def inspect_needs(self) -> list[Need]:
+        return [Need("ntfsls", "to look inside NTFS for an operating system")]
+
     def root_names(self, node: str) -> set[str]:
         return set(tools.output(["ntfsls", "-f", node]).split())
 
