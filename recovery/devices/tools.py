@@ -141,6 +141,6 @@ def output(
             timeout=timeout,
             env=None if env is None else dict(os.environ, **env),
         )
-    except (FileNotFoundError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired):
         return ""
     return r.stdout if r.returncode == 0 or any_status else ""

@@ -193,6 +193,13 @@ class Kind:
             *self.check_needs(),
         ]
 
+    def files_in(
+        self, node: str, block_size: int, ranges: list[tuple[int, int]]
+    ) -> list[str] | None:
+        """Paths of the files that use the byte ``ranges`` of the file system on ``node`` (for
+        the person, after some could not be read); None when this file system cannot tell."""
+        return None
+
     def inspect_needs(self) -> list[Need]:
         """The programs :meth:`root_names` and :meth:`has_path` run."""
         return []

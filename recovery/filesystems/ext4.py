@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 from recovery.core.bitmap import set_runs
 from recovery.core.extents import Extent, merge
-from recovery.devices import tools
+from recovery.devices import blockio, tools
 from recovery.devices.tools import Need
 from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
 from recovery.filesystems.base import (
@@ -787,6 +787,39 @@ class ExtKind(Kind):
 
     def has_path(self, node: str, path: str) -> bool:
         return bool(tools.output(["debugfs", "-R", f"stat {path}", node]).strip())
+
+    def files_in(self, node: str, block_size: int, ranges: list[tuple[int, int]]) -> list[str]:
+        """The files whose blocks lie in ``ranges`` (debugfs icheck, then ncheck)."""
+        blocks: list[int] = []
+        for off, length in ranges:
+            first, last = off // block_size, (off + length - 1) // block_size
+            blocks.extend(range(first, min(last, first + 4096) + 1))
+            if len(blocks) > 20000:
+                break
+        if not blocks or not blockio.is_block_device(node):
+            return []
+        inodes: set[str] = set()
+        for i in range(0, len(blocks), 1000):
+            out = _debugfs(node, "icheck " + " ".join(map(str, blocks[i : i + 1000])))
+            for line in out.splitlines()[1:]:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    inodes.add(parts[1])
+        if not inodes:
+            return []
+        out = _debugfs(node, "ncheck " + " ".join(sorted(inodes, key=int)))
+        paths = []
+        for line in out.splitlines()[1:]:
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                paths.append(parts[1].strip())
+        return sorted(set(paths))
+
+
+def _debugfs(node: str, request: str) -> str:
+    """debugfs's answer to ``request``, whatever its exit status (it exits 0 on most errors and
+    prints what it found before a failure)."""
+    return tools.output(["debugfs", "-R", request, node], timeout=120, any_status=True)
 
 
 for _name in ("ext2", "ext3", "ext4"):
