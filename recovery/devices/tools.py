@@ -28,31 +28,31 @@ class Tool:
     command: str
     package: str
     """The Debian package that installs ``command`` (what the message tells the person)."""
+    used_for: str
+    """What the engine runs it for (all of it; a plan's :class:`Need` says which part)."""
 
 
-_PACKAGES = {
-    "blkid": "util-linux",
-    "mkswap": "util-linux",
-    "partx": "util-linux",
-    "sfdisk": "fdisk",
-    "mount": "mount",
-    "udevadm": "udev",
-    "e2fsck": "e2fsprogs",
-    "resize2fs": "e2fsprogs",
-    "debugfs": "e2fsprogs",
-    "fsck.vfat": "dosfstools",
-    "mdir": "mtools",
-    "ntfs-3g": "ntfs-3g",
-    "ntfs-3g.probe": "ntfs-3g",
-    "ntfsfix": "ntfs-3g",
-    "ntfsresize": "ntfs-3g",
-    "ntfsls": "ntfs-3g",
-    "xfs_repair": "xfsprogs",
-    "btrfs": "btrfs-progs",
-    "fsck.exfat": "exfatprogs",
+TOOLS: dict[str, Tool] = {
+    t.command: t
+    for t in (
+        Tool("sfdisk", "fdisk", "reading and writing partition tables"),
+        Tool("partx", "util-linux", "telling the kernel about new partitions (BLKPG)"),
+        Tool("blkid", "util-linux", "recognising file systems"),
+        Tool("udevadm", "udev", "refreshing what udev knows after a disk was written"),
+        Tool("mount", "mount", "mounting backup locations"),
+        Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
+        Tool("e2fsck", "e2fsprogs", "checking ext2/3/4, and before growing it"),
+        Tool("resize2fs", "e2fsprogs", "growing ext2/3/4"),
+        Tool("debugfs", "e2fsprogs", "looking inside ext2/3/4 without mounting it"),
+        Tool("fsck.vfat", "dosfstools", "checking FAT"),
+        Tool("mdir", "mtools", "looking inside FAT without mounting it"),
+        Tool("ntfs-3g", "ntfs-3g", "mounting NTFS backup locations"),
+        Tool("ntfs-3g.probe", "ntfs-3g", "asking whether Windows is hibernated before growing"),
+        Tool("ntfsresize", "ntfs-3g", "growing NTFS"),
+        Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
+        Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+    )
 }
-
-TOOLS: dict[str, Tool] = {command: Tool(command, package) for command, package in _PACKAGES.items()}
 """Every program the engine runs, by command name."""
 
 
