@@ -104,4 +104,4 @@ class Cancelled(RecoveryError):
 class MissingTool(Refused):
     """A program the operation needs is not installed; nothing was written."""
 
-    exit_code = 8
+    exit_code = 9

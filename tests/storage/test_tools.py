@@ -40,7 +40,7 @@ def test_restore_that_grows_ext4_refuses_without_resize2fs(loop, tmp_path: Path)
 
     r = run_recovery("restore", f"{repo}::first", big, "--yes", check=False, env=env)
 
-    assert r.returncode == 8, r.stdout + r.stderr
+    assert r.returncode == 9, r.stdout + r.stderr
     assert "resize2fs is needed to grow ext4 on the target: install e2fsprogs" in r.stderr
     assert "Traceback" not in r.stderr
     assert head(big) == before  # refused at plan time: nothing was written

@@ -44,7 +44,7 @@ def test_missing_program_names_its_package_and_purpose(tmp_path: Path) -> None:
     assert "\n" not in e.value.message
     # A refusal before anything was written, with its own exit code.
     assert isinstance(e.value, Refused)
-    assert e.value.exit_code == 8
+    assert e.value.exit_code == 9
 
 
 def test_each_missing_program_is_named_once(tmp_path: Path) -> None:
