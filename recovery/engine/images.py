@@ -13,8 +13,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from recovery.engine.api import ImageInfo, PartitionSummary, RemoveResult, VerifyResult
+from recovery.engine.plans import ImageInfo, PartitionSummary, RemoveResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.workers import WORKERS
 from recovery.errors import IntegrityError, RecoveryError, RepositoryError
 from recovery.repository.maps import (
     DATA,
@@ -24,8 +25,6 @@ from recovery.repository.maps import (
     StreamReader,
 )
 from recovery.repository.store import Repository, check_name
-
-WORKERS = max(2, os.cpu_count() or 2)
 
 
 def cell_size_of(body: dict[str, Any], where: str) -> int:
