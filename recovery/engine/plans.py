@@ -2,8 +2,8 @@
 
 The engine modules (:mod:`~recovery.engine.backup`, :mod:`~recovery.engine.restore`,
 :mod:`~recovery.engine.clone`, :mod:`~recovery.engine.images`) build and return these, and
-:mod:`recovery.engine.api` passes them to the CLI and the TUI. This module imports no engine
-module that does work, so none of them needs :mod:`~recovery.engine.api` (which imports them).
+:mod:`recovery.engine.api` passes them to the CLI and the TUI. Engine modules import this module,
+never :mod:`~recovery.engine.api` (which imports them), so there is no import cycle.
 
 Plans are immutable once built: what the UI showed (``describe()``) is what runs. What the UI
 adds at run time (a question to ask mid-way) is an argument of ``run_*``, not a field.
@@ -16,14 +16,17 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from recovery.core.table import Layout
 from recovery.core.units import human_size
-from recovery.engine.sources import SourcePlan, StreamPlan
-from recovery.engine.targets import Target
-from recovery.repository.maps import StreamInfo
 
 if TYPE_CHECKING:
+    # Only for annotations (dataclasses do not evaluate them): importing this module stays
+    # cheap, so the UI can name these types without loading the engine.
     from _typeshed import DataclassInstance
+
+    from recovery.core.table import Layout
+    from recovery.engine.sources import SourcePlan, StreamPlan
+    from recovery.engine.targets import Target
+    from recovery.repository.maps import StreamInfo
 
 Question = Callable[[str], bool]
 """Asked mid-way (e.g. when a failing source has many unreadable areas); True goes on."""
