@@ -25,6 +25,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("restore", "restore", "write an image onto a disk"),
     ("clone", "clone", "copy a disk, or only its system, straight to another disk"),
     ("remove", "remove", "delete an image and free the space only it used"),
+    ("passphrase", "passphrase", "change the passphrase of an encrypted backup location"),
 )
 
 
@@ -86,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             return _start_tui()
+        from recovery.commands.passphrase import TerminalSecrets
+        from recovery.repository import secrets
+
+        secrets.use(TerminalSecrets())
         result: int = args._run(args)
         return result
     except RecoveryError as e:

@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also store the contents of Windows' pagefile.sys, swapfile.sys and hiberfil.sys "
         "(left out by default: Windows recreates them)",
     )
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="create the new location encrypted (passphrase from RECOVERY_PASSPHRASE or asked)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask (backup never writes to SOURCE)")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         level=args.level,
         system=args.system,
         keep_system_files=args.keep_system_files,
+        encrypt=args.encrypt,
     )
     progress = progress_for(args.json)
     if not args.json:

@@ -28,6 +28,7 @@ from recovery.engine.plans import (
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
+from recovery.repository.store import Repository
 
 __all__ = [
     "BackupPlan",
@@ -43,6 +44,8 @@ __all__ = [
     "VerifyResult",
     "backup_plan",
     "backup_run",
+    "change_passphrase",
+    "check_passphrase",
     "clone_plan",
     "clone_run",
     "list_images",
@@ -60,10 +63,18 @@ def backup_plan(
     level: int = 3,
     system: bool = False,
     keep_system_files: bool = False,
+    encrypt: bool = False,
 ) -> BackupPlan:
-    """Validate sources and repository; return a plan (``describe()`` gives lines to show)."""
+    """Validate sources and repository; return a plan (``describe()`` gives lines to show).
+    ``encrypt``: a new location is created encrypted (docs/FORMAT.md)."""
     return backup.plan_backup(
-        sources, repo, name=name, level=level, system=system, keep_system_files=keep_system_files
+        sources,
+        repo,
+        name=name,
+        level=level,
+        system=system,
+        keep_system_files=keep_system_files,
+        encrypt=encrypt,
     )
 
 
@@ -117,3 +128,15 @@ def clone_run(
 ) -> CloneResult:
     """``ask`` decides whether to go on when the source has many unreadable areas (None: go on)."""
     return clone.run_clone(plan, progress or NullProgress(), cancel or CancelToken(), ask)
+
+
+def check_passphrase(repo: str) -> None:
+    """Open an encrypted location (asking for its passphrase): WrongPassphrase if it fails."""
+    Repository.open(repo)
+
+
+def change_passphrase(repo: str, new_passphrase: str) -> None:
+    """Re-wrap the location's key under ``new_passphrase`` (only its header is rewritten)."""
+    r = Repository.open(repo)
+    with r.locked("passphrase"):
+        r.change_passphrase(new_passphrase)

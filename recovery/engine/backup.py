@@ -24,23 +24,15 @@ from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import StreamPlan, plan_sources, stream_extents
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
+from recovery.repository.backend import open_backend
 from recovery.repository.maps import DATA, ZERO, MapWriter
-from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
+from recovery.repository.store import Repository, check_name, utc_now
 
 # 4 MiB cells: each chunk is compressed on its own, and at zstd level 3 the images of the
 # reference disk (PRODUCT.md) measured 805 MB with 1 MiB chunks, 787 MB with 2 MiB and 777 MB
 # with 4 MiB, against 781 MB for partclone | zstd (bench/profile_engine.py --sizes). Larger cells
 # also mean 4x fewer chunk files. The cost: a change dirties 4 MiB, not 1 MiB, for dedup.
 CELL_SIZE = 4 << 20
-_ZERO_DIGESTS: dict[int, bytes] = {}
-
-
-def _is_zero(digest: bytes, size: int) -> bool:
-    """Whether ``digest`` is the hash of ``size`` zero bytes (hash first: no second pass)."""
-    zero = _ZERO_DIGESTS.get(size)
-    if zero is None:
-        zero = _ZERO_DIGESTS[size] = hash_bytes(bytes(size))
-    return digest == zero
 
 
 def default_name(disk: str) -> str:
@@ -55,6 +47,7 @@ def plan_backup(
     level: int = 3,
     system: bool = False,
     keep_system_files: bool = False,
+    encrypt: bool = False,
 ) -> BackupPlan:
     if not 1 <= level <= 19:
         raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
@@ -64,14 +57,16 @@ def plan_backup(
 
         partitions = system_partitions(sources)
     source = plan_sources(sources, partitions, keep_system_files)
-    if blockio.holds_path(source.disk, repo):
+    backend = open_backend(repo)
+    local = backend.local_path()
+    if local is not None and blockio.holds_path(source.disk, local):
         raise UsageError(
             f"the backup location {repo} is on {source.disk}, the disk being backed up: "
             "choose a location on another disk"
         )
-    r = Repository.open(repo, create=True)
+    r = Repository.open(backend, create=True, encrypt=encrypt)
     name = check_name(name) if name else default_name(source.disk)
-    if r.manifest_path(name).exists():
+    if r.has_image(name):
         raise UsageError(f"an image named '{name}' already exists in {repo}: choose another name")
     notes = tuple(n for sp in source.streams for n in sp.notes)
     return BackupPlan(source, repo, name, level, notes)
@@ -85,7 +80,7 @@ def run_backup(
     started = time.monotonic()
     repo = Repository.open(plan.repo, create=True)
     with repo.locked(f"backup {plan.name}"):
-        if repo.manifest_path(plan.name).exists():
+        if repo.has_image(plan.name):
             raise UsageError(f"an image named '{plan.name}' already exists in {plan.repo}")
         fd = blockio.open_read(plan.source.disk)
         try:
@@ -161,8 +156,9 @@ def _save_stream(
 
     def work(cell: Cell) -> tuple[int, bytes, int]:
         buf = reader.read_cell(cell)
-        digest = hash_bytes(buf)
-        if _is_zero(digest, cell.size):
+        digest = repo.hash(buf)
+        # A zero cell is found by its hash (no second pass over the bytes).
+        if digest == repo.zero_digest(cell.size):
             return ZERO, b"", 0
         return DATA, digest, repo.put_chunk(digest, buf, level)
 

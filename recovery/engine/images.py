@@ -2,48 +2,26 @@
 
 Called through :mod:`recovery.engine.api`. ``verify`` re-reads every map and every data chunk an
 image refers to and reports every damaged place (stream and byte range), not only the first.
-``remove`` follows docs/FORMAT.md, "Removing an image": the manifest goes first, then the chunks
-no remaining image refers to.
+``remove`` is the repository's (docs/FORMAT.md, "Removing an image").
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from recovery.engine.plans import ImageInfo, PartitionSummary, RemoveResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.workers import WORKERS
-from recovery.errors import IntegrityError, RecoveryError, RepositoryError
-from recovery.repository.maps import (
-    DATA,
-    RECORD,
-    RECORDS_PER_MAP_CHUNK,
-    StreamInfo,
-    StreamReader,
-)
+from recovery.errors import IntegrityError, RecoveryError
+from recovery.repository import images as repository_images
+from recovery.repository.images import cell_size_of, stored_size, streams_of
+from recovery.repository.maps import DATA, RECORDS_PER_MAP_CHUNK, StreamReader
 from recovery.repository.store import Repository, check_name
 
 
-def cell_size_of(body: dict[str, Any], where: str) -> int:
-    cs = body.get("cell_size")
-    if not isinstance(cs, int) or cs < 65536 or cs > 64 << 20 or cs & (cs - 1):
-        raise IntegrityError(f"{where}: cell size {cs!r} is invalid")
-    return cs
-
-
-def streams_of(body: dict[str, Any], where: str) -> list[StreamInfo]:
-    cs = cell_size_of(body, where)
-    streams = body.get("streams")
-    if not isinstance(streams, list) or not streams:
-        raise IntegrityError(f"{where}: the image lists no streams")
-    return [StreamInfo.from_manifest(s, cs, where) for s in streams]
-
-
 def image_info(repo: Repository, name: str, body: dict[str, Any]) -> ImageInfo:
-    where = str(repo.manifest_path(name))
+    where = repo.manifest_where(name)
     try:
         return _image_info(repo, name, body, where)
     except (TypeError, ValueError, AttributeError, OverflowError) as e:
@@ -81,30 +59,10 @@ def _image_info(repo: Repository, name: str, body: dict[str, Any], where: str) -
         table=table.get("label") if isinstance(table, dict) else None,
         partitions=tuple(parts),
         data_size=data,
-        stored_size=_stored_size(repo, streams),
+        stored_size=stored_size(repo, streams),
         status="verified" if verified else "complete",
         verified_at=verified,
     )
-
-
-def _stored_size(repo: Repository, streams: list[StreamInfo]) -> int:
-    """Compressed bytes of the distinct chunks an image refers to (maps included)."""
-    seen: set[bytes] = set()
-    total = 0
-    for s in streams:
-        reader = StreamReader(repo, s, 1 << 20, "")
-        for i, h in enumerate(s.map):
-            for d in (h, *_data_hashes(reader.map_chunk(i))):
-                if d in seen:
-                    continue
-                seen.add(d)
-                with contextlib.suppress(OSError):
-                    total += os.stat(repo.chunk_path(d)).st_size
-    return total
-
-
-def _data_hashes(map_chunk: bytes) -> list[bytes]:
-    return [digest for kind, _, digest in RECORD.iter_unpack(map_chunk) if kind == DATA]
 
 
 def list_images(repo_path: str) -> list[ImageInfo]:
@@ -137,7 +95,7 @@ def verify_image(
 ) -> VerifyResult:
     repo = Repository.open(repo_path)
     check_name(name)
-    where = str(repo.manifest_path(name))
+    where = repo.manifest_where(name)
     body = repo.read_manifest(name)
     cs = cell_size_of(body, where)
     streams = streams_of(body, where)
@@ -187,53 +145,4 @@ def verify_image(
 
 def remove_image(repo_path: str, name: str) -> RemoveResult:
     repo = Repository.open(repo_path)
-    check_name(name)
-    with repo.locked(f"remove {name}"):
-        path = repo.manifest_path(name)
-        removing = repo.path / "tmp" / f"{name}.image.removing"
-        if not path.exists() and removing.exists():
-            # A removal of this image was interrupted after its manifest went: finish the sweep.
-            freed = collect_garbage(repo)
-            with contextlib.suppress(OSError):
-                removing.unlink()
-            return RemoveResult(name, freed)
-        if not path.exists():
-            repo.read_manifest(name)  # raises ImageNotFound with the list of images
-        try:
-            os.rename(path, removing)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as e:
-            raise RepositoryError(f"cannot remove {path}: {e.strerror}") from e
-        with contextlib.suppress(OSError):
-            (repo.path / "images" / f"{name}.verified").unlink()
-        freed = collect_garbage(repo)
-        for f in (repo.path / "tmp").glob("*.removing"):
-            with contextlib.suppress(OSError):
-                f.unlink()
-    return RemoveResult(name, freed)
-
-
-def collect_garbage(repo: Repository) -> int:
-    """Delete chunks no manifest refers to. The caller holds the lock."""
-    referenced: set[bytes] = set()
-    for other in repo.image_names():
-        body = repo.read_manifest(other)
-        where = str(repo.manifest_path(other))
-        for s in streams_of(body, where):
-            reader = StreamReader(repo, s, cell_size_of(body, where), other)
-            for i, h in enumerate(s.map):
-                referenced.add(h)
-                referenced.update(_data_hashes(reader.map_chunk(i)))
-    freed = 0
-    for digest, path in repo.iter_chunks():
-        if digest not in referenced:
-            try:
-                freed += path.stat().st_size
-                path.unlink()
-            except OSError as e:
-                raise RepositoryError(f"cannot delete {path}: {e.strerror}") from e
-    return freed
+    return RemoveResult(name, repository_images.remove_image(repo, name))

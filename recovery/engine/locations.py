@@ -13,7 +13,6 @@ used where they are. A repository is a directory holding a ``recovery-repo`` hea
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import stat
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from recovery.devices.model import Disk
 from recovery.errors import DeviceError, Refused
-from recovery.repository.store import REPO_HEADER, REPO_MAGIC
+from recovery.repository.store import is_repository
 
 MOUNT_ROOT = Path("/run/recovery/mnt")
 DEFAULT_FOLDER = "recovery-backups"
@@ -63,15 +62,6 @@ class Location:
         if self.device:
             return self.device
         return self.mountpoint or "?"
-
-
-def is_repository(path: str | Path) -> bool:
-    header = Path(path) / REPO_HEADER
-    try:
-        data = json.loads(header.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("format") == REPO_MAGIC
 
 
 def find_repositories(path: str | Path, depth: int = 2) -> list[str]:

@@ -22,12 +22,12 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
 from recovery.engine.finish import Written, finish
-from recovery.engine.images import cell_size_of, streams_of
 from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, unreadable_notes
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.targets import Target, check_still_same, check_target
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.repository.images import cell_size_of, streams_of
 from recovery.repository.maps import DATA, ZERO, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name
 
@@ -50,12 +50,13 @@ def _plan_restore(
     repo = Repository.open(repo_path)
     check_name(image)
     body = repo.read_manifest(image)
-    where = str(repo.manifest_path(image))
+    where = repo.manifest_where(image)
     cell_size = cell_size_of(body, where)
     streams = streams_of(body, where)
 
     tgt = check_target(target)
-    if blockio.holds_path(target, repo_path):
+    local = repo.local_path()
+    if local is not None and blockio.holds_path(target, local):
         raise Refused(
             f"the backup location {repo_path} is on {target}: restoring there would "
             "destroy the image; choose another disk; nothing was written"

@@ -1,18 +1,16 @@
-"""The repository on disk: chunk files, manifests, the writers' lock (docs/FORMAT.md).
+"""The repository format: chunk files, manifests, the writers' lock (docs/FORMAT.md).
 
-Called by the engine (backup, restore, verify, remove) and by :mod:`recovery.repository.image`.
-Promises: chunks are written to ``tmp/`` and renamed into place, so a chunk file either is
-complete or does not exist; a manifest appears only after :meth:`Repository.flush`; every read of
-a chunk is checked against its hash; OSError and zstd errors are translated into our errors.
+Called by the engine (backup, restore, verify, remove) through :class:`Repository`, which reads
+and writes only through a storage :class:`~recovery.repository.backend.Backend`. Promises: a chunk
+file either is complete or does not exist (the backend's atomic write); a manifest appears only
+after :meth:`Repository.flush`; every read of a chunk is checked against its hash; OSError and
+zstd errors are translated into our errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
-import fcntl
 import json
 import os
 import re
@@ -20,10 +18,9 @@ import socket
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import blake3
@@ -33,22 +30,38 @@ from recovery.errors import (
     ImageNotFound,
     IntegrityError,
     NotARepository,
+    PassphraseNeeded,
+    RecoveryError,
     RepositoryError,
     RepositoryLocked,
     UnsupportedVersion,
     UsageError,
 )
+from recovery.repository import secrets
+from recovery.repository.backend import Backend, LockHeld, open_backend
+from recovery.repository.sealing import SEAL_OVERHEAD, Keys, check_encryption, new_encryption
+from recovery.repository.sealing import unlock as unlock_keys
+from recovery.repository.sealing import wrap as wrap_keys
 
 REPO_MAGIC = "recovery-repository"
 REPO_HEADER = "recovery-repo"
 """The file that makes a directory a repository (docs/FORMAT.md, `recovery-repo`)."""
-REPO_VERSION = 1
+REPO_VERSION = 2
+"""The newest header version this recovery reads: 1 plain, 2 encrypted (docs/FORMAT.md)."""
+PLAIN_VERSION = 1
+ENCRYPTED_VERSION = 2
+CHUNKS_FOLDER = "chunks"
+IMAGES_FOLDER = "images"
+TMP_FOLDER = "tmp"
 HASH_SIZE = 32
 MAX_CELL = 64 << 20
 MAX_MANIFEST = 16 << 20
 
 CHUNK_HEADER = struct.Struct("<4sBBHII")
 CHUNK_MAGIC = b"RCK1"
+UNREADABLE = "unreadable-"
+"""Prefix of the name an encrypted location lists a manifest under that does not open."""
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 COMPRESSION_NONE = 0
 COMPRESSION_ZSTD = 1
 
@@ -104,7 +117,12 @@ def encode_chunk(raw: bytes | bytearray | memoryview, level: int) -> bytes:
     return CHUNK_HEADER.pack(CHUNK_MAGIC, 1, COMPRESSION_NONE, 0, len(raw), len(raw)) + bytes(raw)
 
 
-def decode_chunk(blob: bytes, expected: bytes, where: str) -> bytes:
+def decode_chunk(
+    blob: bytes,
+    expected: bytes,
+    where: str,
+    hasher: Callable[[bytes | bytearray | memoryview], bytes] = hash_bytes,
+) -> bytes:
     """The raw bytes of a chunk file's content, checked against ``expected`` (its hash)."""
     if len(blob) < CHUNK_HEADER.size:
         raise IntegrityError(f"{where}: chunk {expected.hex()} is truncated ({len(blob)} bytes)")
@@ -133,7 +151,7 @@ def decode_chunk(blob: bytes, expected: bytes, where: str) -> bytes:
             f"{where}: chunk {expected.hex()} decompressed to {len(raw)} bytes, "
             f"expected {h.raw_length}"
         )
-    got = hash_bytes(raw)
+    got = hasher(raw)
     if got != expected:
         raise IntegrityError(
             f"{where}: chunk {expected.hex()} is damaged: its content hashes to {got.hex()}"
@@ -154,235 +172,336 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _syncfs(fd: int) -> None:
-    """Flush every dirty page of the file system holding ``fd`` (one call, not one per file)."""
-    libc_name = ctypes.util.find_library("c") or "libc.so.6"
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 @dataclass(frozen=True)
 class RepositoryInfo:
     path: str
     id: str
     created: str
     version: int
+    encrypted: bool = False
+
+
+def chunk_name(digest: bytes) -> str:
+    h = digest.hex()
+    return f"chunks/{h[:2]}/{h}"
+
+
+def manifest_name(image: str) -> str:
+    return f"images/{image}.image"
+
+
+def verified_name(image: str) -> str:
+    return f"images/{image}.verified"
+
+
+def removing_name(image: str) -> str:
+    return f"tmp/{image}.image.removing"
 
 
 class Repository:
-    """An opened backup location. Thread-safe for concurrent ``put_chunk``/``get_chunk``."""
+    """An opened backup location. Thread-safe for concurrent ``put_chunk``/``get_chunk``.
 
-    def __init__(self, path: Path, info: RepositoryInfo) -> None:
-        self.path = path
+    Everything here is the format (docs/FORMAT.md); every byte goes through :attr:`backend`.
+    An encrypted location is unlocked when opened (:attr:`keys`); from then on sealing, keyed
+    chunk names and hidden image names are invisible to callers.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        info: RepositoryInfo,
+        keys: Keys | None = None,
+        header: dict[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.location = backend.location
         self.info = info
-        self._lock_fd: int | None = None
-        self._made_dirs: set[str] = set()
+        self.keys = keys
+        self._header = header or {}
+        self._zero_digests: dict[int, bytes] = {}
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], create: bool = False) -> Repository:
-        p = Path(path)
-        header = p / REPO_HEADER
+    def open(
+        cls,
+        location: str | os.PathLike[str] | Backend,
+        create: bool = False,
+        encrypt: bool = False,
+    ) -> Repository:
+        """Open the repository at ``location`` (an address, or a backend already made);
+        with ``create``, initialise a missing or empty location (encrypted with ``encrypt``).
+        An encrypted location asks :mod:`recovery.repository.secrets` for its passphrase."""
+        backend = location if isinstance(location, Backend) else open_backend(location)
+        where = backend.location
         try:
-            if not header.exists():
-                if not create:
-                    if p.is_dir():
-                        raise NotARepository(
-                            f"{p} is not a backup location (no recovery-repo file in it)"
-                        )
-                    raise NotARepository(f"{p} does not exist: give the folder of a backup")
-                return cls._initialise(p)
             try:
-                data = json.loads(header.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-                raise NotARepository(f"{header} is damaged ({e}): not a backup location") from e
-            if not isinstance(data, dict) or data.get("format") != REPO_MAGIC:
-                raise NotARepository(f"{p} is not a backup location ({header} is not ours)")
-            version = data.get("version")
-            if not isinstance(version, int) or version < 1:
-                raise NotARepository(f"{header} has no valid version")
-            if version > REPO_VERSION:
-                raise UnsupportedVersion(
-                    f"{p} was written by a newer recovery (format version {version}, this one "
-                    f"reads {REPO_VERSION}): use a newer recovery"
+                blob = backend.read(REPO_HEADER, 0, 1 << 16)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                if create:
+                    return cls._initialise(backend, encrypt)
+                if backend.exists():
+                    raise NotARepository(
+                        f"{where} is not a backup location (no recovery-repo file in it)"
+                    ) from None
+                raise NotARepository(
+                    f"{where} does not exist: give the folder of a backup"
+                ) from None
+            header = _parse_header(blob, f"{where}/{REPO_HEADER}", where)
+            info = _header_info(header, where)
+            if encrypt and not info.encrypted:
+                raise UsageError(
+                    f"{where} is a backup location without encryption, and encryption is chosen "
+                    "when a location is created: choose a new, empty folder for encrypted backups"
                 )
-            info = RepositoryInfo(
-                str(p), str(data.get("id", "")), str(data.get("created", "")), version
-            )
-            return cls(p, info)
+            keys = None
+            if info.encrypted:
+                passphrase = secrets.current().passphrase(where, new=False)
+                if not passphrase:
+                    raise PassphraseNeeded(
+                        f"{where} is encrypted: give its passphrase (set RECOVERY_PASSPHRASE, or "
+                        "run on a terminal to be asked)"
+                    )
+                keys = unlock_keys(header.get("encryption"), passphrase, where)
+            return cls(backend, info, keys, header)
         except OSError as e:
-            raise RepositoryError(f"cannot open backup location {p}: {e.strerror}") from e
+            raise RepositoryError(f"cannot open backup location {where}: {e.strerror or e}") from e
 
     @classmethod
-    def _initialise(cls, p: Path) -> Repository:
-        if p.exists():
-            if not p.is_dir():
-                raise NotARepository(f"{p} is a file, not a folder: give a folder for backups")
-            if any(p.iterdir()):
-                raise NotARepository(
-                    f"{p} is not empty and not a backup location: give an empty or new folder"
+    def _initialise(cls, backend: Backend, encrypt: bool) -> Repository:
+        where = backend.location
+        try:
+            backend.exists()
+        except NotADirectoryError:
+            raise NotARepository(
+                f"{where} is a file, not a folder: give a folder for backups"
+            ) from None
+        if not backend.is_empty():
+            raise NotARepository(
+                f"{where} is not empty and not a backup location: give an empty or new folder"
+            )
+        keys = None
+        header: dict[str, Any] = {
+            "format": REPO_MAGIC,
+            "version": PLAIN_VERSION,
+            "id": str(uuid.uuid4()),
+            "created": utc_now(),
+        }
+        if encrypt:
+            passphrase = secrets.current().passphrase(where, new=True)
+            if not passphrase:
+                raise PassphraseNeeded(
+                    f"a new encrypted location needs a passphrase: set RECOVERY_PASSPHRASE, or "
+                    f"run on a terminal to be asked; nothing was created at {where}"
                 )
-        p.mkdir(parents=True, exist_ok=True)
-        for sub in ("chunks", "images", "tmp"):
-            (p / sub).mkdir(exist_ok=True)
-        info = RepositoryInfo(str(p), str(uuid.uuid4()), utc_now(), REPO_VERSION)
-        body = json.dumps(
-            {"format": REPO_MAGIC, "version": REPO_VERSION, "id": info.id, "created": info.created},
-            indent=1,
-        ).encode()
-        repo = cls(p, info)
-        repo._write_atomic(p / REPO_HEADER, body)
+            header["version"] = ENCRYPTED_VERSION
+            header["encryption"], keys = new_encryption(passphrase)
+        backend.create()
+        info = _header_info(header, where)
+        repo = cls(backend, info, keys, header)
+        repo._write(REPO_HEADER, json.dumps(header, indent=1).encode(), durable=True)
         return repo
+
+    def change_passphrase(self, new_passphrase: str) -> None:
+        """Wrap the master key under ``new_passphrase``: only the header is rewritten."""
+        if self.keys is None:
+            raise UsageError(f"{self.location} is not encrypted: it has no passphrase to change")
+        if not new_passphrase:
+            raise UsageError("the new passphrase is empty: give one")
+        header = dict(self._header, encryption=wrap_keys(self.keys, new_passphrase))
+        self._write(REPO_HEADER, json.dumps(header, indent=1).encode(), durable=True)
+        self._header = header
+
+    def local_path(self) -> str | None:
+        """The folder on this machine holding the location, if any (see Backend.local_path)."""
+        return self.backend.local_path()
+
+    # -- hashing -------------------------------------------------------------------------
+
+    def hash(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The name of a chunk holding ``data``: BLAKE3, keyed in an encrypted location."""
+        return self.keys.hash(data) if self.keys is not None else hash_bytes(data)
+
+    def zero_digest(self, size: int) -> bytes:
+        """:meth:`hash` of ``size`` zero bytes (so a zero cell is found by its hash alone)."""
+        d = self._zero_digests.get(size)
+        if d is None:
+            d = self._zero_digests[size] = self.hash(bytes(size))
+        return d
 
     # -- locking -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def locked(self, operation: str) -> Iterator[None]:
         """Hold the writers' lock; refuse at once if another process holds it."""
-        path = self.path / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise self._write_error(e) from e
-        try:
+        if self.keys is not None:
+            operation = operation.split()[0]  # an image name says too much (FORMAT.md)
+        note = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "operation": operation,
+                "since": utc_now(),
+            }
+        )
+        with contextlib.ExitStack() as stack:
+            # Only taking the lock is translated here: errors of the work done under it pass.
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise RepositoryError(f"cannot lock {path}: {e.strerror}") from e
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-                raise RepositoryLocked(
-                    f"another recovery is writing to {self.path} ({holder or 'unknown'}): "
-                    "wait for it to finish"
-                ) from None
-            note = json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "operation": operation,
-                    "since": utc_now(),
-                }
-            )
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, note.encode(), 0)
+                stack.enter_context(self.backend.lock(note))
                 self._clear_tmp()
+            except LockHeld as held:
+                raise RepositoryLocked(
+                    f"another recovery is writing to {self.location} "
+                    f"({held.holder or 'unknown'}): wait for it to finish"
+                ) from None
             except OSError as e:
                 raise self._write_error(e) from e
-            self._lock_fd = fd
             yield
-        finally:
-            self._lock_fd = None
-            os.close(fd)
 
     def _clear_tmp(self) -> None:
-        tmp = self.path / "tmp"
-        tmp.mkdir(exist_ok=True)
-        for f in tmp.iterdir():
+        for f in list(self.backend.list(TMP_FOLDER)):
             if f.name.endswith(".removing"):
                 continue  # finished by remove's sweep
             with contextlib.suppress(OSError):
-                f.unlink()
+                self.backend.delete(f.name)
 
     # -- chunks --------------------------------------------------------------------------
 
-    def chunk_path(self, digest: bytes) -> Path:
-        h = digest.hex()
-        return self.path / "chunks" / h[:2] / h
-
     def has_chunk(self, digest: bytes) -> bool:
-        return self.chunk_path(digest).exists()
+        return self.backend.size(chunk_name(digest)) is not None
+
+    def chunk_size(self, digest: bytes) -> int | None:
+        """Stored (compressed) bytes of a chunk file, or None when it is missing."""
+        try:
+            return self.backend.size(chunk_name(digest))
+        except OSError:
+            return None
 
     def put_chunk(self, digest: bytes, raw: bytes | bytearray | memoryview, level: int) -> int:
         """Store ``raw`` under ``digest`` unless present; the bytes written (0 if present)."""
-        final = self.chunk_path(digest)
-        if final.exists():
-            return 0
-        blob = encode_chunk(raw, level)
-        sub = final.parent
-        tmp = self.path / "tmp" / f"{final.name}.{threading.get_ident()}"
+        name = chunk_name(digest)
         try:
-            if sub.name not in self._made_dirs:
-                sub.mkdir(exist_ok=True)
-                self._made_dirs.add(sub.name)
-            with open(tmp, "wb") as f:
-                f.write(blob)
-            os.rename(tmp, final)
+            if self.backend.size(name) is not None:
+                return 0
+            blob = encode_chunk(raw, level)
+            if self.keys is not None:
+                blob = self.keys.seal(blob, digest)
+            self.backend.write(name, blob)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._write_error(e) from e
         return len(blob)
 
     def read_chunk_file(self, digest: bytes, where: str = "") -> bytes:
-        path = self.chunk_path(digest)
+        name = chunk_name(digest)
         try:
-            with open(path, "rb") as f:
-                return f.read(MAX_CELL + CHUNK_HEADER.size + 1)
+            return self.backend.read(name, 0, MAX_CELL + CHUNK_HEADER.size + SEAL_OVERHEAD + 1)
         except FileNotFoundError:
             prefix = f"{where}: " if where else ""
-            raise IntegrityError(f"{prefix}chunk {digest.hex()} is missing ({path})") from None
+            raise IntegrityError(
+                f"{prefix}chunk {digest.hex()} is missing ({self.location}/{name})"
+            ) from None
         except OSError as e:
-            raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
+            raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
 
     def get_chunk(self, digest: bytes, where: str = "") -> bytes:
-        return decode_chunk(self.read_chunk_file(digest, where), digest, where or str(self.path))
+        blob = self.read_chunk_file(digest, where)
+        where = where or self.location
+        if self.keys is not None:
+            blob = self.keys.open(blob, digest, f"{where}: chunk {digest.hex()}")
+        return decode_chunk(blob, digest, where, self.hash)
 
     def check_chunk_header(self, digest: bytes, where: str) -> None:
         """Cheap pre-flight check: the file exists and its header fits its size."""
-        path = self.chunk_path(digest)
+        name = chunk_name(digest)
         try:
-            with open(path, "rb") as f:
-                head = f.read(CHUNK_HEADER.size)
-                size = os.fstat(f.fileno()).st_size
+            size = self.backend.size(name)
+            head = self.backend.read(name, 0, CHUNK_HEADER.size) if size is not None else b""
         except FileNotFoundError:
-            raise IntegrityError(f"{where}: chunk {digest.hex()} is missing") from None
+            size = None
         except OSError as e:
-            raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
+            raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
+        if size is None:
+            raise IntegrityError(f"{where}: chunk {digest.hex()} is missing")
+        if self.keys is not None:
+            # Sealed: only the envelope can be checked without decrypting the whole chunk.
+            if size < SEAL_OVERHEAD + CHUNK_HEADER.size or head[:4] != b"RSE1":
+                raise IntegrityError(f"{where}: chunk {digest.hex()} is damaged or truncated")
+            return
         if len(head) < CHUNK_HEADER.size:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is truncated")
         h = ChunkHeader(*CHUNK_HEADER.unpack(head))
         if h.magic != CHUNK_MAGIC or h.version != 1 or h.stored_length != size - CHUNK_HEADER.size:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is damaged or truncated")
 
-    def iter_chunks(self) -> Iterator[tuple[bytes, Path]]:
-        chunks = self.path / "chunks"
-        for sub in sorted(chunks.iterdir()) if chunks.exists() else []:
-            if not sub.is_dir():
+    def iter_chunks(self) -> Iterator[tuple[bytes, int]]:
+        """Every chunk file of the location: its hash and stored size."""
+        for f in self.backend.list(CHUNKS_FOLDER):
+            leaf = f.name.rpartition("/")[2]
+            try:
+                digest = bytes.fromhex(leaf)
+            except ValueError:
                 continue
-            for f in sub.iterdir():
-                try:
-                    digest = bytes.fromhex(f.name)
-                except ValueError:
-                    continue
-                if len(digest) == HASH_SIZE:
-                    yield digest, f
+            if len(digest) == HASH_SIZE and f.name == chunk_name(digest):
+                yield digest, f.size
+
+    def delete_chunk(self, digest: bytes) -> None:
+        name = chunk_name(digest)
+        try:
+            self.backend.delete(name)
+        except OSError as e:
+            raise RepositoryError(f"cannot delete {self.location}/{name}: {e.strerror}") from e
 
     def flush(self) -> None:
         """Make every chunk written so far durable (before a manifest may name them)."""
-        fd = os.open(self.path, os.O_RDONLY)
         try:
-            _syncfs(fd)
+            self.backend.flush()
         except OSError as e:
             raise self._write_error(e) from e
-        finally:
-            os.close(fd)
 
     # -- manifests -----------------------------------------------------------------------
 
-    def manifest_path(self, name: str) -> Path:
-        return self.path / "images" / f"{name}.image"
+    def _image_file(self, name: str) -> str:
+        """The file id of image ``name``: the name itself, or in an encrypted location a keyed
+        hash of it (FORMAT.md, "Manifest names"); ``unreadable-ID`` names a damaged one."""
+        if self.keys is None:
+            return name
+        if name.startswith(UNREADABLE) and _HEX32.fullmatch(name[len(UNREADABLE) :]):
+            return name[len(UNREADABLE) :]
+        return self.keys.hash(b"image:" + name.encode()).hex()[:32]
+
+    def _manifest_file(self, name: str) -> str:
+        return manifest_name(self._image_file(name))
+
+    def manifest_where(self, name: str) -> str:
+        """How messages name an image's manifest."""
+        if self.keys is not None:
+            return f"{self.location}: image {name}"
+        return f"{self.location}/{manifest_name(name)}"
 
     def image_names(self) -> list[str]:
-        images = self.path / "images"
-        if not images.exists():
-            return []
-        return sorted(
-            f.name[: -len(".image")] for f in images.iterdir() if f.name.endswith(".image")
-        )
+        suffix = ".image"
+        ids = [
+            f.name[len("images/") : -len(suffix)]
+            for f in self.backend.list(IMAGES_FOLDER)
+            if f.name.endswith(suffix) and f.name.count("/") == 1
+        ]
+        if self.keys is None:
+            return sorted(ids)
+        names = []
+        for file_id in ids:
+            try:
+                name = self._read_manifest_file(file_id, "").get("name")
+            except RecoveryError:
+                name = None
+            ok = isinstance(name, str) and self._image_file(name) == file_id
+            names.append(name if ok and isinstance(name, str) else UNREADABLE + file_id)
+        return sorted(names)
+
+    def has_image(self, name: str) -> bool:
+        try:
+            return self.backend.size(self._manifest_file(name)) is not None
+        except OSError as e:
+            raise RepositoryError(f"cannot read {self.location}: {e.strerror}") from e
 
     def write_manifest(self, name: str, body: dict[str, Any]) -> None:
         check_name(name)
@@ -392,69 +511,144 @@ class Repository:
         head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0, len(data))
         blob = head + data
         blob += hash_bytes(blob)
-        self._write_atomic(self.manifest_path(name), blob)
+        if self.keys is not None:
+            blob = self.keys.seal(blob, b"manifest")
+        self._write(self._manifest_file(name), blob, durable=True)
 
     def read_manifest(self, name: str) -> dict[str, Any]:
-        path = self.manifest_path(name)
         try:
-            blob = path.read_bytes()
+            return self._read_manifest_file(self._image_file(name), name)
         except FileNotFoundError:
             names = self.image_names()
             hint = f" (images here: {', '.join(names)})" if names else " (it holds no images)"
-            raise ImageNotFound(f"no image '{name}' in {self.path}{hint}") from None
+            raise ImageNotFound(f"no image '{name}' in {self.location}{hint}") from None
+
+    def _read_manifest_file(self, file_id: str, name: str) -> dict[str, Any]:
+        where = self.manifest_where(name or file_id)
+        try:
+            blob = self.backend.read(manifest_name(file_id), 0, MAX_MANIFEST + 1024)
+        except FileNotFoundError:
+            raise
         except OSError as e:
-            raise RepositoryError(f"cannot read {path}: {e.strerror}") from e
-        return parse_manifest(blob, str(path))
+            raise RepositoryError(f"cannot read {where}: {e.strerror}") from e
+        if self.keys is not None:
+            blob = self.keys.open(blob, b"manifest", f"{where}: its manifest")
+        body = parse_manifest(blob, where)
+        if self.keys is not None and name and body.get("name") != name:
+            raise IntegrityError(f"{where}: the manifest names another image")
+        return body
 
     def mark_verified(self, name: str) -> str:
         when = utc_now()
-        self._write_atomic(
-            self.path / "images" / f"{name}.verified", json.dumps({"verified": when}).encode()
-        )
+        blob = json.dumps({"verified": when}).encode()
+        if self.keys is not None:
+            blob = self.keys.seal(blob, b"verified")
+        self._write(verified_name(self._image_file(name)), blob, durable=True)
         return when
 
     def verified_at(self, name: str) -> str | None:
         try:
-            data = json.loads((self.path / "images" / f"{name}.verified").read_text())
+            blob = self.backend.read(verified_name(self._image_file(name)), 0, 4096)
+            if self.keys is not None:
+                blob = self.keys.open(blob, b"verified", "verified note")
+            data = json.loads(blob)
             v = data.get("verified") if isinstance(data, dict) else None
             return v if isinstance(v, str) else None
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError, RecursionError, RecoveryError):
             return None
+
+    # -- removal (docs/FORMAT.md, "Removing an image"); the caller holds the lock ----------
+
+    def retire_manifest(self, name: str) -> bool:
+        """Step 2 of a removal: the manifest goes (to ``tmp/NAME.image.removing``); from here
+        on the image is gone. False when it was already retired by an interrupted removal."""
+        file_id = self._image_file(name)
+        manifest, removing = manifest_name(file_id), removing_name(file_id)
+        try:
+            if self.backend.size(manifest) is None:
+                if self.backend.size(removing) is not None:
+                    return False
+                self.read_manifest(name)  # raises ImageNotFound with the list of images
+            if self.backend.supports_move:
+                self.backend.move(manifest, removing)
+            else:
+                self.backend.write(removing, self.backend.read(manifest), durable=True)
+                self.backend.delete(manifest)
+            self.backend.delete(verified_name(file_id))
+        except OSError as e:
+            raise RepositoryError(f"cannot remove {self.manifest_where(name)}: {e.strerror}") from e
+        return True
+
+    def clear_removal_markers(self) -> None:
+        for f in list(self.backend.list(TMP_FOLDER)):
+            if f.name.endswith(".removing"):
+                with contextlib.suppress(OSError):
+                    self.backend.delete(f.name)
 
     # -- files ---------------------------------------------------------------------------
 
-    def _write_atomic(self, final: Path, data: bytes) -> None:
-        tmpdir = self.path / "tmp"
-        tmpdir.mkdir(exist_ok=True)
-        tmp = tmpdir / f"{final.name}.{os.getpid()}.new"
+    def _write(self, name: str, data: bytes, durable: bool) -> None:
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, final)
-            dfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            self.backend.write(name, data, durable=durable)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._write_error(e) from e
 
     def _write_error(self, e: OSError) -> RepositoryError:
         if e.errno == errno.ENOSPC:
             return RepositoryError(
-                f"the backup location {self.path} is full: free space there or choose another "
-                "location (what was saved so far is kept; a rerun continues)"
+                f"the backup location {self.location} is full: free space there or choose "
+                "another location (what was saved so far is kept; a rerun continues)"
             )
         if e.errno in (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE):
             return RepositoryError(
-                f"the backup location {self.path} stopped answering ({e.strerror}): was the disk "
-                "removed? Reconnect it and run again"
+                f"the backup location {self.location} stopped answering ({e.strerror}): was the "
+                "disk removed? Reconnect it and run again"
             )
-        return RepositoryError(f"cannot write to {self.path}: {e.strerror}")
+        return RepositoryError(f"cannot write to {self.location}: {e.strerror}")
+
+
+def is_repository(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` holds a repository header of ours (of any version)."""
+    try:
+        backend = open_backend(location)
+        blob = backend.read(REPO_HEADER, 0, 1 << 16)
+        _parse_header(blob, REPO_HEADER, backend.location)
+    except UnsupportedVersion:
+        return True
+    except (OSError, RecoveryError):
+        return False
+    return True
+
+
+def _parse_header(blob: bytes, header: str, where: str) -> dict[str, Any]:
+    """The header's JSON object, checked for magic and version (FORMAT.md, `recovery-repo`)."""
+    try:
+        data = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise NotARepository(f"{header} is damaged ({e}): not a backup location") from e
+    if not isinstance(data, dict) or data.get("format") != REPO_MAGIC:
+        raise NotARepository(f"{where} is not a backup location ({header} is not ours)")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise NotARepository(f"{header} has no valid version")
+    if version > REPO_VERSION:
+        raise UnsupportedVersion(
+            f"{where} was written by a newer recovery (format version {version}, this one "
+            f"reads {REPO_VERSION}): use a newer recovery"
+        )
+    if version == ENCRYPTED_VERSION:
+        check_encryption(data.get("encryption"), where)
+    return data
+
+
+def _header_info(data: dict[str, Any], where: str) -> RepositoryInfo:
+    return RepositoryInfo(
+        where,
+        str(data.get("id", "")),
+        str(data.get("created", "")),
+        int(data["version"]),
+        data["version"] == ENCRYPTED_VERSION,
+    )
 
 
 def parse_manifest(blob: bytes, where: str) -> dict[str, Any]:

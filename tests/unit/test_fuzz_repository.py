@@ -146,7 +146,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
 def test_sample_is_sound(sample: Sample) -> None:
     info = image_info(sample.repo, "img", sample.body)
     assert info.data_size == 2 * CELL and info.partitions[0].number == 1
-    assert verify_image(str(sample.repo.path), "img", NullProgress(), CancelToken()).ok
+    assert verify_image(sample.repo.location, "img", NullProgress(), CancelToken()).ok
 
 
 # -- chunk files --------------------------------------------------------------------------------
@@ -398,12 +398,12 @@ def test_fuzz_listing_and_verifying_a_hostile_repository(
     body = data.draw(mutated_body(sample.body))
     sample.repo.write_manifest("hostile", body)
     try:
-        names = [i.name for i in list_images(str(sample.repo.path))]
+        names = [i.name for i in list_images(sample.repo.location)]
         assert names == ["hostile", "img"]
-        ours(verify_image, str(sample.repo.path), "hostile", NullProgress(), CancelToken())
+        ours(verify_image, sample.repo.location, "hostile", NullProgress(), CancelToken())
     finally:
-        sample.repo.manifest_path("hostile").unlink()
-        (sample.repo.path / "images" / "hostile.verified").unlink(missing_ok=True)
+        sample.repo.backend.delete("images/hostile.image")
+        sample.repo.backend.delete("images/hostile.verified")
 
 
 @NO_SHRINK

@@ -35,3 +35,21 @@ def test_unknown_option_is_one_line_and_exit_2() -> None:
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_only_the_repository_touches_a_locations_files() -> None:
+    """The storage seam (docs/FORMAT.md, "Storage operations the format relies on"): outside
+    ``recovery/repository`` nothing names a location's files or reaches for its backend."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "recovery"
+    pattern = re.compile(r"\.backend\.\w+\(|chunk_name|manifest_name|\"(chunks|images|tmp)/")
+    offenders = [
+        f"{path.relative_to(package.parent)}:{number}: {line.strip()}"
+        for path in package.rglob("*.py")
+        if "repository" not in path.relative_to(package).parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, "\n".join(offenders)

@@ -1,10 +1,15 @@
-"""Repository format round trips and tamper detection (docs/FORMAT.md), without devices."""
+"""Repository format round trips and tamper detection (docs/FORMAT.md), without devices.
+
+Tests that take ``new_repo`` run twice: over a local folder and over :class:`MemoryBackend`
+(no rename, no flock, no folder), which keeps every format rule above the storage backend.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,9 +18,13 @@ from recovery.errors import (
     ImageNotFound,
     IntegrityError,
     NotARepository,
+    RepositoryError,
     RepositoryLocked,
     UnsupportedVersion,
+    UsageError,
 )
+from recovery.repository.backend import open_backend
+from recovery.repository.images import collect_garbage, remove_image
 from recovery.repository.maps import (
     DATA,
     RECORDS_PER_MAP_CHUNK,
@@ -27,11 +36,28 @@ from recovery.repository.maps import (
 from recovery.repository.store import (
     MANIFEST_HEADER,
     Repository,
+    chunk_name,
     decode_chunk,
     encode_chunk,
     hash_bytes,
     parse_manifest,
 )
+from tests.unit.memory_backend import MemoryBackend
+
+NewRepo = Callable[[], Repository]
+
+
+@pytest.fixture(params=["folder", "memory"])
+def new_repo(request: pytest.FixtureRequest, tmp_path: Path) -> NewRepo:
+    """Makes a new repository on the backend under test."""
+    count = iter(range(1000))
+
+    def make() -> Repository:
+        if request.param == "folder":
+            return Repository.open(tmp_path / f"r{next(count)}", create=True)
+        return Repository.open(MemoryBackend(f"memory://r{next(count)}"), create=True)
+
+    return make
 
 
 def test_new_repository_in_missing_or_empty_dir(tmp_path: Path) -> None:
@@ -80,12 +106,11 @@ def test_truncated_chunk() -> None:
         decode_chunk(encode_chunk(data, 3)[:-1], hash_bytes(data), "t")
 
 
-def test_manifest_round_trip_and_tamper(tmp_path: Path) -> None:
-    r = Repository.open(tmp_path / "r", create=True)
+def test_manifest_round_trip_and_tamper(new_repo: NewRepo) -> None:
+    r = new_repo()
     r.write_manifest("img-1", {"name": "img-1", "x": [1, 2]})
     assert r.read_manifest("img-1")["x"] == [1, 2]
-    path = r.manifest_path("img-1")
-    blob = bytearray(path.read_bytes())
+    blob = bytearray(r.backend.read("images/img-1.image"))
     for offset in (0, 4, 8, 14, len(blob) - 1):
         bad = bytearray(blob)
         bad[offset] ^= 1
@@ -103,8 +128,8 @@ def test_manifest_from_newer_version_is_refused_clearly() -> None:
         parse_manifest(blob, "m")
 
 
-def test_missing_image_names_the_others(tmp_path: Path) -> None:
-    r = Repository.open(tmp_path / "r", create=True)
+def test_missing_image_names_the_others(new_repo: NewRepo) -> None:
+    r = new_repo()
     r.write_manifest("one", {})
     with pytest.raises(ImageNotFound, match="one"):
         r.read_manifest("two")
@@ -127,8 +152,8 @@ def test_lock_is_exclusive_and_dies_with_holder(tmp_path: Path) -> None:
         pass
 
 
-def test_map_random_access(tmp_path: Path) -> None:
-    r = Repository.open(tmp_path / "r", create=True)
+def test_map_random_access(new_repo: NewRepo) -> None:
+    r = new_repo()
     cell = 65536
     cells = RECORDS_PER_MAP_CHUNK + 10
     size = cells * cell - 100
@@ -162,3 +187,125 @@ def test_map_record_struct_is_40_bytes() -> None:
 
     assert RECORD.size == 40
     assert struct.calcsize("<4sBBHII") == 16
+
+
+def test_lock_refuses_a_second_writer(new_repo: NewRepo) -> None:
+    r = new_repo()
+    with r.locked("first"), pytest.raises(RepositoryLocked, match="first"), r.locked("second"):
+        pass
+    with r.locked("again"):
+        pass
+
+
+def test_lock_clears_temporaries_but_not_removal_markers(new_repo: NewRepo) -> None:
+    r = new_repo()
+    r.backend.write("tmp/half-a-chunk.123", b"x")
+    r.backend.write("tmp/gone.image.removing", b"x")
+    with r.locked("t"):
+        pass
+    assert [f.name for f in r.backend.list("tmp")] == ["tmp/gone.image.removing"]
+
+
+def _image(r: Repository, name: str, payloads: list[bytes]) -> None:
+    cell = 65536
+    w = MapWriter(r, 1)
+    for data in payloads:
+        d = hash_bytes(data)
+        r.put_chunk(d, data, 1)
+        w.add(DATA, cell, d)
+    stream = {"id": "p1", "size": cell * len(payloads), "cells": len(payloads), "method": "raw"}
+    r.flush()
+    r.write_manifest(name, {"cell_size": cell, "streams": [{**stream, "map": w.finish()}]})
+
+
+def test_put_chunk_is_written_once(new_repo: NewRepo) -> None:
+    r = new_repo()
+    data = os.urandom(1000)
+    d = hash_bytes(data)
+    assert r.put_chunk(d, data, 3) > 0
+    assert r.put_chunk(d, data, 3) == 0
+    assert r.has_chunk(d)
+    assert r.get_chunk(d) == data
+    assert [digest for digest, _ in r.iter_chunks()] == [d]
+
+
+def test_remove_frees_only_what_no_other_image_uses(new_repo: NewRepo) -> None:
+    r = new_repo()
+    shared, only_a, only_b = (bytes([i]) * 65536 for i in (1, 2, 3))
+    _image(r, "a", [shared, only_a])
+    _image(r, "b", [shared, only_b])
+    before = {d for d, _ in r.iter_chunks()}
+    freed = remove_image(r, "a")
+    after = {d for d, _ in r.iter_chunks()}
+    assert freed > 0
+    assert len(before - after) == 2  # a's own data chunk and its map chunk
+    assert hash_bytes(only_a) not in after
+    assert {hash_bytes(shared), hash_bytes(only_b)} <= after
+    assert r.image_names() == ["b"]
+    assert not list(r.backend.list("tmp"))
+    with pytest.raises(ImageNotFound, match="b"):
+        remove_image(r, "a")
+
+
+def test_interrupted_removal_is_finished_by_the_next(new_repo: NewRepo) -> None:
+    """A crash after the manifest went (FORMAT.md, "Removing an image", step 2) loses nothing:
+    the image is gone, and removing it again sweeps its chunks."""
+    r = new_repo()
+    _image(r, "a", [b"\1" * 65536])
+    _image(r, "b", [b"\2" * 65536])
+    with r.locked("remove a"):
+        assert r.retire_manifest("a")
+    assert r.image_names() == ["b"]
+    assert r.has_chunk(hash_bytes(b"\1" * 65536))
+    remove_image(r, "a")
+    assert not r.has_chunk(hash_bytes(b"\1" * 65536))
+    assert r.has_chunk(hash_bytes(b"\2" * 65536))
+    assert r.read_manifest("b")
+
+
+def test_garbage_collection_keeps_every_referenced_chunk(new_repo: NewRepo) -> None:
+    r = new_repo()
+    _image(r, "a", [os.urandom(65536) for _ in range(3)])
+    stray = os.urandom(100)
+    r.put_chunk(hash_bytes(stray), stray, 1)
+    with r.locked("gc"):
+        assert collect_garbage(r) > 0
+    assert not r.has_chunk(hash_bytes(stray))
+    assert len(list(r.iter_chunks())) == 4  # 3 data + 1 map
+
+
+def test_full_location_is_one_clear_error(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    r = Repository.open(backend, create=True)
+    backend.full = True
+    data = os.urandom(100)
+    with pytest.raises(RepositoryError, match="is full"):
+        r.put_chunk(hash_bytes(data), data, 1)
+
+
+def test_backend_without_rename_removes_through_a_durable_marker() -> None:
+    backend = MemoryBackend()
+    r = Repository.open(backend, create=True)
+    r.write_manifest("a", {})
+    assert "images/a.image" in backend.durable
+    with r.locked("remove a"):
+        r.retire_manifest("a")
+        assert "tmp/a.image.removing" in backend.durable
+        assert backend.size("images/a.image") is None
+
+
+def test_chunk_names_follow_the_format() -> None:
+    d = bytes(range(32))
+    assert chunk_name(d) == f"chunks/00/{d.hex()}"
+
+
+@pytest.mark.parametrize("address", ["smb://nas/share", "ftp://host/x", "smbb://typo/x"])
+def test_unknown_location_kind_is_refused_before_anything_is_made(
+    address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="not supported"):
+        open_backend(address)
+    with pytest.raises(UsageError):
+        Repository.open(address, create=True)
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,126 @@
+"""The storage a repository lives on: a few operations on named files (docs/FORMAT.md,
+"Storage operations the format relies on").
+
+Called only by :mod:`recovery.repository`. A backend knows nothing of chunks, manifests or maps;
+the format knows nothing of folders, sockets or buckets. Names are relative paths with ``/``
+separators. Failures are ``OSError``s carrying an errno (``FileNotFoundError`` for a missing
+name), which the repository turns into one line for the person: a backend raises no errors of
+its own beyond :class:`LockHeld`.
+
+:func:`open_backend` turns a location address (what the person typed after ``--to``) into a
+backend; it is the one place that knows which kinds of location exist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from recovery.errors import UsageError
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str
+    """Relative to the location's root, ``/``-separated."""
+    size: int
+
+
+class LockHeld(Exception):
+    """Another writer holds the location's lock; ``holder`` is its note (may be empty)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+class Backend(ABC):
+    """One backup location's storage. Thread-safe: writes and reads come from worker threads."""
+
+    location: str
+    """How the person names this location, for messages (a folder path, an address)."""
+
+    supports_move: bool = True
+    """Whether :meth:`move` is an atomic rename (the format falls back to write + delete)."""
+
+    @abstractmethod
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """The stored bytes of ``name`` from ``offset`` (all of them, or ``length``; short only
+        at the end). ``FileNotFoundError`` when there is no such file."""
+
+    @abstractmethod
+    def size(self, name: str) -> int | None:
+        """The stored size of ``name``, or None when it does not exist."""
+
+    @abstractmethod
+    def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
+        """Create or replace ``name`` atomically: readers see all of ``data`` or none of it.
+
+        ``durable``: on stable storage when this returns; otherwise only after :meth:`flush`.
+        """
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make every write so far durable."""
+
+    @abstractmethod
+    def list(self, folder: str) -> Iterator[StoredFile]:
+        """Every file below ``folder`` (recursively); nothing when the folder does not exist."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove ``name``; a missing name is not an error."""
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` atomically (and durably). Only when :attr:`supports_move`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rename")
+
+    @abstractmethod
+    def lock(self, note: str) -> AbstractContextManager[None]:
+        """Hold the writers' lock; raise :class:`LockHeld` at once when another holds it."""
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the location itself (the folder, the bucket prefix) exists."""
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether the location holds nothing at all (a new repository may go there)."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Make the location (its folder) exist; called once, when a repository is initialised."""
+
+    def local_path(self) -> str | None:
+        """The folder on this machine that holds the files, if there is one."""
+        return None
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+KINDS = "a folder (/media/usb/backups)"
+"""The kinds of location this build takes, as the refusal of an unknown address names them."""
+
+
+def open_backend(address: str | os.PathLike[str]) -> Backend:
+    """The backend for a location address. Opens nothing yet: no I/O happens here.
+
+    An address with a scheme this build does not speak is refused here, before anything is
+    created: a typo must never become a local folder named ``smb:``.
+    """
+    from recovery.repository.local import LocalFolder
+
+    text = os.fspath(address)
+    m = _SCHEME.match(text)
+    if m:
+        raise UsageError(
+            f"'{m.group(1)}://' locations are not supported: give {KINDS}, or a mounted share's "
+            "folder"
+        )
+    if not text:
+        raise UsageError("no backup location given: name a folder")
+    return LocalFolder(text)
