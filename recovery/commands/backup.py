@@ -6,7 +6,6 @@ import argparse
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     plan = api.backup_plan(
         args.sources,
         args.to,
@@ -54,13 +55,12 @@ def run(args: argparse.Namespace) -> int:
         keep_system_files=args.keep_system_files,
         encrypt=args.encrypt,
     )
-    plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)
     if not args.json:
         for line in plan.describe():
             print(line)
     try:
-        result = api.backup_run(plan, progress)
+        result = api.backup_run(plan, progress, ask=terminal_question(args.yes))
     finally:
         progress.close()
     if args.json:

@@ -12,7 +12,6 @@ import getpass
 import os
 import sys
 
-from recovery.engine import api
 from recovery.errors import NotConfirmed, UsageError
 
 
@@ -59,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     new = os.environ.get("RECOVERY_NEW_PASSPHRASE") or None
     if new is None:
         api.check_passphrase(args.repo)  # the old one first, so a wrong one is told at once
