@@ -97,6 +97,24 @@ def require(needs: Iterable[Need], path: str | None = None) -> None:
         raise MissingTool("; ".join(reasons) + "; nothing was written")
 
 
+def _spawn(
+    cmd: list[str],
+    input: str | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+) -> subprocess.CompletedProcess[str]:
+    """``cmd`` run to its end with its output captured; ``env`` adds to ours."""
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        input=input,
+        env=None if env is None else dict(os.environ, **env),
+        timeout=timeout,
+    )
+
+
 def run(
     cmd: list[str],
     input: str | None = None,
@@ -105,15 +123,7 @@ def run(
 ) -> tuple[int, str]:
     """Exit status and combined output of ``cmd``; 127 with a sentence when it is missing."""
     try:
-        r = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            check=False,
-            input=input,
-            env=None if env is None else dict(os.environ, **env),
-            timeout=timeout,
-        )
+        r = _spawn(cmd, input, env, timeout)
     except FileNotFoundError:
         return 127, f"{cmd[0]} is not installed"
     except subprocess.TimeoutExpired:
@@ -133,14 +143,7 @@ def output(
     directory, and on warnings after a listing).
     """
     try:
-        r = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            env=None if env is None else dict(os.environ, **env),
-        )
+        r = _spawn(cmd, None, env, timeout)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return r.stdout if r.returncode == 0 or any_status else ""
