@@ -22,6 +22,7 @@ from textual.scrollbar import ScrollBar, ScrollBarRender
 
 from recovery.devices.model import Disk
 from recovery.engine.progress import CancelToken
+from recovery.repository.secrets import Secrets
 from recovery.tui.backends import Backends
 from recovery.tui.messages import DisksUpdated
 from recovery.tui.screens.dialogs import ConfirmScreen, ErrorScreen
@@ -76,12 +77,17 @@ class RecoveryApp(App[int]):
         """The token of the work running now (backup, restore, verify), or None."""
         self._stop_watch: Callable[[], None] | None = None
         self._old_scrollbar: type[ScrollBarRender] | None = None
+        self._old_secrets: Secrets | None = None
         if self.console_mode:
             self.theme = "ansi-dark"
 
     def on_mount(self) -> None:
+        from recovery.repository import secrets
         from recovery.tui.screens.home import HomeScreen
+        from recovery.tui.secrets import DialogSecrets
 
+        self._old_secrets = secrets.current()
+        secrets.use(DialogSecrets(self))
         if self.console_mode:
             self._old_scrollbar = ScrollBar.renderer
             ScrollBar.renderer = ConsoleScrollBarRender
@@ -94,6 +100,10 @@ class RecoveryApp(App[int]):
         self._stop_watch = self.backends.disks.watch(hot_plug)
 
     def on_unmount(self) -> None:
+        from recovery.repository import secrets
+
+        if self._old_secrets is not None:
+            secrets.use(self._old_secrets)
         if self._stop_watch is not None:
             self._stop_watch()
         if self._old_scrollbar is not None:

@@ -64,6 +64,8 @@ class EngineApi(Protocol[BackupPlanT, RestorePlanT, ClonePlanT]):
         name: str | None = None,
         level: int = 3,
         system: bool = False,
+        *,
+        encrypt: bool = False,
     ) -> BackupPlanT: ...
 
     def backup_run(

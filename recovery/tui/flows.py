@@ -213,7 +213,8 @@ def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
     header += [
         f"Into: {repo}",
         f"Image name: {opts.name or '(from the disk and the date)'}",
-        f"Compression level {opts.level}; verify afterwards: {'yes' if opts.verify else 'no'}",
+        f"Compression level {opts.level}; verify afterwards: {'yes' if opts.verify else 'no'}"
+        + ("; a new location is encrypted" if opts.encrypt else ""),
         "The source disk is only read.",
         "",
     ]
@@ -222,7 +223,12 @@ def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
         # The sources are what the person ticked: ``system=True`` would make the engine pick
         # the system partitions again and override that choice.
         return engine.backup_plan(
-            list(choice.sources), repo, name=opts.name, level=opts.level, system=False
+            list(choice.sources),
+            repo,
+            name=opts.name,
+            level=opts.level,
+            system=False,
+            encrypt=opts.encrypt,
         )
 
     def start(plan: ShownPlan) -> None:

@@ -197,6 +197,8 @@ class FakeEngine:
         name: str | None = None,
         level: int = 3,
         system: bool = False,
+        *,
+        encrypt: bool = False,
     ) -> FakePlan:
         self._call("backup_plan", sources, repo, name, level, system)
         lines = [f"read {s}" for s in sources] + [

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Input, Static
 
 from recovery.errors import Cancelled, RecoveryError
 
@@ -127,4 +127,62 @@ class InfoScreen(ModalScreen[None]):
         self.dismiss(None)
 
     def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class SecretScreen(ModalScreen[str | None]):
+    """Asks for a passphrase or password, masked; dismisses with it, or None on Cancel.
+
+    ``confirm``: a new secret is typed twice and must match (a typo would lock the person out
+    of their own backups).
+    """
+
+    AUTO_FOCUS = "#secret"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, lines: list[str], confirm: bool = False) -> None:
+        super().__init__()
+        self._title = title
+        self._lines = lines
+        self._confirm = confirm
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Static(self._title, id="dialog-title", markup=False)
+            yield Static("\n".join(self._lines), id="dialog-body", markup=False)
+            yield Input(password=True, id="secret", placeholder="passphrase")
+            if self._confirm:
+                yield Input(password=True, id="again", placeholder="the same again")
+            yield Static("", id="secret-problem", markup=False)
+            with Horizontal(id="dialog-buttons"):
+                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self._confirm and event.input.id == "secret":
+            self.query_one("#again", Input).focus()
+            return
+        self._finish()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "ok":
+            self._finish()
+        else:
+            self.dismiss(None)
+
+    def _finish(self) -> None:
+        secret = self.query_one("#secret", Input).value
+        problem = ""
+        if not secret:
+            problem = "Type it, or Cancel."
+        elif self._confirm and self.query_one("#again", Input).value != secret:
+            problem = "The two differ: type them again."
+        if problem:
+            self.query_one("#secret-problem", Static).update(problem)
+            return
+        self.dismiss(secret)
+
+    def action_cancel(self) -> None:
         self.dismiss(None)

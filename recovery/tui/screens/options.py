@@ -26,9 +26,13 @@ class BackupOptions:
     """None: the engine names it after the source and the date."""
     level: int
     verify: bool
+    encrypt: bool = False
+    """Create a new location encrypted (the passphrase is asked when the plan is made)."""
 
 
-def parse_options(name: str, level: str, verify: bool) -> BackupOptions | str:
+def parse_options(
+    name: str, level: str, verify: bool, encrypt: bool = False
+) -> BackupOptions | str:
     """The options, or a message saying what is wrong with them."""
     name = name.strip()
     if name and not NAME_RE.fullmatch(name):
@@ -42,7 +46,7 @@ def parse_options(name: str, level: str, verify: bool) -> BackupOptions | str:
         lvl = 0
     if lvl not in LEVELS:
         return "The compression level is a number from 1 (fastest) to 19 (smallest)."
-    return BackupOptions(name or None, lvl, verify)
+    return BackupOptions(name or None, lvl, verify, encrypt)
 
 
 class OptionsScreen(StepScreen):
@@ -82,6 +86,13 @@ class OptionsScreen(StepScreen):
                 yield Checkbox(
                     "Verify the image after the backup", self._defaults.verify, id="verify"
                 )
+            with Horizontal(classes="field"):
+                yield Label("", classes="field-label")
+                yield Checkbox(
+                    "Encrypt a new location (asks for a passphrase)",
+                    self._defaults.encrypt,
+                    id="encrypt",
+                )
         with Horizontal(id="buttons"):
             yield Button("Next: review", id="next", variant="primary")
 
@@ -104,6 +115,7 @@ class OptionsScreen(StepScreen):
             self.query_one("#name", Input).value,
             self.query_one("#level", Input).value,
             self.query_one("#verify", Checkbox).value,
+            self.query_one("#encrypt", Checkbox).value,
         )
         if isinstance(result, str):
             self.app.push_screen(InfoScreen("Check the options", [result]))
