@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from recovery.commands import peer_images
 from recovery.commands.reporting import print_json
 from recovery.core.units import human_size
-from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    images = api.list_images(args.repo)
+    images = peer_images.list_images(args.repo)
     if args.json:
         print_json({"images": [i.to_json() for i in images]})
         return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from recovery.commands import peer_images
 from recovery.commands.reporting import overwrite
 from recovery.core.refs import split_ref
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api
+from recovery.engine import api, clonezilla
 from recovery.errors import UsageError
 
 
@@ -37,6 +38,8 @@ def parse_numbers(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     repo, image = split_ref(args.ref)
+    if clonezilla.is_clonezilla_ref(repo, image):
+        return peer_images.restore(args, repo, image)
     plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
     return overwrite(
         args,

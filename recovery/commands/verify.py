@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from recovery.commands import peer_images
 from recovery.commands.reporting import print_json, progress_for
 from recovery.core.refs import split_ref
 from recovery.core.units import human_size
-from recovery.engine import api
+from recovery.engine import api, clonezilla
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     repo, image = split_ref(args.ref)
     progress = progress_for(args.json)
     try:
-        result = api.verify(repo, image, progress)
+        if clonezilla.is_clonezilla_ref(repo, image):
+            result = peer_images.verify(repo, image, progress)
+        else:
+            result = api.verify(repo, image, progress)
     finally:
         progress.close()
     if args.json:
