@@ -39,9 +39,9 @@ from recovery.peers.clonezilla import (
 )
 from recovery.peers.streams import ImageStream
 
-MAX_HIDDEN = 32 << 20
-"""Largest hidden-data-after-MBR file written (Clonezilla saves at most the gap before the
-first partition; a larger file is damaged)."""
+MAX_HIDDEN = 1 << 30
+"""Largest hidden-data-after-MBR file: Clonezilla skips saving a gap of
+``hidden_data_after_mbr_limit`` (drbl-ocs.conf: 1024 MB) or more."""
 FSTYPES = {"fat12": "vfat", "fat16": "vfat", "fat32": "vfat", "fat": "vfat", "ntfs3": "ntfs"}
 
 
@@ -374,15 +374,31 @@ def _write_boot_area(fd: int, plan: ClonezillaRestorePlan, progress: Progress) -
     n = 0
     mbr = _read_small(image.mbr, ss) if image.mbr else b""
     if image.hidden_after_mbr is not None and table.label == "dos" and first > ss:
-        hidden = _read_small(image.hidden_after_mbr, MAX_HIDDEN)[: first - ss]
-        blockio.pwrite_all(fd, hidden, ss)
-        n += len(hidden)
+        n += _write_hidden(fd, image.hidden_after_mbr, ss, first)
     write_table(fd, plan.target, table)
     if len(mbr) >= 440:
         # sfdisk writes the table but not the boot code before it (MBR bytes 0-439).
         blockio.pwrite_all(fd, mbr[:440], 0)
         n += 440
     return n
+
+
+def _write_hidden(fd: int, path: Path, start: int, end: int) -> int:
+    """The saved sectors after the MBR, at ``start``, cut at ``end`` (the first partition)."""
+    written = 0
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_HIDDEN:
+                raise PeerImageError(f"{path} is larger than Clonezilla saves ({MAX_HIDDEN} bytes)")
+            while start + written < end:
+                piece = f.read(min(4 << 20, end - start - written))
+                if not piece:
+                    break
+                blockio.pwrite_all(fd, piece, start + written)
+                written += len(piece)
+    except OSError as e:
+        raise PeerImageError(f"cannot read {path}: {e.strerror}") from e
+    return written
 
 
 def _write_partition(

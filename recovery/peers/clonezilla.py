@@ -28,8 +28,10 @@ SPLIT_SUFFIX = re.compile(r"[a-z]{2,4}")
 EXTENSIONS = ("gz", "bz2", "xz", "lzma", "lzo", "lz", "lrz", "lz4", "zst", "uncomp")
 _IMAGE_FILE = re.compile(
     r"(?P<part>[a-z][a-z0-9]{0,31})\."
-    r"(?:(?P<fs>[A-Za-z0-9_+]{1,16})-ptcl-img|(?P<dd>dd-img)|(?P<ntfsclone>ntfs-img))"
-    r"\.(?P<ext>" + "|".join(EXTENSIONS) + r")(?:\.(?P<suffix>[a-z]{2,4}))?"
+    r"(?:(?P<fs>[A-Za-z0-9_+]{1,16})-ptcl-img\.(?P<ext>" + "|".join(EXTENSIONS) + r")"
+    r"|(?P<dd>dd-img)"  # dd images carry no compression suffix (sda1.dd-img, sda1.dd-img.aa)
+    r"|(?P<ntfsclone>ntfs-img)(?:\.(?P<ntfs_ext>" + "|".join(EXTENSIONS) + r"))?)"
+    r"(?:\.(?P<suffix>[a-z]{2,4}))?"
 )
 LVM_FILES = ("lvm_vg_dev.list", "lvm_logv.list")
 
@@ -284,7 +286,7 @@ def _image_files(folder: Path, names: set[str], where: str) -> dict[str, dict[st
         part = m.group("part")
         kind = "dd" if m.group("dd") else "ntfsclone" if m.group("ntfsclone") else "partclone"
         fs = m.group("fs") or ("dd" if kind == "dd" else "ntfs")
-        key = (kind, fs, m.group("ext"))
+        key = (kind, fs, m.group("ext") or m.group("ntfs_ext") or "")
         entry = found.setdefault(part, {"key": key, "files": []})
         if entry["key"] != key:
             raise PeerImageError(f"{where}: partition {part} has two different image files")
