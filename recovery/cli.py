@@ -24,6 +24,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("restore", "restore", "write an image onto a disk"),
     ("clone", "clone", "copy a disk, or only its system, straight to another disk"),
     ("remove", "remove", "delete an image and free the space only it used"),
+    ("import", "import_image", "turn a Clonezilla image into an image of a backup location"),
+    ("export", "export", "write an image as a virtual disk file (raw, qcow2, vhdx, vmdk, vdi)"),
 )
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api
+from recovery.engine import api, vdisk
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if len(args.sources) == 1 and vdisk.is_virtual_disk(args.sources[0]):
+        # A virtual disk file: back up the disk inside it, through a read-only loop device.
+        with vdisk.attached(args.sources[0]) as dev:
+            return _run(args, [dev])
+    return _run(args, args.sources)
+
+
+def _run(args: argparse.Namespace, sources: list[str]) -> int:
     plan = api.backup_plan(
-        args.sources,
+        sources,
         args.to,
         name=args.name,
         level=args.level,

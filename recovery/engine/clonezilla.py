@@ -114,6 +114,9 @@ def image_info(image: ClonezillaImage) -> ImageInfo:
             )
         )
     parts.sort(key=lambda p: p.number)
+    data = 0
+    for p in image.partitions:
+        data += _data_bytes(p)
     status = "clonezilla" + (" (LVM, not restorable here)" if image.lvm else "")
     return ImageInfo(
         name=image.name,
@@ -124,10 +127,21 @@ def image_info(image: ClonezillaImage) -> ImageInfo:
         source_size=image.disk_size,
         table=table.label if table else None,
         partitions=tuple(parts),
-        data_size=0,
+        data_size=data,
         stored_size=image.stored_size,
         status=status,
     )
+
+
+def _data_bytes(part: PartitionImage) -> int:
+    """Used bytes a partclone image holds, from its header (0 when unreadable or dd)."""
+    if part.kind != "partclone":
+        return 0
+    try:
+        with ImageStream(part.files) as stream:
+            return partclone.read_header(stream).used_bytes
+    except PeerImageError:
+        return 0
 
 
 # -- reading a partition image -----------------------------------------------------------------

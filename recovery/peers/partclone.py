@@ -450,8 +450,14 @@ class PartcloneReader:
         stored = self.src.read_exact(cs.size, "a checksum")
         got = cs.value()
         if self.verify and stored != got:
+            hint = (
+                " (or a 0001 image from a 64-bit partclone 0.1, whose 8-byte checksums "
+                "recovery does not read)"
+                if self.header.version == 1
+                else ""
+            )
             raise PeerImageError(
                 f"{self.src.name}: data damaged before block {block} "
-                f"({self.header.checksum_name} expected {stored.hex()}, got {got.hex()})"
+                f"({self.header.checksum_name} expected {stored.hex()}, got {got.hex()}){hint}"
             )
         cs.after_check(self.header.reseed)

@@ -8,6 +8,7 @@ same table (the root partition grown), clean file systems and equal file content
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -62,7 +63,11 @@ def ocs_save(root: Path, name: str, dev: str, *options: str) -> Path:
 
 def table_lines(dev: str) -> list[str]:
     out = loopdev.run("sfdisk", "--dump", dev).stdout.splitlines()
-    return [ln.split(":", 1)[1] if ln.startswith(dev) else ln for ln in out if ":" in ln]
+    return [
+        ln.split(":", 1)[1] if ln.startswith(dev) else ln
+        for ln in out
+        if ":" in ln and not ln.startswith("device:")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -107,6 +112,22 @@ def test_restore_ocs_image_onto_larger_disk(loop, tmp_path: Path, options, suffi
     assert fat_get(new_parts[0], "BOOTX64.EFI") == EFI_FILE
     got = blkid(new_parts[2])
     assert (got["TYPE"], got["UUID"], got["LABEL"]) == ("swap", swap_ids["UUID"], "swap0")
+
+    # import: the same image as one of ours, deduplicated, restorable like any backup.
+    repo = tmp_path / "repo"
+    run_recovery("import", ref, "--to", str(repo), "--name", "imported")
+    again = run_recovery("import", ref, "--to", str(repo), "--name", "again", "--json").stdout
+    result = json.loads(again[again.rfind("\n{\n") + 1 :])  # the last, indented object
+    assert result["new_bytes"] < 64 * 1024  # maps only
+    assert "intact" in run_recovery("verify", f"{repo}::imported").stdout
+    third = loop(96 * MiB)
+    r = run_recovery("restore", f"{repo}::imported", third, "--yes")
+    assert "FAILED" not in r.stdout
+    restored = loopdev.partition_paths(third)
+    assert table_lines(third) == table_lines(dst)
+    assert ext4_digest(restored[1]) == files
+    assert fat_get(restored[0], "BOOTX64.EFI") == EFI_FILE
+    assert blkid(restored[2])["UUID"] == swap_ids["UUID"]
 
 
 def test_damaged_ocs_image_is_reported(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
