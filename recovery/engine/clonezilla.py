@@ -157,7 +157,9 @@ def partition_runs(
     stream = ImageStream(part.files)
     try:
         head = stream.read_some(len(partclone.MAGIC))
-        if head == partclone.MAGIC or part.kind == "partclone":
+        if part.kind == "partclone" and head != partclone.MAGIC:
+            raise PeerImageError(f"{part.files[0]}: not a partclone image (no partclone magic)")
+        if head == partclone.MAGIC and part.kind == "partclone":
             stream.close()
             stream = ImageStream(part.files)
             reader = partclone.PartcloneReader(stream, verify=verify)
@@ -307,7 +309,7 @@ def plan_restore(location: str, name: str, target: str) -> ClonezillaRestorePlan
         writes.append(
             PeerWrite(
                 m.number,
-                our_fstype(part.fstype) if part else "swap",
+                (None if part.kind == "dd" else our_fstype(part.fstype)) if part else "swap",
                 m.old_start,
                 m.new_start,
                 m.new_size,

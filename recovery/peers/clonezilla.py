@@ -284,8 +284,9 @@ def _image_files(folder: Path, names: set[str], where: str) -> dict[str, dict[st
         if not m or m.group("part") not in names:
             continue
         part = m.group("part")
-        kind = "dd" if m.group("dd") else "ntfsclone" if m.group("ntfsclone") else "partclone"
-        fs = m.group("fs") or ("dd" if kind == "dd" else "ntfs")
+        fs = m.group("fs") or ("dd" if m.group("dd") else "ntfs")
+        # partclone.dd writes raw bytes, no partclone header: sda2.dd-ptcl-img.xz is raw too.
+        kind = "ntfsclone" if m.group("ntfsclone") else "dd" if fs == "dd" else "partclone"
         key = (kind, fs, m.group("ext") or m.group("ntfs_ext") or "")
         entry = found.setdefault(part, {"key": key, "files": []})
         if entry["key"] != key:

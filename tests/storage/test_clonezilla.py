@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from tests import loopdev
-from tests.storage.disks import MiB, blkid, ext4_digest, fat_get, fat_put, run_recovery
+from tests.storage.disks import (
+    MiB,
+    blkid,
+    ext4_digest,
+    fat_get,
+    fat_put,
+    mounted,
+    run_recovery,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("ocs-sr") is None, reason="clonezilla not installed")
 
@@ -37,8 +45,6 @@ def make_source(loop) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
     loopdev.mkfs(parts[1], "ext4", "-L", "root")
     loopdev.mkfs(parts[2], "swap", "-L", "swap0")
     fat_put(parts[0], "BOOTX64.EFI", EFI_FILE)
-    from tests.storage.disks import mounted
-
     with mounted(parts[1]) as m:
         (m / "random.bin").write_bytes(os.urandom(3 * MiB))
         shutil.copytree("/usr/share/perl5/Dpkg", m / "Dpkg", symlinks=True)
@@ -142,3 +148,40 @@ def test_damaged_ocs_image_is_reported(loop, tmp_path: Path) -> None:  # type: i
     r = run_recovery("verify", f"{tmp_path / 'partimag'}::img", check=False)
     assert r.returncode == 7
     assert "partition 2" in r.stdout and "crc32 expected" in r.stdout
+
+
+def test_mbr_disk_boot_code_hidden_data_and_dd_partition(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An MBR disk (xz): boot code, the hidden data after the MBR, a partition Clonezilla saves
+    with partclone.dd (no file system), all back byte for byte on a larger disk."""
+    dev = loop(48 * MiB)
+    parts = loopdev.partition(
+        dev, "label: dos\nsize=20MiB, type=83, bootable\nsize=8MiB, type=da\n"
+    )
+    loopdev.mkfs(parts[0], "ext4", "-L", "root")
+    with mounted(parts[0]) as m:
+        (m / "random.bin").write_bytes(os.urandom(2 * MiB))
+    boot, hidden, raw = os.urandom(440), os.urandom(2047 * 512), os.urandom(8 * MiB)
+    with open(dev, "r+b") as f:
+        f.write(boot)
+        f.seek(512)
+        f.write(hidden)
+    with open(parts[1], "r+b") as f:
+        f.write(raw)
+    loopdev.settle(dev)
+    files = ext4_digest(parts[0])
+    image = ocs_save(tmp_path / "partimag", "mbr", dev, "-z5", "-i", "0")
+    names = {f.name for f in image.iterdir()}
+    assert f"{Path(dev).name}-hidden-data-after-mbr" in names
+    assert f"{Path(parts[1]).name}.dd-ptcl-img.xz" in names
+
+    dst = loop(64 * MiB)
+    r = run_recovery("restore", f"{tmp_path / 'partimag'}::mbr", dst, "--yes")
+    assert "FAILED" not in r.stdout
+    new_parts = loopdev.partition_paths(dst)
+    with open(dst, "rb") as f:
+        assert f.read(440) == boot
+        f.seek(512)
+        assert f.read(2047 * 512) == hidden
+    with open(new_parts[1], "rb") as f:
+        assert f.read() == raw
+    assert ext4_digest(new_parts[0]) == files
