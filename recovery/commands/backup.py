@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
@@ -42,20 +43,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if len(args.sources) == 1 and vdisk.is_virtual_disk(args.sources[0]):
         # A virtual disk file: back up the disk inside it, through a read-only loop device.
-        with vdisk.attached(args.sources[0]) as dev:
-            return _run(args, [dev])
+        file = args.sources[0]
+        with vdisk.attached(file) as dev:
+            return _run(args, [dev], file)
     return _run(args, args.sources)
 
 
-def _run(args: argparse.Namespace, sources: list[str]) -> int:
+def _run(args: argparse.Namespace, sources: list[str], vdisk_file: str | None = None) -> int:
+    name = args.name
+    if name is None and vdisk_file is not None:
+        name = vdisk.default_name(vdisk_file)
     plan = api.backup_plan(
         sources,
         args.to,
-        name=args.name,
+        name=name,
         level=args.level,
         system=args.system,
         keep_system_files=args.keep_system_files,
     )
+    if vdisk_file is not None:
+        plan.source.identity["model"] = f"virtual disk {os.path.basename(vdisk_file)}"
     plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)
     if not args.json:

@@ -157,6 +157,15 @@ def _write_sparse(fd: int, data: bytes, offset: int) -> int:
     return n
 
 
+def default_name(path: str) -> str:
+    """An image name for the disk inside ``path``: its file name and the date."""
+    import re
+    from datetime import UTC, datetime
+
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(path).stem).lstrip("._-")[:60] or "vdisk"
+    return f"{stem}-{datetime.now(UTC).strftime('%Y-%m-%d-%H%M%S')}"
+
+
 def is_virtual_disk(path: str) -> bool:
     """A regular file given as a backup source is taken for a virtual disk."""
     return os.path.isfile(path)
