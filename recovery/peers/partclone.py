@@ -357,6 +357,14 @@ class _Checksum:
                 ) from e
             self.xxh = xxhash.xxh64(seed=0) if self.mode == CSM_XXH64 else xxhash.xxh3_128()
 
+    def update_blocks(self, data: bytes, block_size: int) -> None:
+        """Feed consecutive blocks; the streaming checksums take them in one call."""
+        if self.mode == CSM_CRC32_0001:
+            for k in range(0, len(data), block_size):
+                self.update(memoryview(data)[k : k + block_size])
+        else:
+            self.update(data)
+
     def update(self, block: bytes | memoryview) -> None:
         if self.mode == CSM_CRC32:
             self.crc = crc32_partclone(self.crc, block)
@@ -404,39 +412,51 @@ class PartcloneReader:
         bs = h.block_size
         per = h.blocks_per_checksum
         cs = _Checksum(h) if per else None
-        in_group = 0
-        seen = 0
+        max_blocks = max(1, RUN_LIMIT // bs)
+        extents = used_runs(self.bitmap, h.total_blocks)
+        current: tuple[int, int] | None = None
+        in_group = seen = 0
         pending: list[tuple[int, bytes]] = []
         """Runs read but not yet covered by a checked checksum."""
-        max_blocks = max(1, RUN_LIMIT // bs)
-        for first, count in used_runs(self.bitmap, h.total_blocks):
-            block = first
-            while block < first + count:
-                # Read up to the next checksum boundary (or RUN_LIMIT), checking as we go.
-                n = min(first + count - block, max_blocks)
-                if per:
-                    n = min(n, per - in_group)
-                data = self.src.read_exact(n * bs, f"block {block}")
-                seen += n
-                if cs is not None:
-                    for k in range(n):
-                        cs.update(memoryview(data)[k * bs : (k + 1) * bs])
-                    in_group += n
-                pending.append((block * bs, data))
-                block += n
-                if per and in_group == per:
-                    self._check(cs, block)
-                    in_group = 0
-                    yield from pending
-                    pending = []
-                elif not per and sum(len(d) for _, d in pending) >= RUN_LIMIT:
-                    yield from pending
-                    pending = []
-                elif sum(len(d) for _, d in pending) >= MAX_PENDING:
-                    # A huge group (blocks_per_checksum is the writer's buffer size) would hold
-                    # too much: hand out what was read; its checksum follows the group.
-                    yield from pending
-                    pending = []
+        pending_bytes = 0
+        while True:
+            # One read: the next used blocks up to the checksum boundary (or RUN_LIMIT),
+            # across as many runs as that takes (a fragmented bitmap has many short runs).
+            want = min(max_blocks, per - in_group) if per else max_blocks
+            batch: list[tuple[int, int]] = []
+            n = 0
+            while n < want:
+                if current is None:
+                    current = next(extents, None)
+                    if current is None:
+                        break
+                first, count = current
+                take = min(count, want - n)
+                batch.append((first, take))
+                n += take
+                current = (first + take, count - take) if count > take else None
+            if not n:
+                break
+            data = self.src.read_exact(n * bs, f"block {batch[0][0]}")
+            seen += n
+            if cs is not None:
+                cs.update_blocks(data, bs)
+                in_group += n
+            pos = 0
+            for first, take in batch:
+                pending.append((first * bs, data[pos : pos + take * bs]))
+                pos += take * bs
+            pending_bytes += len(data)
+            last = batch[-1][0] + batch[-1][1]
+            if per and in_group == per:
+                self._check(cs, last)
+                in_group = 0
+            elif per and pending_bytes < MAX_PENDING:
+                continue
+            # Checked (or no checksum, or a group larger than MAX_PENDING): hand them out.
+            yield from pending
+            pending = []
+            pending_bytes = 0
         if per and in_group:
             self._check(cs, seen)
         yield from pending
