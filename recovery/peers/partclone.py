@@ -459,11 +459,9 @@ class PartcloneReader:
             pending_bytes = 0
         if per and in_group:
             self._check(cs, seen)
+        # The bitmap, not the header's count, says how many blocks follow: partclone's restore
+        # does the same ("fixed used blocks count"), and both are CRC-checked.
         yield from pending
-        if seen != h.used_blocks and h.version == 2:
-            raise PeerImageError(
-                f"{self.src.name}: the bitmap marks {seen} blocks, the header says {h.used_blocks}"
-            )
 
     def _check(self, cs: _Checksum | None, block: int) -> None:
         assert cs is not None
