@@ -8,13 +8,31 @@ A location may hold our repository, Clonezilla image folders, or both (a folder 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from recovery.commands.reporting import overwrite
 from recovery.core.units import human_duration, human_size
 from recovery.engine import api, clonezilla
 from recovery.engine.api import ImageInfo, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
-from recovery.errors import NotARepository
+from recovery.errors import ImageNotFound, NotARepository
+from recovery.peers.clonezilla import image_folders
+from recovery.repository.store import is_repository
+
+
+def is_clonezilla(location: str, image: str) -> bool:
+    """Whether ``location::image`` is a Clonezilla image; ImageNotFound when ``location`` holds
+    only Clonezilla images and none is called ``image``."""
+    if clonezilla.is_clonezilla_ref(location, image):
+        return True
+    if "://" in location or is_repository(location):
+        return False
+    names = [p.name for p in image_folders(Path(location))]
+    if names:
+        raise ImageNotFound(
+            f"no image '{image}' in {location} (Clonezilla images here: {', '.join(names)})"
+        )
+    return False
 
 
 def list_images(location: str) -> list[ImageInfo]:

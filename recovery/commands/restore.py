@@ -8,7 +8,7 @@ from recovery.commands import peer_images
 from recovery.commands.reporting import overwrite
 from recovery.core.refs import split_ref
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api, clonezilla
+from recovery.engine import api
 from recovery.errors import UsageError
 
 
@@ -38,7 +38,7 @@ def parse_numbers(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     repo, image = split_ref(args.ref)
-    if clonezilla.is_clonezilla_ref(repo, image):
+    if peer_images.is_clonezilla(repo, image):
         return peer_images.restore(args, repo, image)
     plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
     return overwrite(

@@ -8,7 +8,7 @@ from recovery.commands import peer_images
 from recovery.commands.reporting import print_json, progress_for
 from recovery.core.refs import split_ref
 from recovery.core.units import human_size
-from recovery.engine import api, clonezilla
+from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     repo, image = split_ref(args.ref)
     progress = progress_for(args.json)
     try:
-        if clonezilla.is_clonezilla_ref(repo, image):
+        if peer_images.is_clonezilla(repo, image):
             result = peer_images.verify(repo, image, progress)
         else:
             result = api.verify(repo, image, progress)

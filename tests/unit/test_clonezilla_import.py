@@ -122,3 +122,17 @@ def test_lvm_image_is_refused_in_one_line(tmp_path: Path) -> None:
         clonezilla.find_image(str(tmp_path / "cz"), folder.name)
     assert "\n" not in e.value.message
     assert "LVM" in clonezilla.list_images(str(tmp_path / "cz"))[0].status
+
+
+def test_cli_lists_and_names_clonezilla_images(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from recovery.cli import main
+
+    make_folder(tmp_path / "cz")
+    assert main(["images", str(tmp_path / "cz")]) == 0
+    out = capsys.readouterr().out
+    assert "2026-11-26-img" in out and "clonezilla" in out
+    assert main(["verify", f"{tmp_path / 'cz'}::2026-11-26-img"]) == 0
+    assert "intact" in capsys.readouterr().out
+    assert main(["restore", f"{tmp_path / 'cz'}::nope", "/dev/null", "--yes"]) == 6
+    err = capsys.readouterr().err
+    assert "no image 'nope'" in err and "2026-11-26-img" in err
