@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -166,9 +167,21 @@ def default_name(path: str) -> str:
     return f"{stem}-{datetime.now(UTC).strftime('%Y-%m-%d-%H%M%S')}"
 
 
+VDISK_SUFFIXES = (".qcow2", ".vhdx", ".vmdk", ".vdi")
+MIN_DISK = 1 << 20
+
+
 def is_virtual_disk(path: str) -> bool:
-    """A regular file given as a backup source is taken for a virtual disk."""
-    return os.path.isfile(path)
+    """Whether a backup source names a virtual disk file: a .qcow2/.vhdx/.vmdk/.vdi file, or a
+    regular file of whole sectors and at least 1 MiB (a raw disk image). Anything else is left
+    to the block-device checks, which say what is wrong with it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size < MIN_DISK:
+        return False
+    return path.lower().endswith(VDISK_SUFFIXES) or st.st_size % 512 == 0
 
 
 def disk_format(path: str) -> str:

@@ -3,7 +3,9 @@
 Each test makes a GPT disk (EFI FAT + ext4 root with real files + swap), saves it with
 ``ocs-sr savedisk`` into a temporary image root (``-or``, so /home/partimag is never touched),
 then lists, verifies and restores it onto a blank larger disk through the CLI, and checks the
-same table (the root partition grown), clean file systems and equal file contents.
+same table (the root partition grown), clean file systems and equal file contents. ocs-sr's own
+leftovers in /tmp are removed; its logs in /var/log (clonezilla.log, partclone.log) stay, as
+they do after any Clonezilla run.
 """
 
 from __future__ import annotations
@@ -61,7 +63,18 @@ def ocs_save(root: Path, name: str, dev: str, *options: str) -> Path:
         "ocs-sr", "-b", "-q2", "-j2", "-sfsck", "-scs", "-senc", "-nogui", "-p", "true",
         *options, "-or", str(root), "savedisk", name, Path(dev).name,
     ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    before = set(Path("/tmp").glob("parttable-ocs.*"))
+    cache = Path("/tmp/ocs-cache")
+    had_cache = cache.exists()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        # ocs-sr leaves /proc/partitions snapshots (mktemp /tmp/parttable-ocs.XXXXXX) and its
+        # device list cache in /tmp; take away what this run added.
+        for f in set(Path("/tmp").glob("parttable-ocs.*")) - before:
+            f.unlink(missing_ok=True)
+        if not had_cache:
+            shutil.rmtree(cache, ignore_errors=True)
     image = root / name
     assert r.returncode == 0 and (image / "parts").is_file(), r.stdout[-3000:] + r.stderr[-2000:]
     return image
