@@ -26,6 +26,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("clone", "clone", "copy a disk, or only its system, straight to another disk"),
     ("remove", "remove", "delete an image and free the space only it used"),
     ("passphrase", "passphrase", "change the passphrase of an encrypted backup location"),
+    ("import", "import_image", "turn a Clonezilla image into an image of a backup location"),
+    ("export", "export", "write an image as a virtual disk file (raw, qcow2, vhdx, vmdk, vdi)"),
 )
 
 

@@ -83,6 +83,11 @@ class IntegrityError(RepositoryError):
     exit_code = 7
 
 
+class PeerImageError(IntegrityError):
+    """An image made by another tool (Clonezilla, partclone) is damaged or of a kind we do not
+    read."""
+
+
 class RepositoryLocked(RepositoryError):
     """Another process is writing to this backup location."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
@@ -44,17 +45,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.engine import api  # the whole engine: only when a command runs
+    from recovery.engine import vdisk
 
+    if len(args.sources) == 1 and vdisk.is_virtual_disk(args.sources[0]):
+        # A virtual disk file: back up the disk inside it, through a read-only loop device.
+        file = args.sources[0]
+        with vdisk.attached(file) as dev:
+            return _run(args, [dev], file)
+    return _run(args, args.sources)
+
+
+def _run(args: argparse.Namespace, sources: list[str], vdisk_file: str | None = None) -> int:
+    from recovery.engine import api, vdisk  # the whole engine: only when a command runs
+
+    name = args.name
+    if name is None and vdisk_file is not None:
+        name = vdisk.default_name(vdisk_file)
     plan = api.backup_plan(
-        args.sources,
+        sources,
         args.to,
-        name=args.name,
+        name=name,
         level=args.level,
         system=args.system,
         keep_system_files=args.keep_system_files,
         encrypt=args.encrypt,
     )
+    if vdisk_file is not None:
+        plan.source.identity["model"] = f"virtual disk {os.path.basename(vdisk_file)}"
     progress = progress_for(args.json)
     if not args.json:
         for line in plan.describe():

@@ -14,9 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.engine import api  # the whole engine: only when a command runs
+    from recovery.commands import peer_images  # the whole engine: only when a command runs
 
-    images = api.list_images(args.repo)
+    images = peer_images.list_images(args.repo)
     if args.json:
         print_json({"images": [i.to_json() for i in images]})
         return 0

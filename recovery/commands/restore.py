@@ -35,9 +35,12 @@ def parse_numbers(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.commands import peer_images
     from recovery.engine import api  # the whole engine: only when a command runs
 
     repo, image = split_ref(args.ref)
+    if peer_images.is_clonezilla(repo, image):
+        return peer_images.restore(args, repo, image)
     plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
     return overwrite(
         args,

@@ -15,12 +15,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.commands import peer_images
     from recovery.engine import api  # the whole engine: only when a command runs
 
     repo, image = split_ref(args.ref)
     progress = progress_for(args.json)
     try:
-        result = api.verify(repo, image, progress)
+        if peer_images.is_clonezilla(repo, image):
+            result = peer_images.verify(repo, image, progress)
+        else:
+            result = api.verify(repo, image, progress)
     finally:
         progress.close()
     if args.json:
