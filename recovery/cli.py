@@ -24,6 +24,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("restore", "restore", "write an image onto a disk"),
     ("clone", "clone", "copy a disk, or only its system, straight to another disk"),
     ("remove", "remove", "delete an image and free the space only it used"),
+    ("open", "open", "show an image as read-only files in a folder, until 'close'"),
+    ("close", "close", "close an image opened with 'open'"),
+    ("extract", "extract", "copy files and folders out of an image"),
 )
 
 

@@ -149,3 +149,36 @@ def clone_run(
     from recovery.engine import clone
 
     return clone.run_clone(plan, progress or NullProgress(), cancel or CancelToken())
+
+
+# -- open, close, extract (issue 12): the image as a read-only tree of files ----------------------
+
+
+def open_image(repo: str, image: str, directory: str) -> Any:
+    """Serve ``REPO::IMAGE`` read-only at ``directory`` (disk.img, pN.img, pN/); returns a
+    :class:`~recovery.engine.view.ViewResult` once mounted. The view runs until closed."""
+    from recovery.engine import opened
+
+    return opened.open_image(repo, image, directory)
+
+
+def close_image(directory: str) -> list[str]:
+    """Unmount what ``open_image`` mounted at ``directory``; lines about what could not be."""
+    from recovery.engine import opened
+
+    return opened.close_image(directory)
+
+
+def extract_plan(repo: str, image: str, paths: list[str], to: str, overwrite: bool = False) -> Any:
+    """Check the paths and the destination (nothing is copied); ``describe()`` gives lines."""
+    from recovery.engine import extract
+
+    return extract.plan_extract(repo, image, paths, to, overwrite=overwrite)
+
+
+def extract_run(
+    plan: Any, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> Any:
+    from recovery.engine import extract
+
+    return extract.run_extract(plan, progress or NullProgress(), cancel or CancelToken())
