@@ -9,7 +9,8 @@ page cache and no cell cache hold the file), times ``cat big.bin > /dev/null`` t
 and times ``zstd -d -c`` of the compressed file. It prints the median wall-clock ratio and the
 CPU-seconds ratio (the view's server process and cat against zstd; the loop device's kernel
 threads are not counted), which other work on a shared machine sways less. Writes only to the
-loop device it attached and to files under its temporary directory; detaches and removes them in ``finally``.
+loop device it attached and to files under its temporary directory; detaches and removes them
+in ``finally``.
 """
 
 from __future__ import annotations
