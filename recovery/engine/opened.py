@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,10 @@ def _server(view: ImageView, repo: str, directory: str, w: int, log: Path) -> No
     os.dup2(out, 2)
     os.close(null)
     os.close(out)
+    # Fresh stream objects: the forking process (the TUI) may have replaced sys.stdout and
+    # sys.stderr, or another of its threads may have held their locks at the fork.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.chdir("/")
     told = False
 
@@ -275,6 +280,11 @@ def close_image(directory: str) -> list[str]:
                 os.kill(pid, signal.SIGTERM)
     with contextlib.suppress(OSError):
         state_path(real).unlink()
+    log = state_path(real).with_suffix(".log")
+    with contextlib.suppress(OSError):
+        # Kept only when it says something worth reading: which chunks failed reads.
+        if "EIO" not in log.read_text():
+            log.unlink()
     return problems
 
 
