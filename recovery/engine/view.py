@@ -106,6 +106,7 @@ class ImageView:
         self._prefetch = ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="view-prefetch"
         )
+        self._zeros: dict[int, bytes] = {}
         self._last: dict[str, int] = {}
         """The cell each stream's last read was in (a sequential reader goes on from it)."""
         self.partitions: list[Partition] = []
@@ -144,7 +145,10 @@ class ImageView:
         reader = self.readers[sid]
         rec = reader.record(cell)
         if rec.kind != DATA:
-            return bytes(rec.length)
+            zeros = self._zeros.get(rec.length)
+            if zeros is None:  # one shared object per length, not 4 MiB allocated per read
+                zeros = self._zeros[rec.length] = bytes(rec.length)
+            return zeros
 
         def load() -> bytes:
             data = self.repo.get_chunk(rec.digest, reader.where(cell))

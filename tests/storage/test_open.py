@@ -255,6 +255,19 @@ def test_damaged_chunk_gives_eio_for_its_file_only(loop, tmp_path: Path) -> None
         assert (view / "p3/Users/bob/Documents/small.txt").read_text() == "hello from ntfs\n"
         log = Path(opened["log"]).read_text()
         assert digest in log and "EIO" in log
+
+        # The backup location goes away (a pulled disk): reads not yet cached fail, at once.
+        gone = tmp_path / "gone"
+        repo.rename(gone)
+        try:
+            r = subprocess.run(
+                ["timeout", "60", "cat", str(view / "p3/Users/bob/Documents/report.docx")],
+                capture_output=True,
+                text=True,
+            )
+            assert r.returncode == 1 and "Input/output error" in r.stderr, r
+        finally:
+            gone.rename(repo)
     finally:
         run_recovery("close", str(view))
     assert left_behind(view, opened["pid"]) == []
