@@ -191,6 +191,7 @@ def _server(view: ImageView, repo: str, directory: str, w: int, log: Path) -> No
 
     def ready() -> None:
         try:
+            widen_readahead(directory)
             for p in view.partitions:
                 mount_partition(p, f"{directory}/p{p.number}.img", f"{directory}/p{p.number}")
             state = {
@@ -248,6 +249,19 @@ def _server(view: ImageView, repo: str, directory: str, w: int, log: Path) -> No
             with contextlib.suppress(OSError):
                 state_path(directory).unlink()
         print("view closed", flush=True)
+
+
+def widen_readahead(directory: str, kib: int = 4096) -> None:
+    """Let the kernel read ahead ``kib`` from the view, in requests of up to 1 MiB.
+
+    FUSE's default of 128 KiB cut a 200 MB sequential read into 1600 requests; at 4 MiB (one
+    cell) they come as 1 MiB. A loop device copies the setting when it opens pN.img, so this
+    runs before the file systems are mounted. Best effort: without it reads are only slower.
+    """
+    st = os.stat(directory)
+    knob = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+    with contextlib.suppress(OSError):
+        knob.write_text(str(kib))
 
 
 def close_image(directory: str) -> list[str]:
