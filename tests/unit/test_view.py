@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -116,3 +117,44 @@ def test_parse_image_path() -> None:
     for bad in ("/home", "2:/x", "p:/x", "px:/x", "disk:/x"):
         with pytest.raises(UsageError):
             parse_image_path(bad)
+
+
+def _partition(fstype: str | None, method: str = "used-blocks") -> Any:
+    from recovery.engine.view import Partition
+    from recovery.repository.maps import StreamInfo
+
+    stream = StreamInfo("p1", 1 << 20, 1, (bytes(32),), method, {"fstype": fstype})
+    return Partition(1, stream, fstype)
+
+
+@pytest.mark.parametrize(
+    ("fstype", "method", "reason"),
+    [
+        ("swap", "swap-header", "a swap area holds no files"),
+        (None, "raw", "no file system recognised (read pN.img as raw bytes)"),
+        ("crypto_LUKS", "raw", "crypto_LUKS: no read-only mount known for this file system"),
+    ],
+)
+def test_partitions_without_files_get_one_line_reason(
+    fstype: str | None, method: str, reason: str
+) -> None:
+    """Decided before anything is run: no loop device, no mount, for these."""
+    from recovery.engine.view import mount_partition
+
+    p = _partition(fstype, method)
+    mount_partition(p, "/nonexistent/p1.img", "/nonexistent/p1")
+    assert (p.mounted, p.loop, p.reason) == (False, None, reason)
+
+
+def test_every_mount_is_read_only_and_never_replays_or_clears() -> None:
+    from recovery.engine.view import MOUNTS
+
+    for fstype, ways in MOUNTS.items():
+        for how, options in ways:
+            opts = options.split(",")
+            assert "ro" in opts, fstype
+            assert "remove_hiberfile" not in opts and "rw" not in opts, fstype
+            if how == "kernel" and fstype.startswith("ext"):
+                assert "noload" in opts
+    assert MOUNTS["xfs"][0][1] == "ro,norecovery"
+    assert MOUNTS["btrfs"][0][1] == "ro,rescue=nologreplay"
