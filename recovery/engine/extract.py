@@ -145,6 +145,9 @@ def run_extract(plan: ExtractPlan, progress: Progress, cancel: CancelToken) -> E
             return _copy_all(plan, view.partitions, where, progress, cancel, started)
         finally:
             opened.close_image(where)
+            # The private view's log: what it says is in the result's problems already.
+            with contextlib.suppress(OSError):
+                os.unlink(view.log)
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(where)
