@@ -93,6 +93,8 @@ def plan_extract(
 ) -> ExtractPlan:
     if not paths:
         raise UsageError("name what to copy: pN:/path, e.g. p2:/home/alice")
+    if os.geteuid() != 0:
+        raise Refused("copying out of an image mounts its file systems and needs root: use sudo")
     repo = Repository.open(repo_path)
     check_name(image)
     body = repo.read_manifest(image)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recovery.engine.view import ImageView, ViewResult, mount_partition, serve, unmount_partition
-from recovery.errors import DeviceError, RecoveryError, UsageError
+from recovery.errors import DeviceError, RecoveryError, Refused, UsageError
 
 STATE_DIR = Path(os.environ.get("RECOVERY_RUN_DIR", "/run/recovery")) / "open"
 READY_TIMEOUT = 600.0
@@ -108,9 +108,14 @@ def _check_folder(directory: str) -> str:
 
 def open_image(repo: str, image: str, directory: str) -> ViewResult:
     """Serve ``REPO::IMAGE`` read-only at ``directory``; returns once it is mounted."""
+    if os.geteuid() != 0:
+        raise Refused("opening an image mounts file systems and needs root: run it with sudo")
     real = _check_folder(directory)
     view = ImageView(repo, image)  # a missing or damaged image stops here, in the caller
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeviceError(f"cannot create {STATE_DIR}: {e.strerror}") from e
     log = STATE_DIR / f"{_key(real)}.log"
     r, w = os.pipe()
     child = os.fork()
