@@ -28,6 +28,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("passphrase", "passphrase", "change the passphrase of an encrypted backup location"),
     ("import", "import_image", "turn a Clonezilla image into an image of a backup location"),
     ("export", "export", "write an image as a virtual disk file (raw, qcow2, vhdx, vmdk, vdi)"),
+    ("open", "open", "show an image as read-only files in a folder, until 'close'"),
+    ("close", "close", "close an image opened with 'open'"),
+    ("extract", "extract", "copy files and folders out of an image"),
 )
 
 

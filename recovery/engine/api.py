@@ -13,6 +13,8 @@ imports it only when a command runs, so ``recovery --version`` and ``--help`` st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from recovery.engine import backup, clone, images, restore
 from recovery.engine.plans import (
     BackupPlan,
@@ -29,6 +31,11 @@ from recovery.engine.plans import (
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
 from recovery.repository.store import Repository
+
+if TYPE_CHECKING:
+    # Imported when called: the view needs libfuse, which no other command loads.
+    from recovery.engine.extract import ExtractPlan, ExtractResult
+    from recovery.engine.view import ViewResult
 
 __all__ = [
     "BackupPlan",
@@ -48,7 +55,11 @@ __all__ = [
     "check_passphrase",
     "clone_plan",
     "clone_run",
+    "close_image",
+    "extract_plan",
+    "extract_run",
     "list_images",
+    "open_image",
     "remove",
     "restore_plan",
     "restore_run",
@@ -128,6 +139,41 @@ def clone_run(
 ) -> CloneResult:
     """``ask`` decides whether to go on when the source has many unreadable areas (None: go on)."""
     return clone.run_clone(plan, progress or NullProgress(), cancel or CancelToken(), ask)
+
+
+# -- open, close, extract (issue 12): the image as a read-only tree of files ----------------------
+
+
+def open_image(repo: str, image: str, directory: str) -> ViewResult:
+    """Serve ``REPO::IMAGE`` read-only at ``directory`` (disk.img, pN.img, pN/); returns a
+    :class:`~recovery.engine.view.ViewResult` once mounted. The view runs until closed."""
+    from recovery.engine import opened
+
+    return opened.open_image(repo, image, directory)
+
+
+def close_image(directory: str) -> list[str]:
+    """Unmount what ``open_image`` mounted at ``directory``; lines about what could not be."""
+    from recovery.engine import opened
+
+    return opened.close_image(directory)
+
+
+def extract_plan(
+    repo: str, image: str, paths: list[str], to: str, overwrite: bool = False
+) -> ExtractPlan:
+    """Check the paths and the destination (nothing is copied); ``describe()`` gives lines."""
+    from recovery.engine import extract
+
+    return extract.plan_extract(repo, image, paths, to, overwrite=overwrite)
+
+
+def extract_run(
+    plan: ExtractPlan, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> ExtractResult:
+    from recovery.engine import extract
+
+    return extract.run_extract(plan, progress or NullProgress(), cancel or CancelToken())
 
 
 def check_passphrase(repo: str) -> None:

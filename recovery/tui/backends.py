@@ -30,7 +30,9 @@ from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError, RecoveryError
 
 if TYPE_CHECKING:
+    from recovery.engine.extract import ExtractPlan, ExtractResult
     from recovery.engine.plans import BackupPlan, ClonePlan, RestorePlan
+    from recovery.engine.view import ViewResult
 
 
 @runtime_checkable
@@ -95,6 +97,18 @@ class EngineApi(Protocol[BackupPlanT, RestorePlanT, ClonePlanT]):
     def clone_run(
         self, plan: ClonePlanT, progress: Progress, cancel: CancelToken, /
     ) -> CloneResult: ...
+
+    def open_image(self, repo: str, image: str, directory: str, /) -> ViewResult: ...
+
+    def close_image(self, directory: str, /) -> list[str]: ...
+
+    def extract_plan(
+        self, repo: str, image: str, paths: list[str], to: str, /, overwrite: bool = False
+    ) -> ExtractPlan: ...
+
+    def extract_run(
+        self, plan: ExtractPlan, progress: Progress, cancel: CancelToken, /
+    ) -> ExtractResult: ...
 
 
 class DiskSource(Protocol):

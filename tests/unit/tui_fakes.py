@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from recovery.devices.model import Disk, Partition
+from recovery.engine.extract import ExtractPlan, ExtractResult
 from recovery.engine.locations import Location
 from recovery.engine.plans import (
     BackupResult,
@@ -26,6 +27,7 @@ from recovery.engine.plans import (
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.view import ViewResult
 from recovery.errors import DeviceError
 from recovery.tui.backends import Backends, EngineApi
 from recovery.tui.selection import BASIC_DATA, ESP, LINUX_DATA, MSR, WINDOWS_RECOVERY
@@ -269,6 +271,26 @@ class FakeEngine:
         progress.advance(4 * MiB)
         checks = ("partition 1: fsck.vfat: clean", "partition 3: ntfsfix -n: clean")
         return CloneResult(plan.args[0], plan.args[1], 61 * GiB, 30.0, checks, True)
+
+    def open_image(self, repo: str, image: str, directory: str) -> ViewResult:
+        self._call("open_image", repo, image, directory)
+        return ViewResult(directory, 0, ["disk.img"])
+
+    def close_image(self, directory: str) -> list[str]:
+        self._call("close_image", directory)
+        return []
+
+    def extract_plan(
+        self, repo: str, image: str, paths: list[str], to: str, overwrite: bool = False
+    ) -> ExtractPlan:
+        self._call("extract_plan", repo, image, paths, to, overwrite)
+        return ExtractPlan(repo, image, to, [], overwrite)
+
+    def extract_run(
+        self, plan: ExtractPlan, progress: Progress, cancel: CancelToken
+    ) -> ExtractResult:
+        self._call("extract_run", plan)
+        return ExtractResult(plan.image, plan.to)
 
 
 # mypy checks this assignment: the fake has every function the app calls on the real engine,

@@ -49,6 +49,7 @@ class BackupsScreen(StepScreen):
         Binding("escape", "back", "Back"),
         Binding("enter", "restore", "Restore", show=True),
         Binding("v", "verify", "Verify"),
+        Binding("o", "open", "Open"),
         Binding("x,delete", "remove", "Remove"),
         Binding("f5", "refresh", "Refresh"),
     ]
@@ -90,7 +91,7 @@ class BackupsScreen(StepScreen):
         self.action_refresh()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return self._manage or action not in ("verify", "remove")
+        return self._manage or action not in ("verify", "remove", "open")
 
     def action_refresh(self) -> None:
         self.query_one("#details", Static).update("Reading the backup location...")
@@ -191,3 +192,11 @@ class BackupsScreen(StepScreen):
             ),
             answered,
         )
+
+    def action_open(self) -> None:
+        image = self.selected
+        if image is None:
+            return
+        from recovery.tui.screens.open_image import OpenImageScreen
+
+        self.app.push_screen(OpenImageScreen(("Backups", image.name), self.repo, image))

@@ -1,0 +1,373 @@
+"""An image as a read-only FUSE file system: ``disk.img``, ``pN.img`` and ``pN/`` mount points.
+
+Served by the process that :mod:`recovery.engine.opened` forks for ``recovery open``. Reads go
+through the maps (any byte range of any stream without reading the rest), each cell verified
+against its hash as it is loaded, and a :class:`~recovery.core.view.CellCache` of at most
+256 MiB keeps cells for repeated reads; libfuse runs the callbacks in several threads. A damaged
+or missing chunk, or a backup location that stopped answering, fails the read with EIO and logs
+one line naming the chunk: a reader never gets wrong bytes.
+
+The file system mounts of ``pN/`` (a read-only loop device over ``pN.img``, or a FUSE driver on
+the file) are done here too, once the view answers; :data:`MOUNTS` says how, per file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from recovery.core.view import CellCache, DiskLayout, Placed
+from recovery.errors import IntegrityError, RecoveryError
+from recovery.repository.images import cell_size_of, streams_of
+from recovery.repository.maps import DATA, StreamInfo, StreamReader
+from recovery.repository.store import Repository, check_name
+
+# --- How each file system is mounted read-only (to move to recovery/filesystems/ at merge) ---
+# fstype (as blkid names it) -> (how, options). "kernel": `mount -t FSTYPE -o OPTIONS` on a
+# read-only loop device; "ntfs-3g" / "fusefat": that FUSE driver on the pNimg file itself. No
+# option here replays a journal or clears a hibernation: the image must not change, and the
+# kernel refuses to write through a read-only loop device anyway.
+MOUNTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ext2": (("kernel", "ro,noload"),),
+    "ext3": (("kernel", "ro,noload"),),
+    "ext4": (("kernel", "ro,noload"),),
+    "xfs": (("kernel", "ro,norecovery"),),
+    "btrfs": (("kernel", "ro,rescue=nologreplay"),),
+    # ntfs-3g mounts a hibernated or unclean volume read-only; remove_hiberfile is never used.
+    "ntfs": (("ntfs-3g", "ro"), ("ntfs-3g", "ro,norecover")),
+    # The kernel's vfat where this kernel has it, else a FUSE FAT driver.
+    "vfat": (("kernel", "ro,shortname=mixed,utf8"), ("fusefat", "ro")),
+}
+NO_FILES = {"swap": "a swap area holds no files"}
+
+
+@dataclass
+class Partition:
+    number: int
+    stream: StreamInfo
+    fstype: str | None
+    mounted: bool = False
+    reason: str | None = None
+    loop: str | None = None
+
+
+@dataclass
+class ViewResult:
+    """What ``open`` reports: where things are and why a partition is not mounted."""
+
+    dir: str
+    pid: int
+    files: list[str]
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    log: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dir": self.dir,
+            "pid": self.pid,
+            "files": self.files,
+            "partitions": self.partitions,
+            "log": self.log,
+        }
+
+
+def _log(message: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(f"{stamp} {message}", file=sys.stderr, flush=True)
+
+
+class ImageView:
+    """The bytes of an image's files, read through the maps with a shared cell cache."""
+
+    PREFETCH = 4
+    """Cells read ahead of a sequential reader, decompressed in the background: zstd releases
+    the GIL, so a file read in order is decompressed on every core, not only the reader's."""
+
+    def __init__(self, repo_path: str, image: str, cache_limit: int | None = None) -> None:
+        self.repo = Repository.open(repo_path)
+        self.image = check_name(image)
+        self.body = self.repo.read_manifest(image)
+        where = self.repo.manifest_where(image)
+        self.cell_size = cell_size_of(self.body, where)
+        streams = streams_of(self.body, where)
+        self.readers = {s.id: StreamReader(self.repo, s, self.cell_size, image) for s in streams}
+        self.cache = CellCache() if cache_limit is None else CellCache(cache_limit)
+        self._prefetch = ThreadPoolExecutor(
+            max(2, os.cpu_count() or 2), thread_name_prefix="view-prefetch"
+        )
+        self._zeros: dict[int, bytes] = {}
+        self._last: dict[str, int] = {}
+        """The cell each stream's last read was in (a sequential reader goes on from it)."""
+        self.partitions: list[Partition] = []
+        placed: list[Placed] = []
+        for s in streams:
+            if s.id == "disk":
+                continue
+            number = int(s.raw.get("number", 0) or 0)
+            self.partitions.append(Partition(number, s, s.raw.get("fstype")))
+            placed.append(Placed(s.id, int(s.raw.get("start", 0) or 0), s.size))
+        disk = self.readers.get("disk")
+        source = self.body.get("source") or {}
+        size = max([int(source.get("size", 0) or 0), *(p.end for p in placed)])
+        base = Placed("disk", 0, disk.size) if disk is not None else None
+        self.layout = DiskLayout(size, base, placed)
+        created = str(self.body.get("created", ""))
+        try:
+            self.mtime_ns = int(datetime.fromisoformat(created).timestamp() * 1e9)
+        except ValueError:
+            self.mtime_ns = time.time_ns()
+        # name -> (size, reader): every regular file of the view's root
+        self.files: dict[str, tuple[int, Callable[[int, int], bytes]]] = {
+            "disk.img": (size, self.read_disk)
+        }
+        for p in self.partitions:
+            self.files[f"p{p.number}.img"] = (p.stream.size, self._stream_reader(p.stream.id))
+
+    def _stream_reader(self, sid: str) -> Callable[[int, int], bytes]:
+        return lambda offset, length: self.read_stream(sid, offset, length)
+
+    def close(self) -> None:
+        self._prefetch.shutdown(wait=False, cancel_futures=True)
+
+    def cell(self, sid: str, cell: int) -> bytes:
+        """One verified cell (zeros for UNUSED and ZERO); IntegrityError/RepositoryError."""
+        reader = self.readers[sid]
+        rec = reader.record(cell)
+        if rec.kind != DATA:
+            zeros = self._zeros.get(rec.length)
+            if zeros is None:  # one shared object per length, not 4 MiB allocated per read
+                zeros = self._zeros[rec.length] = bytes(rec.length)
+            return zeros
+
+        def load() -> bytes:
+            data = self.repo.get_chunk(rec.digest, reader.where(cell))
+            if len(data) != rec.length:
+                raise IntegrityError(f"{reader.where(cell)}: chunk length differs from the map")
+            return data
+
+        return self.cache.get((sid, cell), load)
+
+    def _ahead(self, sid: str, cell: int) -> None:
+        """Start loading the cells after ``cell`` when ``sid`` is being read in order."""
+        last = self._last.get(sid, -2)
+        self._last[sid] = cell
+        if cell == last or cell not in (last + 1, 0):
+            return
+        reader = self.readers[sid]
+        for c in range(cell + 1, min(cell + 1 + self.PREFETCH, reader.stream.cells)):
+            if (sid, c) not in self.cache:
+                self._prefetch.submit(self._quiet_cell, sid, c)
+
+    def _quiet_cell(self, sid: str, cell: int) -> None:
+        # The reader that needs the cell meets the error itself and logs it.
+        with contextlib.suppress(RecoveryError, OSError):
+            self.cell(sid, cell)
+
+    def read_stream(self, sid: str, offset: int, length: int) -> bytes:
+        reader = self.readers[sid]
+        length = max(0, min(length, reader.size - offset))
+        cell, within = divmod(offset, self.cell_size)
+        if length and within + length <= self.cell_size:  # the usual case: inside one cell
+            self._ahead(sid, cell)
+            return self.cell(sid, cell)[within : within + length]
+        out = bytearray()
+        while len(out) < length:
+            cell, within = divmod(offset + len(out), self.cell_size)
+            self._ahead(sid, cell)
+            out += self.cell(sid, cell)[within : within + length - len(out)]
+        return bytes(out)
+
+    def read_disk(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        for piece in self.layout.pieces(offset, length):
+            if piece.stream is None:
+                out += bytes(piece.length)
+            else:
+                out += self.read_stream(piece.stream, piece.offset, piece.length)
+        return bytes(out)
+
+
+def _fuse() -> Any:
+    # libfuse 3 (Debian's fuse3 package: libfuse3-3 and fusermount3), chosen before import.
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    import mfusepy
+
+    return mfusepy
+
+
+def serve(view: ImageView, mountpoint: str, on_ready: Callable[[], None]) -> None:
+    """Serve ``view`` at ``mountpoint`` until it is unmounted; ``on_ready`` runs in its own
+    thread once the kernel talks to us (then the sub-mounts can read through the view)."""
+    fuse = _fuse()
+
+    class View(fuse.Operations):  # type: ignore[misc,name-defined]
+        use_ns = True
+
+        def __init__(self) -> None:
+            self.hidden: set[str] = set()
+
+        def init(self, path: str) -> None:
+            threading.Thread(target=on_ready, name="view-ready", daemon=True).start()
+
+        def _dirs(self) -> list[str]:
+            return [
+                f"p{p.number}"
+                for p in view.partitions
+                if f"p{p.number}" not in self.hidden and not p.reason
+            ]
+
+        def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+            base = {
+                "st_uid": 0,
+                "st_gid": 0,
+                "st_atime": view.mtime_ns,
+                "st_mtime": view.mtime_ns,
+                "st_ctime": view.mtime_ns,
+            }
+            name = path.lstrip("/")
+            if path == "/" or name in self._dirs():
+                return {**base, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2}
+            f = view.files.get(name)
+            if f is None:
+                raise fuse.FuseOSError(errno.ENOENT)
+            return {
+                **base,
+                "st_mode": stat.S_IFREG | 0o444,
+                "st_nlink": 1,
+                "st_size": f[0],
+                "st_blocks": (f[0] + 511) // 512,
+                "st_blksize": 1 << 20,
+            }
+
+        def readdir(self, path: str, fh: int) -> list[str]:
+            if path != "/":
+                return [".", ".."]
+            return [".", "..", *view.files, *self._dirs()]
+
+        def open(self, path: str, flags: int) -> int:
+            if path.lstrip("/") not in view.files:
+                raise fuse.FuseOSError(errno.ENOENT)
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                raise fuse.FuseOSError(errno.EROFS)
+            return 0
+
+        def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+            f = view.files.get(path.lstrip("/"))
+            if f is None:
+                raise fuse.FuseOSError(errno.ENOENT)
+            try:
+                return f[1](offset, size)
+            except (RecoveryError, OSError) as e:
+                text = e.message if isinstance(e, RecoveryError) else str(e)
+                _log(f"EIO: {path} bytes {offset}-{offset + size - 1}: {text}")
+                raise fuse.FuseOSError(errno.EIO) from None
+
+        def statfs(self, path: str) -> dict[str, int]:
+            return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    ops = View()
+    fuse.FUSE(
+        ops,
+        mountpoint,
+        foreground=True,
+        ro=True,
+        allow_other=True,
+        default_permissions=True,
+        kernel_cache=True,
+        fsname=f"recovery:{view.image}",
+        subtype="recovery",
+    )
+
+
+# -- the file system mounts under pN/ ----------------------------------------------------------
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def _kernel_has(fstype: str) -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == fstype for line in f if line.strip())
+    except OSError:
+        return False
+
+
+def _tool(name: str) -> bool:
+    import shutil
+
+    return shutil.which(name) is not None
+
+
+def mount_partition(p: Partition, image_file: str, target: str) -> None:
+    """Mount partition ``p`` (served as ``image_file``) read-only at ``target``; on failure
+    set ``p.reason`` to one line and leave nothing mounted or attached."""
+    fstype = p.fstype
+    if p.stream.method == "swap-header" or fstype in NO_FILES:
+        p.reason = NO_FILES.get(fstype or "swap", "no files in it")
+        return
+    if not fstype:
+        p.reason = "no file system recognised (read pN.img as raw bytes)"
+        return
+    ways = MOUNTS.get(fstype)
+    if ways is None:
+        p.reason = f"{fstype}: no read-only mount known for this file system"
+        return
+    failures: list[str] = []
+    for how, options in ways:
+        if how == "kernel":
+            if not _kernel_has(fstype):
+                failures.append(f"this kernel has no {fstype} driver")
+                continue
+            r = _run("losetup", "--find", "--show", "--read-only", image_file)
+            if r.returncode != 0:
+                failures.append(f"no loop device: {r.stderr.strip()}")
+                continue
+            loop = r.stdout.strip()
+            m = _run("mount", "-t", fstype, "-o", options, loop, target)
+            if m.returncode == 0:
+                p.loop, p.mounted = loop, True
+                return
+            _run("losetup", "-d", loop)
+            failures.append(m.stderr.strip().splitlines()[-1] if m.stderr.strip() else "failed")
+        else:
+            if not _tool(how):
+                failures.append(f"{how} is not installed")
+                continue
+            m = _run(how, "-o", options, image_file, target)
+            if m.returncode == 0:
+                p.mounted = True
+                return
+            text = m.stderr.strip() or m.stdout.strip()
+            failures.append(f"{how}: {text.splitlines()[-1] if text else 'failed'}")
+    p.reason = f"{fstype} not mounted: {'; '.join(dict.fromkeys(failures))}"
+
+
+def unmount_partition(target: str, loop: str | None) -> str | None:
+    """Undo :func:`mount_partition`; a line saying what could not be undone, or None."""
+    problem = None
+    if os.path.ismount(target):
+        r = _run("umount", target)
+        if r.returncode != 0:
+            r = _run("umount", "-l", target)
+            if r.returncode != 0:
+                problem = f"cannot unmount {target}: {r.stderr.strip()}"
+    if loop:
+        for _ in range(20):
+            r = _run("losetup", "-d", loop)
+            if r.returncode == 0 or "No such device" in r.stderr:
+                break
+            time.sleep(0.1)
+    return problem
