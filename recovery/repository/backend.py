@@ -118,7 +118,11 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
 
         return LocalFolder(text)
     where = parse_address(text)
-    credentials = current_credentials()  # noqa: F841 (used by the backends to come)
+    credentials = current_credentials()
     # One line per kind of location; imported here so a build without a client library still
     # opens folders, and so PyInstaller sees every import.
+    if where.kind in ("s3", "s3+http"):
+        from recovery.repository.s3 import S3Backend
+
+        return S3Backend(where, credentials)
     raise UsageError(f"'{where.kind}://' is not a kind of backup location: give {KINDS}")

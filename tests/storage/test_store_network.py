@@ -1,0 +1,106 @@
+"""The repository's format tests (tests/unit/test_store.py, every test that takes ``new_repo``)
+run again over each network backend, against real servers on loopback (tests/servers.py): the
+format must hold on SFTP, SMB and S3 exactly as on a folder. Plus what only a network location
+has: the lease lock between two writers, and refused credentials as one clear line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from pathlib import Path
+
+import pytest
+
+from recovery.errors import RepositoryError, RepositoryLocked
+from recovery.repository.address import parse_address
+from recovery.repository.backend import Backend
+from recovery.repository.remote import LOCKS_FOLDER
+from recovery.repository.store import Repository
+from tests.servers import S3_SECRET_KEY, s3_server
+from tests.unit import test_store
+from tests.unit.test_store import NewRepo
+
+__all__ = ["s3_server"]
+
+KINDS = ["s3"]
+
+for _name, _test in vars(test_store).items():
+    if _name.startswith("test_") and "new_repo" in inspect.signature(_test).parameters:
+        globals()[_name] = _test
+
+
+class Given:
+    """Credentials a test gives explicitly (the CLI's provider reads the terminal instead)."""
+
+    def __init__(self, password: str | None = None, identity: str | None = None) -> None:
+        self._password = password
+        self._identity = identity
+
+    def password(self, location: str) -> str | None:
+        return self._password
+
+    def accept_host_key(self, host: str, key_type: str, fingerprint: str) -> bool:
+        return True
+
+    def identity(self, location: str) -> str | None:
+        return self._identity
+
+
+def backend_for(kind: str, request: pytest.FixtureRequest, folder: str, **override: str) -> Backend:
+    if kind == "s3":
+        from recovery.repository.s3 import S3Backend
+
+        server = request.getfixturevalue("s3_server")
+        mp = request.getfixturevalue("monkeypatch")
+        for k, v in {**server.env(), **override}.items():
+            mp.setenv(k, v)
+        return S3Backend(parse_address(server.address("repos", folder)), Given())
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def new_repo(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> NewRepo:
+    def make() -> Repository:
+        return Repository.open(backend_for(kind, request, uuid.uuid4().hex), create=True)
+
+    return make
+
+
+def test_two_writers_one_waits_for_the_other(kind: str, request: pytest.FixtureRequest) -> None:
+    folder = uuid.uuid4().hex
+    r = Repository.open(backend_for(kind, request, folder), create=True)
+    other = Repository.open(backend_for(kind, request, folder))
+    with r.locked("backup a"):
+        assert [f.name for f in r.backend.list(LOCKS_FOLDER)]
+        with pytest.raises(RepositoryLocked, match="backup a"), other.locked("backup b"):
+            pass
+    assert not list(r.backend.list(LOCKS_FOLDER))
+    with other.locked("backup b"):
+        pass
+
+
+def test_a_stale_lease_of_a_dead_writer_is_broken(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    folder = uuid.uuid4().hex
+    r = Repository.open(backend_for(kind, request, folder), create=True)
+    dead = '{"owner":"x","host":"elsewhere","pid":1,"refreshed":"2020-01-01T00:00:00Z"}'
+    r.backend.write(f"{LOCKS_FOLDER}/dead.lock", dead.encode())
+    with r.locked("backup"):
+        names = [f.name for f in r.backend.list(LOCKS_FOLDER)]
+        assert f"{LOCKS_FOLDER}/dead.lock" not in names and len(names) == 1
+
+
+def test_wrong_credentials_are_one_clear_line(kind: str, request: pytest.FixtureRequest) -> None:
+    bad = {"s3": {"AWS_SECRET_ACCESS_KEY": "wrong-" + S3_SECRET_KEY}}[kind]
+    with pytest.raises(RepositoryError) as refused:
+        Repository.open(backend_for(kind, request, uuid.uuid4().hex, **bad), create=True)
+    message = str(refused.value)
+    assert "\n" not in message and "refused" in message, message
+    assert S3_SECRET_KEY not in message
