@@ -121,6 +121,10 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
     credentials = current_credentials()
     # One line per kind of location; imported here so a build without a client library still
     # opens folders, and so PyInstaller sees every import.
+    if where.kind == "sftp":
+        from recovery.repository.sftp import SftpBackend
+
+        return SftpBackend(where, credentials)
     if where.kind in ("s3", "s3+http"):
         from recovery.repository.s3 import S3Backend
 

@@ -17,13 +17,13 @@ from recovery.repository.address import parse_address
 from recovery.repository.backend import Backend
 from recovery.repository.remote import LOCKS_FOLDER
 from recovery.repository.store import Repository
-from tests.servers import S3_SECRET_KEY, s3_server
+from tests.servers import S3_SECRET_KEY, SSH_PASSPHRASE, s3_server, ssh_server
 from tests.unit import test_store
 from tests.unit.test_store import NewRepo
 
-__all__ = ["s3_server"]
+__all__ = ["s3_server", "ssh_server"]
 
-KINDS = ["s3"]
+KINDS = ["s3", "sftp"]
 
 for _name, _test in vars(test_store).items():
     if _name.startswith("test_") and "new_repo" in inspect.signature(_test).parameters:
@@ -56,6 +56,14 @@ def backend_for(kind: str, request: pytest.FixtureRequest, folder: str, **overri
         for k, v in {**server.env(), **override}.items():
             mp.setenv(k, v)
         return S3Backend(parse_address(server.address("repos", folder)), Given())
+    if kind == "sftp":
+        from recovery.repository.sftp import SftpBackend
+
+        server = request.getfixturevalue("ssh_server")
+        home = request.getfixturevalue("tmp_path_factory").mktemp("home")
+        request.getfixturevalue("monkeypatch").setenv("HOME", str(home))
+        given = Given(override.get("password", SSH_PASSPHRASE), str(server.identity))
+        return SftpBackend(parse_address(server.address(folder)), given)
     raise AssertionError(kind)
 
 
@@ -98,9 +106,42 @@ def test_a_stale_lease_of_a_dead_writer_is_broken(
 
 
 def test_wrong_credentials_are_one_clear_line(kind: str, request: pytest.FixtureRequest) -> None:
-    bad = {"s3": {"AWS_SECRET_ACCESS_KEY": "wrong-" + S3_SECRET_KEY}}[kind]
+    bad = {
+        "s3": {"AWS_SECRET_ACCESS_KEY": "wrong-" + S3_SECRET_KEY},
+        "sftp": {"password": "wrong-" + SSH_PASSPHRASE},
+    }[kind]
     with pytest.raises(RepositoryError) as refused:
         Repository.open(backend_for(kind, request, uuid.uuid4().hex, **bad), create=True)
     message = str(refused.value)
-    assert "\n" not in message and "refused" in message, message
-    assert S3_SECRET_KEY not in message
+    assert "\n" not in message, message
+    assert "refused" in message or "passphrase" in message, message
+    assert S3_SECRET_KEY not in message and SSH_PASSPHRASE not in message
+
+
+def test_ssh_host_keys_unknown_refused_accepted_remembered_changed_refused(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recovery.repository.sftp import SftpBackend
+
+    server = request.getfixturevalue("ssh_server")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    address = parse_address(server.address(uuid.uuid4().hex))
+    known = tmp_path / ".ssh" / "known_hosts"
+
+    class Wary(Given):
+        def accept_host_key(self, host: str, key_type: str, fingerprint: str) -> bool:
+            return False
+
+    def backend(given: Given) -> SftpBackend:
+        return SftpBackend(address, given)
+
+    with pytest.raises(RepositoryError, match=r"is unknown \(its ssh-ed25519 key is SHA256:"):
+        Repository.open(backend(Wary(SSH_PASSPHRASE, str(server.identity))), create=True)
+    assert not known.exists()
+    Repository.open(backend(Given(SSH_PASSPHRASE, str(server.identity))), create=True)
+    assert known.read_text().startswith(f"[127.0.0.1]:{server.port} ssh-ed25519 ")
+    Repository.open(backend(Wary(SSH_PASSPHRASE, str(server.identity))))  # known now: no question
+    other = (server.identity.parent / "id_ed25519.pub").read_text().split()[1]
+    known.write_text(f"[127.0.0.1]:{server.port} ssh-ed25519 {other}\n")
+    with pytest.raises(RepositoryError, match="different ssh-ed25519 key"):
+        Repository.open(backend(Given(SSH_PASSPHRASE, str(server.identity))))
