@@ -125,6 +125,10 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
         from recovery.repository.sftp import SftpBackend
 
         return SftpBackend(where, credentials)
+    if where.kind == "smb":
+        from recovery.repository.smb import SmbBackend
+
+        return SmbBackend(where, credentials)
     if where.kind in ("s3", "s3+http"):
         from recovery.repository.s3 import S3Backend
 

@@ -17,13 +17,20 @@ from recovery.repository.address import parse_address
 from recovery.repository.backend import Backend
 from recovery.repository.remote import LOCKS_FOLDER
 from recovery.repository.store import Repository
-from tests.servers import S3_SECRET_KEY, SSH_PASSPHRASE, s3_server, ssh_server
+from tests.servers import (
+    S3_SECRET_KEY,
+    SMB_PASSWORD,
+    SSH_PASSPHRASE,
+    s3_server,
+    smb_server,
+    ssh_server,
+)
 from tests.unit import test_store
 from tests.unit.test_store import NewRepo
 
-__all__ = ["s3_server", "ssh_server"]
+__all__ = ["s3_server", "smb_server", "ssh_server"]
 
-KINDS = ["s3", "sftp"]
+KINDS = ["s3", "sftp", "smb"]
 
 for _name, _test in vars(test_store).items():
     if _name.startswith("test_") and "new_repo" in inspect.signature(_test).parameters:
@@ -64,6 +71,12 @@ def backend_for(kind: str, request: pytest.FixtureRequest, folder: str, **overri
         request.getfixturevalue("monkeypatch").setenv("HOME", str(home))
         given = Given(override.get("password", SSH_PASSPHRASE), str(server.identity))
         return SftpBackend(parse_address(server.address(folder)), given)
+    if kind == "smb":
+        from recovery.repository.smb import SmbBackend
+
+        server = request.getfixturevalue("smb_server")
+        given = Given(override.get("password", SMB_PASSWORD))
+        return SmbBackend(parse_address(server.address(folder)), given)
     raise AssertionError(kind)
 
 
@@ -109,13 +122,14 @@ def test_wrong_credentials_are_one_clear_line(kind: str, request: pytest.Fixture
     bad = {
         "s3": {"AWS_SECRET_ACCESS_KEY": "wrong-" + S3_SECRET_KEY},
         "sftp": {"password": "wrong-" + SSH_PASSPHRASE},
+        "smb": {"password": "wrong-" + SMB_PASSWORD},
     }[kind]
     with pytest.raises(RepositoryError) as refused:
         Repository.open(backend_for(kind, request, uuid.uuid4().hex, **bad), create=True)
     message = str(refused.value)
     assert "\n" not in message, message
     assert "refused" in message or "passphrase" in message, message
-    assert S3_SECRET_KEY not in message and SSH_PASSPHRASE not in message
+    assert all(s not in message for s in (S3_SECRET_KEY, SSH_PASSPHRASE, SMB_PASSWORD))
 
 
 def test_ssh_host_keys_unknown_refused_accepted_remembered_changed_refused(
