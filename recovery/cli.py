@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from recovery import __version__
+from recovery.commands import secrets
 from recovery.errors import RecoveryError, UsageError
 
 # (name, module under recovery.commands, one-line help)
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
         mod.add_arguments(p)
+        if name in secrets.TAKES_LOCATION:
+            secrets.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -75,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             return _start_tui(parser)
+        secrets.install(args)
         result: int = args._run(args)
         return result
     except RecoveryError as e:
