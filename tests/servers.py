@@ -66,30 +66,60 @@ def _wait_until(
     raise RuntimeError(f"{what} did not answer within 90 s:\n{log.read_text()[-3000:]}")
 
 
-@contextlib.contextmanager
-def _running(
-    argv: list[str], log: Path, what: str, ready: Callable[[], bool]
-) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_until(ready, proc, what, log)
-        yield proc
-    finally:
-        stop(proc)
+class Service:
+    """One server process (and its children, in its own process group) that a test may stop
+    and start again on the same ports and data, to play a server going away."""
 
+    def __init__(self, argv: list[str], log: Path, what: str, ready: Callable[[], bool]) -> None:
+        self.argv, self.log, self.what, self.ready = argv, log, what, ready
+        self.proc: subprocess.Popen[bytes] | None = None
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a server started here (its own process group: smbd and weed have children)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _wait_until(self.ready, self.proc, self.what, self.log)
+
+    def stop(self) -> None:
+        """End the server and every process it started: its process group, and descendants
+        that left it (sshd's per-connection processes call setsid())."""
+        proc = self.proc
+        if proc is None:
+            return
+        for pid in [proc.pid, *_descendants(proc.pid)]:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        self.proc = None
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid]
+        found += children
+        frontier += children
+    return found
+
+
+@contextlib.contextmanager
+def _running(service: Service) -> Iterator[Service]:
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def _port_open(port: int) -> bool:
@@ -104,8 +134,7 @@ def _port_open(port: int) -> bool:
 class S3Server:
     port: int
     data: Path
-    proc: subprocess.Popen[bytes] | None = None
-    restart: Callable[[], None] = field(default=lambda: None, repr=False)
+    service: Service | None = field(default=None, repr=False)
 
     def address(self, bucket: str, prefix: str = "") -> str:
         return f"s3+http://{LOOPBACK}:{self.port}/{bucket}" + (f"/{prefix}" if prefix else "")
@@ -115,12 +144,18 @@ class S3Server:
 
     def stored_bytes(self, bucket: str, prefix: str) -> int:
         from minio import Minio
+        from minio.error import S3Error
 
         c = Minio(f"{LOOPBACK}:{self.port}", S3_ACCESS_KEY, S3_SECRET_KEY, secure=False)
-        return sum(
-            int(o.size or 0)
-            for o in c.list_objects(bucket, prefix=f"{prefix}/chunks/", recursive=True)
-        )
+        try:
+            return sum(
+                int(o.size or 0)
+                for o in c.list_objects(bucket, prefix=f"{prefix}/chunks/", recursive=True)
+            )
+        except S3Error as e:
+            if e.code == "NoSuchBucket":
+                return 0
+            raise
 
 
 @pytest.fixture(scope="session")
@@ -154,15 +189,8 @@ def s3_server() -> Iterator[S3Server]:
         c.bucket_exists("probe")
         return True
 
-    log = root / "weed.log"
-    stack = contextlib.ExitStack()
-
-    def start() -> None:
-        server.proc = stack.enter_context(_running(argv, log, "SeaweedFS", ready))
-
-    server.restart = start
-    with stack:
-        start()
+    with _running(Service(argv, root / "weed.log", "SeaweedFS", ready)) as service:
+        server.service = service
         yield server
     shutil.rmtree(root, ignore_errors=True)
 
@@ -177,7 +205,7 @@ class SshServer:
     """A folder served over SFTP (the server runs as root, so any absolute path works)."""
     identity: Path
     """The client's private key, encrypted with :data:`SSH_PASSPHRASE`."""
-    proc: subprocess.Popen[bytes] | None = None
+    service: Service | None = field(default=None, repr=False)
 
     def address(self, folder: str) -> str:
         return f"sftp://root@{LOOPBACK}:{self.port}{self.root / folder}"
@@ -212,8 +240,8 @@ def ssh_server() -> Iterator[SshServer]:
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     argv = [sshd, "-D", "-e", "-f", str(root / "sshd_config")]
     server = SshServer(port, root / "files", root / "id_ed25519")
-    with _running(argv, root / "sshd.log", "sshd", lambda: _port_open(port)) as proc:
-        server.proc = proc
+    with _running(Service(argv, root / "sshd.log", "sshd", lambda: _port_open(port))) as service:
+        server.service = service
         yield server
     shutil.rmtree(root, ignore_errors=True)
 
@@ -226,7 +254,7 @@ class SmbServer:
     port: int
     share: Path
     """The folder behind the share ``backups``."""
-    proc: subprocess.Popen[bytes] | None = None
+    service: Service | None = field(default=None, repr=False)
 
     def address(self, folder: str) -> str:
         return f"smb://{SMB_USER}@{LOOPBACK}:{self.port}/backups/{folder}"
@@ -288,7 +316,7 @@ def smb_server() -> Iterator[SmbServer]:
         return True
 
     server = SmbServer(port, root / "share")
-    with _running(argv, root / "smbd.log", "smbd", ready) as proc:
-        server.proc = proc
+    with _running(Service(argv, root / "smbd.log", "smbd", ready)) as service:
+        server.service = service
         yield server
     shutil.rmtree(root, ignore_errors=True)

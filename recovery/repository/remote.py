@@ -65,7 +65,7 @@ def retrying(
             time.sleep(wait)
             wait *= 2
     reason = str(last) or type(last).__name__
-    raise OSError(errno.EIO, f"{what}: no answer after {tries} tries ({reason})")
+    raise OSError(errno.EIO, f"no answer to '{what}' after {tries} tries: {reason}")
 
 
 # -- the lease lock (docs/FORMAT.md, "Network locations") --------------------------------

@@ -136,7 +136,7 @@ class S3Backend(Backend):
         return OSError(errno.EIO, f"S3 request failed: {type(e).__name__}: {e}")
 
     def _call(self, what: str, operation: Callable[[], T]) -> T:
-        return retrying(f"{self.location} ({what})", operation, self._translate)
+        return retrying(what, operation, self._translate)
 
     def _key(self, name: str) -> str:
         return self.prefix + name

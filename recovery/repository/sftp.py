@@ -242,7 +242,7 @@ class SftpBackend(Backend):
 
     def _call(self, what: str, operation: Callable[[paramiko.SFTPClient], T]) -> T:
         return retrying(
-            f"{self.location} ({what})",
+            what,
             lambda: operation(self._sftp()),
             self._translate,
             reconnect=self._drop,

@@ -131,7 +131,7 @@ class SmbBackend(Backend):
 
     def _call(self, what: str, operation: Callable[[dict[str, Any]], T]) -> T:
         return retrying(
-            f"{self.location} ({what})",
+            what,
             lambda: operation(self._kwargs()),
             self._translate,
             reconnect=self._drop,

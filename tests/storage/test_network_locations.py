@@ -195,3 +195,39 @@ def test_wrong_secret_is_one_clear_line(loop, location: Location) -> None:  # ty
     for secret in loc.wrong.values():
         if "wrong" in secret:
             assert secret not in r.stderr + r.stdout
+
+
+def test_server_going_away_mid_backup_then_a_rerun_works(loop, location: Location) -> None:  # type: ignore[no-untyped-def]
+    src, _ = make_gpt_system_disk(loop)
+    loc = location
+    service = loc.server.service  # type: ignore[attr-defined]
+    args = ["backup", src, "--to", loc.address, "--name", "gone", *loc.options]
+    proc = subprocess.Popen(
+        [*recovery_cmd(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, **loc.env),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if loc.stored_bytes() > 0:
+                break
+            time.sleep(0.02)
+        service.stop()
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if service.proc is None:
+            service.start()
+    assert proc.returncode != 0, "the backup finished before the server was stopped"
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "stopped answering" in last and loc.address in last, err
+    assert loc.secret not in err
+
+    listing = json.loads(recovery(loc, "images", loc.address, "--json", *loc.options).stdout)
+    assert listing["images"] == []
+    recovery(loc, *args)
+    assert "intact" in recovery(loc, "verify", f"{loc.address}::gone", *loc.options).stdout
