@@ -83,6 +83,8 @@ TARGETS = (
     ("second_time", "2nd image time vs full partclone backup", 0.15),
     ("second_bytes", "2nd image new bytes vs repository size", 0.01),
     ("clone_time", "clone time vs partclone -b", 1.0),
+    ("encrypted_backup", "encrypted backup time vs ours unencrypted", 1.1),
+    ("encrypted_restore", "encrypted restore time vs ours unencrypted", 1.1),
     ("backup_rss", "peak memory of our backup (MiB, absolute)", 400.0),
     ("restore_rss", "peak memory of our restore (MiB, absolute)", 400.0),
 )
@@ -543,6 +545,15 @@ def one_run(image: Path, tmp: Path, index: int, with_clone: bool) -> dict[str, A
             "steps": t.events,
         }
 
+        # Ours again into an encrypted location (docs/FORMAT.md, "Encrypted repositories").
+        enc_repo = tmp / "repo-encrypted"
+        os.environ["RECOVERY_PASSPHRASE"] = "bench passphrase"
+        log("recovery backup --encrypt (whole disk)")
+        t = run_ours(
+            ["backup", src, "--to", str(enc_repo), "--name", "a", "--encrypt", "--yes"], logfile
+        )
+        r["ours_backup_encrypted"] = {"seconds": t.seconds, "cpu_seconds": t.cpu_seconds}
+
         # Reference restore onto a disk with the same table, one partition.
         with scratch_disk(tmp, "ref-target.img") as tgt:
             tparts = loopdev.partition(tgt, table_dump)
@@ -578,6 +589,11 @@ def one_run(image: Path, tmp: Path, index: int, with_clone: bool) -> dict[str, A
                 "max_rss": t.max_rss,
                 "steps": t.events,
             }
+        with scratch_disk(tmp, "our-target.img") as tgt:
+            log("recovery restore (whole disk, encrypted location)")
+            t = run_ours(["restore", f"{enc_repo}::a", tgt, "--yes"], logfile)
+            r["ours_restore_encrypted"] = {"seconds": t.seconds, "cpu_seconds": t.cpu_seconds}
+        shutil.rmtree(enc_repo)
 
         # Clones: partclone device to device, ours disk to disk.
         with scratch_disk(tmp, "ref-clone.img") as tgt:
@@ -621,6 +637,10 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "clone_time": (
             r["ours_clone"]["seconds"] / r["ref_clone"]["seconds"] if "ours_clone" in r else None
         ),
+        "encrypted_backup": r["ours_backup_encrypted"]["seconds"] / r["ours_backup"]["seconds"],
+        "encrypted_restore": (
+            r["ours_restore_encrypted"]["seconds"] / r["ours_restore"]["seconds"]
+        ),
         "backup_rss": r["ours_backup"]["max_rss"] / MiB,
         "restore_rss": r["ours_restore"]["max_rss"] / MiB,
     }
@@ -649,6 +669,8 @@ def print_run(r: dict[str, Any]) -> None:
             "included (syncfs)",
         ),
         ("second image, unchanged", "-", f"{_t(os2)}, {human(os2['new_bytes'])} new"),
+        ("backup, encrypted location", "-", _t(r["ours_backup_encrypted"])),
+        ("restore, encrypted location", "-", _t(r["ours_restore_encrypted"])),
         ("restore", f"{_t(rr)}, ext4 partition", f"{_t(orr)}, whole disk + fsck"),
         ("clone", f"{_t(rc)}, ext4 partition", _t(oc) if oc else "clone: not available yet"),
         ("peak memory", "-", f"backup {human(ob['max_rss'])}, restore {human(orr['max_rss'])}"),
@@ -705,6 +727,12 @@ def cpu_ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "backup_time": r["ours_backup"]["cpu_seconds"] / ref_b,
         "restore_time": r["ours_restore"]["cpu_seconds"] / r["ref_restore"]["cpu_seconds"],
         "second_time": r["ours_second"]["cpu_seconds"] / ref_b,
+        "encrypted_backup": (
+            r["ours_backup_encrypted"]["cpu_seconds"] / r["ours_backup"]["cpu_seconds"]
+        ),
+        "encrypted_restore": (
+            r["ours_restore_encrypted"]["cpu_seconds"] / r["ours_restore"]["cpu_seconds"]
+        ),
         "clone_time": oc["cpu_seconds"] / r["ref_clone"]["cpu_seconds"] if oc else None,
     }
 

@@ -11,9 +11,10 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from recovery import __version__
-from recovery.commands import secrets
+from recovery.commands import credentials
 from recovery.errors import RecoveryError, UsageError
 
 # (name, module under recovery.commands, one-line help)
@@ -25,6 +26,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("restore", "restore", "write an image onto a disk"),
     ("clone", "clone", "copy a disk, or only its system, straight to another disk"),
     ("remove", "remove", "delete an image and free the space only it used"),
+    ("passphrase", "passphrase", "change the passphrase of an encrypted backup location"),
 )
 
 
@@ -43,42 +45,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recovery {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_text in COMMANDS:
-        mod = _command_module(module)
-        if mod is None:
-            continue
+        mod = _command_module(name, module)
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
         mod.add_arguments(p)
-        if name in secrets.TAKES_LOCATION:
-            secrets.add_arguments(p)
+        if name in credentials.TAKES_LOCATION:
+            credentials.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
-def _command_module(module: str):  # type: ignore[no-untyped-def]
+class IncompleteBuild(RecoveryError):
+    """A part of the program is missing from this build: a packaging fault, not the input's."""
+
+
+def _command_module(name: str, module: str) -> ModuleType:
+    """The module behind a subcommand. Every command in COMMANDS ships: a missing one means a
+    broken build, said plainly rather than the command silently vanishing from --help."""
     try:
         return importlib.import_module(f"recovery.commands.{module}")
     except ModuleNotFoundError as e:
         if e.name == f"recovery.commands.{module}":
-            return None
+            raise IncompleteBuild(
+                f"this build lacks the '{name}' command (module {e.name} is missing): "
+                "reinstall recovery or rebuild it"
+            ) from e
         raise
 
 
-def _start_tui(parser: argparse.ArgumentParser) -> int:
+def _start_tui() -> int:
     try:
         from recovery.tui.app import run_app
-    except ModuleNotFoundError:
-        parser.print_help()
-        return 0
+    except ModuleNotFoundError as e:
+        if e.name is not None and (e.name == "textual" or e.name.startswith("recovery.tui")):
+            raise IncompleteBuild(
+                f"the text UI cannot start: {e.name} is missing from this build; use the "
+                "commands instead (see 'recovery --help')"
+            ) from e
+        raise
     return run_app()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         if args.command is None:
-            return _start_tui(parser)
-        secrets.install(args)
+            return _start_tui()
+        from recovery.commands.passphrase import TerminalSecrets
+        from recovery.repository import secrets
+
+        secrets.use(TerminalSecrets())
+        credentials.install(args)
         result: int = args._run(args)
         return result
     except RecoveryError as e:

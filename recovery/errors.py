@@ -87,7 +87,21 @@ class RepositoryLocked(RepositoryError):
     """Another process is writing to this backup location."""
 
 
+class PassphraseNeeded(RepositoryError):
+    """The backup location is encrypted and no passphrase was given."""
+
+
+class WrongPassphrase(RepositoryError):
+    """The passphrase does not open this encrypted backup location."""
+
+
 class Cancelled(RecoveryError):
     """The operation was cancelled."""
 
     exit_code = 130
+
+
+class MissingTool(Refused):
+    """A program the operation needs is not installed; nothing was written."""
+
+    exit_code = 9

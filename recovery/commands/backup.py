@@ -6,7 +6,6 @@ import argparse
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,11 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also store the contents of Windows' pagefile.sys, swapfile.sys and hiberfil.sys "
         "(left out by default: Windows recreates them)",
     )
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="create the new location encrypted (passphrase from RECOVERY_PASSPHRASE or asked)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask (backup never writes to SOURCE)")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     plan = api.backup_plan(
         args.sources,
         args.to,
@@ -47,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
         level=args.level,
         system=args.system,
         keep_system_files=args.keep_system_files,
+        encrypt=args.encrypt,
     )
-    plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)
     if not args.json:
         for line in plan.describe():
             print(line)
     try:
-        result = api.backup_run(plan, progress)
+        result = api.backup_run(plan, progress, ask=terminal_question(args.yes))
     finally:
         progress.close()
     if args.json:

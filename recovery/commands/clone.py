@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from recovery.commands.reporting import overwrite
+from recovery.commands.reporting import overwrite, terminal_question
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,11 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     plan = api.clone_plan(args.source, args.target, system=args.system, new_ids=args.new_ids)
     return overwrite(
         args,
         plan,
-        api.clone_run,
+        lambda progress: api.clone_run(plan, progress, ask=terminal_question(args.yes)),
         lambda r: (
             f"Cloned {args.source} to {args.target}: {human_size(r.copied_bytes)} copied "
             f"and checked in {human_duration(r.seconds)}"

@@ -6,7 +6,6 @@ import argparse
 
 from recovery.commands.reporting import print_json
 from recovery.core.units import human_size
-from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,6 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     images = api.list_images(args.repo)
     if args.json:
         print_json({"images": [i.to_json() for i in images]})

@@ -7,7 +7,6 @@ import argparse
 from recovery.commands.reporting import confirm, print_json
 from recovery.core.refs import split_ref
 from recovery.core.units import human_size
-from recovery.engine import api
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     repo, image = split_ref(args.ref)
     infos = {i.name: i for i in api.list_images(repo)}
     lines = [f"Remove image '{image}' from {repo}"]

@@ -8,15 +8,21 @@ terminal and without ``--yes`` a destructive command refuses.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from recovery.core.units import human_duration, human_rate, human_size
 from recovery.errors import NotConfirmed
+
+if TYPE_CHECKING:
+    from recovery.engine.plans import ClonePlan, CloneResult, Question, RestorePlan, RestoreResult
+
+    OverwriteResult = TypeVar("OverwriteResult", RestoreResult, CloneResult)
 
 
 class TerminalProgress:
@@ -150,7 +156,7 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=1))
 
 
-def terminal_question(yes: bool) -> Callable[[str], bool] | None:
+def terminal_question(yes: bool) -> Question | None:
     """A yes/no question on the terminal for the engine to ask mid-way, or None (go on) when
     ``--yes`` was given or there is no terminal to ask on."""
     if yes or not sys.stdin.isatty():
@@ -167,7 +173,10 @@ def terminal_question(yes: bool) -> Callable[[str], bool] | None:
 
 
 def overwrite(
-    args: Any, plan: Any, execute: Callable[[Any, Any], Any], summary: Callable[[Any], str]
+    args: argparse.Namespace,
+    plan: RestorePlan | ClonePlan,
+    execute: Callable[[TerminalProgress | JsonProgress], OverwriteResult],
+    summary: Callable[[OverwriteResult], str],
 ) -> int:
     """The shape every disk-overwriting command shares: show the plan and confirm it, run it
     with progress, then print each check and a summary (or the JSON result). Exit code 8 when a
@@ -175,11 +184,9 @@ def overwrite(
     confirm(
         plan.describe(), f"Everything on {args.target} will be overwritten.", args.yes, args.json
     )
-    if hasattr(plan, "ask"):  # plans that read a possibly failing source disk
-        plan.ask = terminal_question(args.yes)
     progress = progress_for(args.json)
     try:
-        result = execute(plan, progress)
+        result = execute(progress)
     finally:
         progress.close()
     if args.json:

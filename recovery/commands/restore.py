@@ -7,7 +7,6 @@ import argparse
 from recovery.commands.reporting import overwrite
 from recovery.core.refs import split_ref
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api
 from recovery.errors import UsageError
 
 
@@ -36,12 +35,14 @@ def parse_numbers(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recovery.engine import api  # the whole engine: only when a command runs
+
     repo, image = split_ref(args.ref)
     plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
     return overwrite(
         args,
         plan,
-        api.restore_run,
+        lambda progress: api.restore_run(plan, progress),
         lambda r: (
             f"Restored '{image}' to {args.target}: {human_size(r.written_bytes)} written "
             f"in {human_duration(r.seconds)}"

@@ -29,18 +29,17 @@ class PartitionFacts:
     has_boot_files: bool = False
     bootable: bool = False
     """MBR active flag: BIOS boots from it (Windows' "System Reserved", a Linux /boot)."""
-
-
-# Encrypted volumes cannot show what they hold; on a system disk they are the system
-# (BitLocker C:, a LUKS root), so they are kept rather than left behind.
-ENCRYPTED = {"BitLocker", "crypto_LUKS"}
+    encrypted: bool = False
+    """An encrypted volume (BitLocker, LUKS: its file system's home says so). It cannot show
+    what it holds; on a system disk it is the system (BitLocker C:, a LUKS root), so it is kept
+    rather than left behind."""
 
 
 def is_system(p: PartitionFacts) -> bool:
     t = (p.parttype or "").lower()
     if t in ALWAYS_SYSTEM_TYPES:
         return True
-    if p.fstype in ENCRYPTED or p.bootable:
+    if p.encrypted or p.bootable:
         return True
     return p.has_windows or p.has_os_release or p.has_boot_files
 

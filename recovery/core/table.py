@@ -13,6 +13,7 @@ every partition still fits; otherwise the plan is refused (shrinking comes later
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,9 +25,6 @@ ALIGN = 1 << 20
 
 # MBR types that are containers, not file systems.
 EXTENDED_TYPES = {"5", "f", "85", "0x5", "0xf", "0x85"}
-
-# File systems whose size we can grow after restore (ntfs arrives with its reader).
-GROWABLE = {"ext2", "ext3", "ext4", "ntfs"}
 
 
 @dataclass(frozen=True)
@@ -262,28 +260,32 @@ FIXED_ROLE_TYPES = {
 }
 
 
-def choose_main(table: Table, fstypes: dict[int, str | None]) -> int | None:
+def choose_main(table: Table, growable: Collection[int]) -> int | None:
     """The partition that takes extra space: the largest one holding an operating system or
-    data, if we can grow its file system. When the largest cannot be grown (encrypted, unknown),
-    nothing grows: a smaller partition taking the space would surprise the person."""
+    data, if we can grow its file system (its number is in ``growable``). When the largest
+    cannot be grown (encrypted, unknown), nothing grows: a smaller partition taking the space
+    would surprise the person."""
     candidates = [
         e for e in table.data_entries if e.type.lower().removeprefix("0x") not in FIXED_ROLE_TYPES
     ]
     if not candidates:
         return None
     main = max(candidates, key=lambda e: (e.size, -e.number))
-    return main.number if (fstypes.get(main.number) or "") in GROWABLE else None
+    return main.number if main.number in growable else None
 
 
 def plan_layout(
     table: Table,
     source_size: int,
     target_size: int,
-    fstypes: dict[int, str | None],
+    growable: Collection[int],
     grow: bool = True,
     fill: bool = False,
 ) -> Layout:
     """Lay ``table`` (from a disk of ``source_size`` bytes) out on a disk of ``target_size``.
+
+    ``growable``: the numbers of the partitions whose file system can grow (the engine asks the
+    file systems' homes, :func:`recovery.filesystems.base.growable_numbers`; core knows none).
 
     ``fill``: the main partition takes all the room after the last partition, not only what the
     larger disk adds (a system clone, whose table lost the data partitions, uses this).
@@ -294,7 +296,7 @@ def plan_layout(
     src_end = usable_end(table.label, src_sectors)
     dst_end = usable_end(table.label, dst_sectors)
     last_used = max((e.end for e in table.entries), default=0)
-    main = choose_main(table, fstypes) if grow else None
+    main = choose_main(table, growable) if grow else None
 
     delta = 0
     align = ALIGN // ss

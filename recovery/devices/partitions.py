@@ -19,14 +19,15 @@ import time
 
 from recovery.core.table import InvalidTable, Table, sfdisk_script
 from recovery.devices.blockio import disk_lock
-from recovery.errors import DeviceError
+from recovery.devices.tools import TOOLS
+from recovery.errors import DeviceError, MissingTool
 
 
 def _run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(cmd, input=input, text=True, capture_output=True, check=False)
     except FileNotFoundError as e:
-        raise DeviceError(f"{cmd[0]} is not installed: install util-linux") from e
+        raise MissingTool(f"{cmd[0]} is not installed: install {TOOLS[cmd[0]].package}") from e
 
 
 def read_table(disk: str) -> Table | None:

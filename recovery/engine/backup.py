@@ -10,75 +10,29 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
 from recovery import __version__
 from recovery.core.cells import Cell, cells
-from recovery.core.units import human_size
 from recovery.devices import blockio
-from recovery.engine.api import BackupResult
+from recovery.engine.images import image_info
+from recovery.engine.plans import BackupPlan, BackupResult, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
-from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
+from recovery.engine.sources import StreamPlan, plan_sources, stream_extents
+from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
 from recovery.repository.backend import open_backend
 from recovery.repository.maps import DATA, ZERO, MapWriter
-from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
+from recovery.repository.store import Repository, check_name, utc_now
 
 # 4 MiB cells: each chunk is compressed on its own, and at zstd level 3 the images of the
 # reference disk (PRODUCT.md) measured 805 MB with 1 MiB chunks, 787 MB with 2 MiB and 777 MB
 # with 4 MiB, against 781 MB for partclone | zstd (bench/profile_engine.py --sizes). Larger cells
 # also mean 4x fewer chunk files. The cost: a change dirties 4 MiB, not 1 MiB, for dedup.
 CELL_SIZE = 4 << 20
-WORKERS = max(2, os.cpu_count() or 2)
-_ZERO_DIGESTS: dict[int, bytes] = {}
-
-
-def _is_zero(digest: bytes, size: int) -> bool:
-    """Whether ``digest`` is the hash of ``size`` zero bytes (hash first: no second pass)."""
-    zero = _ZERO_DIGESTS.get(size)
-    if zero is None:
-        zero = _ZERO_DIGESTS[size] = hash_bytes(bytes(size))
-    return digest == zero
-
-
-@dataclass
-class BackupPlan:
-    source: SourcePlan
-    repo: str
-    name: str
-    level: int
-    notes: list[str] = field(default_factory=list)
-    ask: Callable[[str], bool] | None = None
-    """Asked whether to go on when the source has many unreadable areas (None: go on)."""
-
-    def describe(self) -> list[str]:
-        s = self.source
-        ident = s.identity
-        lines = [
-            f"Back up {s.disk} ({ident.get('model') or 'unknown model'}, "
-            f"{human_size(s.disk_size)}) to {self.repo} as image '{self.name}'",
-        ]
-        for sp in s.streams:
-            if sp.id == "disk":
-                lines.append(f"  partition table, boot code and gaps: {human_size(sp.used_bytes)}")
-                continue
-            what = {
-                "used-blocks": "used blocks",
-                "raw": "every byte (zero areas skipped)",
-                "swap-header": "swap header only (recreated on restore)",
-            }[sp.method]
-            lines.append(
-                f"  partition {sp.number}: {sp.fstype or 'unknown'} {sp.label or ''} "
-                f"{human_size(sp.size)}, {what}: {human_size(sp.used_bytes)}".replace("  ,", ",")
-            )
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return lines
 
 
 def default_name(disk: str) -> str:
@@ -93,6 +47,7 @@ def plan_backup(
     level: int = 3,
     system: bool = False,
     keep_system_files: bool = False,
+    encrypt: bool = False,
 ) -> BackupPlan:
     if not 1 <= level <= 19:
         raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
@@ -109,15 +64,19 @@ def plan_backup(
             f"the backup location {repo} is on {source.disk}, the disk being backed up: "
             "choose a location on another disk"
         )
-    r = Repository.open(backend, create=True)
+    r = Repository.open(backend, create=True, encrypt=encrypt)
     name = check_name(name) if name else default_name(source.disk)
     if r.has_image(name):
         raise UsageError(f"an image named '{name}' already exists in {repo}: choose another name")
-    notes = [n for sp in source.streams for n in sp.notes]
+    notes = tuple(n for sp in source.streams for n in sp.notes)
     return BackupPlan(source, repo, name, level, notes)
 
 
-def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> BackupResult:
+def run_backup(
+    plan: BackupPlan, progress: Progress, cancel: CancelToken, ask: Question | None = None
+) -> BackupResult:
+    """``ask`` is asked whether to go on when the source has many unreadable areas (None: go
+    on without asking)."""
     started = time.monotonic()
     repo = Repository.open(plan.repo, create=True)
     with repo.locked(f"backup {plan.name}"):
@@ -132,7 +91,7 @@ def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> Bac
             for sp in plan.source.streams:
                 cancel.check()
                 desc = sp.manifest_fields()
-                reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, ask=plan.ask)
+                reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, ask=ask)
                 try:
                     written, mapinfo = _save_stream(
                         repo, reader, fd, sp, plan.level, progress, cancel
@@ -170,12 +129,8 @@ def run_backup(plan: BackupPlan, progress: Progress, cancel: CancelToken) -> Bac
             "unreadable": unreadable,
         }
         repo.write_manifest(plan.name, body)
-    from recovery.engine.images import image_info
-
     info = image_info(repo, plan.name, body)
-    return BackupResult(
-        info, new_bytes, time.monotonic() - started, tuple(plan.notes), tuple(bad_lines)
-    )
+    return BackupResult(info, new_bytes, time.monotonic() - started, plan.notes, tuple(bad_lines))
 
 
 def _save_stream(
@@ -201,40 +156,24 @@ def _save_stream(
 
     def work(cell: Cell) -> tuple[int, bytes, int]:
         buf = reader.read_cell(cell)
-        digest = hash_bytes(buf)
-        if _is_zero(digest, cell.size):
+        digest = repo.hash(buf)
+        # A zero cell is found by its hash (no second pass over the bytes).
+        if digest == repo.zero_digest(cell.size):
             return ZERO, b"", 0
         return DATA, digest, repo.put_chunk(digest, buf, level)
 
-    window: deque[tuple[Cell, Future[tuple[int, bytes, int]]]] = deque()
-
-    def drain_one() -> None:
-        nonlocal next_cell, data_bytes, new_bytes
-        cell, fut = window.popleft()
-        kind, digest, written = fut.result()
-        while next_cell < cell.number:
-            maps.add(0, min(CELL_SIZE, sp.size - next_cell * CELL_SIZE))
+    todo = cells(stream_extents(sp, fd), CELL_SIZE, sp.size)
+    with closing(in_order(work, todo, WORKERS, "backup", cancel)) as done:
+        for cell, (kind, digest, written) in done:
+            while next_cell < cell.number:
+                maps.add(0, min(CELL_SIZE, sp.size - next_cell * CELL_SIZE))
+                next_cell += 1
+            maps.add(kind, cell.size, digest if kind == DATA else bytes(32))
             next_cell += 1
-        maps.add(kind, cell.size, digest if kind == DATA else bytes(32))
-        next_cell += 1
-        if kind == DATA:
-            data_bytes += cell.size
-        new_bytes += written
-        progress.advance(cell.used)
-
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="backup") as pool:
-        try:
-            for cell in cells(stream_extents(sp, fd), CELL_SIZE, sp.size):
-                cancel.check()
-                window.append((cell, pool.submit(work, cell)))
-                if len(window) >= 2 * WORKERS + 4:
-                    drain_one()
-            while window:
-                drain_one()
-        except BaseException:
-            for _, fut in window:
-                fut.cancel()
-            raise
+            if kind == DATA:
+                data_bytes += cell.size
+            new_bytes += written
+            progress.advance(cell.used)
     while next_cell < ncells:
         maps.add(0, min(CELL_SIZE, sp.size - next_cell * CELL_SIZE))
         next_cell += 1

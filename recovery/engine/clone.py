@@ -15,100 +15,25 @@ import contextlib
 import os
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from recovery.core.cells import Cell, cells
-from recovery.core.table import Layout, Table, plan_layout
+from recovery.core.table import Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
-from recovery.engine.finish import Written, finish
+from recovery.devices.tools import require
+from recovery.engine.finish import Written, finish, finish_needs
+from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
-from recovery.engine.sources import SourcePlan, StreamPlan, plan_sources, stream_extents
-from recovery.engine.targets import Target, check_target
+from recovery.engine.sources import plan_sources, stream_extents
+from recovery.engine.targets import check_still_same, check_target
+from recovery.engine.workers import COPY_WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.filesystems.base import growable_numbers
 
 CELL_SIZE = 4 << 20  # large sequential reads and writes
-# Copying waits on two devices more than on the CPU: more threads than cores keep both busy
-# (3.4 GB measured 10.8 s with 2 threads, 9.7 s with 6).
-WORKERS = max(4, 2 * (os.cpu_count() or 2))
-
-
-@dataclass
-class CloneStream:
-    stream: StreamPlan
-    number: int
-    target_start: int
-    target_size: int
-
-    @property
-    def grows(self) -> bool:
-        return self.target_size > self.stream.size
-
-
-@dataclass
-class ClonePlan:
-    source: SourcePlan
-    target_info: Target
-    layout: Layout | None
-    copies: list[CloneStream]
-    system: bool
-    new_ids: bool
-    notes: list[str] = field(default_factory=list)
-    ask: Callable[[str], bool] | None = None
-    """Asked whether to go on when the source has many unreadable areas (None: go on)."""
-
-    @property
-    def target(self) -> str:
-        return self.target_info.path
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(c.stream.used_bytes for c in self.copies)
-
-    def describe(self) -> list[str]:
-        s = self.source
-        lines = [
-            f"Clone {'the system partitions of ' if self.system else ''}{s.disk} "
-            f"({s.identity.get('model') or 'unknown model'}, {human_size(s.disk_size)})",
-            *self.target_info.describe(),
-        ]
-        if self.layout is not None:
-            lines.append(
-                f"  write a {self.layout.table.label} partition table"
-                + (" with new disk and partition identifiers" if self.new_ids else "")
-            )
-        for c in self.copies:
-            line = (
-                f"  partition {c.number} ({c.stream.fstype or 'unknown'}): "
-                f"{human_size(c.stream.used_bytes)} to copy, at byte {c.target_start}, "
-                f"size {human_size(c.target_size)}"
-            )
-            if c.grows:
-                line += f" (grown from {human_size(c.stream.size)})"
-            lines.append(line)
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return lines
-
-
-@dataclass(frozen=True)
-class CloneResult:
-    source: str
-    target: str
-    copied_bytes: int
-    seconds: float
-    checks: tuple[str, ...]
-    ok: bool
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def _new_ids(table: Table) -> Table:
@@ -143,7 +68,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
     notes = [n for sp in src.streams for n in sp.notes]
     by_number = {sp.number: sp for sp in src.streams if sp.number is not None}
     layout = None
-    copies = []
+    copies: list[CloneStream] = []
     if src.table is None:
         (sp,) = by_number.values()
         if target_size < sp.size:
@@ -174,25 +99,31 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
                     "left behind (not system partitions): partition " + ", ".join(map(str, dropped))
                 )
         fstypes = {n: sp.fstype for n, sp in by_number.items()}
-        layout = plan_layout(table, src.disk_size, target_size, fstypes, fill=system)
+        growable = growable_numbers(fstypes)
+        layout = plan_layout(table, src.disk_size, target_size, growable, fill=system)
         if new_ids:
             layout = replace(layout, table=_new_ids(layout.table), same_geometry=False)
         for m in layout.moves:
             found = by_number.get(m.number)
             if found is not None:
                 copies.append(CloneStream(found, m.number, m.new_start, m.new_size))
+    require(finish_needs(((c.stream.fstype, c.grows) for c in copies), layout is not None))
     return ClonePlan(
         source=src,
         target_info=tgt,
         layout=layout,
-        copies=copies,
+        copies=tuple(copies),
         system=system,
         new_ids=new_ids,
-        notes=notes,
+        notes=tuple(notes),
     )
 
 
-def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> CloneResult:
+def run_clone(
+    plan: ClonePlan, progress: Progress, cancel: CancelToken, ask: Question | None = None
+) -> CloneResult:
+    """``ask`` is asked whether to go on when the source has many unreadable areas (None: go
+    on without asking)."""
     started = time.monotonic()
     copied = 0
     notes: list[str] = []
@@ -201,6 +132,7 @@ def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> Clone
         dst_fd = blockio.open_exclusive_write(plan.target)
         try:
             with blockio.disk_lock(dst_fd):
+                check_still_same(plan.target_info, dst_fd)
                 if plan.layout is not None:
                     _write_layout(src_fd, dst_fd, plan)
                 writer = blockio.DirectWriter(plan.target, dst_fd)
@@ -215,7 +147,7 @@ def run_clone(plan: ClonePlan, progress: Progress, cancel: CancelToken) -> Clone
                             progress,
                             cancel,
                             plan.source.disk,
-                            plan.ask,
+                            ask,
                             notes,
                         )
                 finally:
@@ -285,7 +217,7 @@ def _copy_stream(
     progress: Progress,
     cancel: CancelToken,
     disk: str,
-    ask: Callable[[str], bool] | None,
+    ask: Question | None,
     notes: list[str],
 ) -> int:
     """Copy the used cells of one partition, each checked by reading it back from the target.
@@ -317,23 +249,13 @@ def _copy_stream(
         return cell.size
 
     copied = 0
-    window: deque[Future[int]] = deque()
+    todo = cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size)
     with (
         contextlib.closing(reader),
-        ThreadPoolExecutor(WORKERS, thread_name_prefix="clone") as pool,
+        contextlib.closing(in_order(work, todo, COPY_WORKERS, "clone", cancel)) as done,
     ):
-        try:
-            for cell in cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size):
-                cancel.check()
-                window.append(pool.submit(work, cell))
-                if len(window) >= 2 * WORKERS + 4:
-                    copied += window.popleft().result()
-            while window:
-                copied += window.popleft().result()
-        except BaseException:
-            for f in window:
-                f.cancel()
-            raise
+        for _, size in done:
+            copied += size
     if reader.unreadable:
         for line in describe_unreadable(disk, sp, reader.unreadable):
             progress.log(line)

@@ -7,19 +7,17 @@ image refers to and reports every damaged place (stream and byte range), not onl
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from recovery.engine.api import ImageInfo, PartitionSummary, RemoveResult, VerifyResult
+from recovery.engine.plans import ImageInfo, PartitionSummary, RemoveResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.workers import WORKERS
 from recovery.errors import IntegrityError, RecoveryError
 from recovery.repository import images as repository_images
 from recovery.repository.images import cell_size_of, stored_size, streams_of
 from recovery.repository.maps import DATA, RECORDS_PER_MAP_CHUNK, StreamReader
 from recovery.repository.store import Repository, check_name
-
-WORKERS = max(2, os.cpu_count() or 2)
 
 
 def image_info(repo: Repository, name: str, body: dict[str, Any]) -> ImageInfo:

@@ -6,7 +6,9 @@ a partition is mounted under ``/run/recovery/mnt/<name>`` only when the person p
 read-only (with journal replay disabled, so nothing is written) to look for backups, read-write
 only when it is chosen as the destination of a backup; partitions already mounted elsewhere are
 used where they are. A repository is a directory holding a ``recovery-repo`` header whose
-``format`` is ``recovery-repository`` (docs/FORMAT.md). Errors are
+``format`` is ``recovery-repository`` (docs/FORMAT.md). Which file systems are offered and how
+each is mounted (driver, read-only options) is their home's answer
+(:class:`recovery.filesystems.base.Kind`). Errors are
 :class:`recovery.errors.RecoveryError` subclasses; nothing here imports textual.
 """
 
@@ -22,22 +24,13 @@ from pathlib import Path
 
 from recovery.devices.model import Disk
 from recovery.errors import DeviceError, Refused
+from recovery.filesystems.base import kind_of
 from recovery.repository.store import is_repository
 
 MOUNT_ROOT = Path("/run/recovery/mnt")
 DEFAULT_FOLDER = "recovery-backups"
 """The folder a backup goes into when a whole partition is picked as the location: the engine
 initialises only a missing or empty directory, and a partition's root rarely is one."""
-
-MOUNTABLE = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat", "ntfs"})
-
-# Options that keep a read-only mount from writing (journal replay writes even with ``ro``).
-_READ_ONLY_OPTIONS = {
-    "ext3": "ro,noload",
-    "ext4": "ro,noload",
-    "xfs": "ro,norecovery",
-    "btrfs": "ro,nologreplay",
-}
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ class Locations:
         out: list[Location] = []
         for disk in disks:
             for p in disk.partitions:
-                if (p.fstype or "").lower() not in MOUNTABLE:
+                if kind_of((p.fstype or "").lower()).mount_type is None:
                     continue
                 mountpoint, writable = mounts.get(os.path.realpath(p.path), (None, False))
                 loc = Location(
@@ -186,12 +179,13 @@ class Locations:
         target = self.mount_root / _mount_name(device)
         target.mkdir(parents=True, exist_ok=True)
         fstype = (loc.fstype or "").lower()
-        options = "rw" if writable else _READ_ONLY_OPTIONS.get(fstype, "ro")
+        kind = kind_of(fstype)
+        # The home knows the driver (NTFS: ntfs-3g) and the options that keep "ro" from writing.
+        options = "rw" if writable else kind.read_only_options
         cmd = ["mount", "-o", options]
-        if fstype == "ntfs":
-            cmd += ["-t", "ntfs-3g"]
-        elif fstype:
-            cmd += ["-t", fstype]
+        driver = kind.mount_type or fstype
+        if driver:
+            cmd += ["-t", driver]
         self._run_mount([*cmd, device, str(target)], device)
         self._ours.append(str(target))
         return self.inspect(replace(loc, mountpoint=str(target), writable=writable))

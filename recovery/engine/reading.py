@@ -29,6 +29,7 @@ from recovery.core.cells import Cell
 from recovery.core.extents import merge
 from recovery.devices import blockio
 from recovery.errors import Cancelled, DeviceError
+from recovery.filesystems.base import kind_of
 
 FIRST_PASS = 64 << 10
 PAGE = 4096
@@ -222,46 +223,6 @@ def _blocks(start: int, length: int, size: int) -> list[tuple[int, int]]:
     return out
 
 
-def _debugfs(node: str, request: str) -> str:
-    import subprocess
-
-    try:
-        r = subprocess.run(
-            ["debugfs", "-R", request, node], capture_output=True, text=True, timeout=120
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return r.stdout
-
-
-def affected_files(node: str, block_size: int, ranges: list[tuple[int, int]]) -> list[str]:
-    """Paths of the ext2/3/4 files whose blocks lie in ``ranges`` (debugfs icheck + ncheck)."""
-    blocks: list[int] = []
-    for off, length in ranges:
-        first, last = off // block_size, (off + length - 1) // block_size
-        blocks.extend(range(first, min(last, first + 4096) + 1))
-        if len(blocks) > 20000:
-            break
-    if not blocks or not blockio.is_block_device(node):
-        return []
-    inodes: set[str] = set()
-    for i in range(0, len(blocks), 1000):
-        out = _debugfs(node, "icheck " + " ".join(map(str, blocks[i : i + 1000])))
-        for line in out.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                inodes.add(parts[1])
-    if not inodes:
-        return []
-    out = _debugfs(node, "ncheck " + " ".join(sorted(inodes, key=int)))
-    paths = []
-    for line in out.splitlines()[1:]:
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            paths.append(parts[1].strip())
-    return sorted(set(paths))
-
-
 def describe_unreadable(disk: str, sp: object, ranges: list[tuple[int, int]]) -> list[str]:
     """Lines for the person: which byte ranges of which partition, and which files they hit."""
     from recovery.core.table import partition_node
@@ -278,8 +239,10 @@ def describe_unreadable(disk: str, sp: object, ranges: list[tuple[int, int]]) ->
     ]
     fstype = getattr(sp, "fstype", None)
     block_size = getattr(sp, "block_size", None)
-    if number and fstype in ("ext2", "ext3", "ext4") and block_size:
-        files = affected_files(partition_node(disk, number), block_size, ranges)
+    files = None
+    if number and block_size:
+        files = kind_of(fstype).files_in(partition_node(disk, number), block_size, ranges)
+    if files is not None:
         if files:
             lines.append(f"unreadable: files affected on {where}: " + ", ".join(files[:50]))
         else:

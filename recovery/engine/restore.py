@@ -13,121 +13,39 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
-from recovery.core.table import Layout, Move, Table, plan_layout
+from recovery.core.table import Move, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
-from recovery.engine.finish import Written, finish
+from recovery.devices.tools import require
+from recovery.engine.finish import Written, finish, finish_needs
+from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, unreadable_notes
 from recovery.engine.progress import CancelToken, Progress
-from recovery.engine.targets import Target, check_target
+from recovery.engine.targets import Target, check_still_same, check_target
+from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.filesystems.base import growable_numbers
 from recovery.repository.images import cell_size_of, streams_of
 from recovery.repository.maps import DATA, ZERO, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name
-
-WORKERS = max(2, os.cpu_count() or 2)
-
-
-@dataclass(frozen=True)
-class PartitionWrite:
-    stream: StreamInfo
-    number: int
-    target_start: int
-    target_size: int
-    source_size: int
-    fstype: str | None
-
-    @property
-    def grows(self) -> bool:
-        return self.target_size > self.source_size
-
-
-@dataclass
-class RestorePlan:
-    repo: str
-    image: str
-    target_info: Target
-    body: dict[str, Any]
-    layout: Layout | None
-    """None when restoring chosen partitions into the target's existing table."""
-    writes: list[PartitionWrite]
-    disk_stream: StreamInfo | None
-    cell_size: int
-    notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def without_table(
-        cls,
-        repo: str,
-        image: str,
-        target: Target,
-        body: dict[str, Any],
-        writes: list[PartitionWrite],
-        cell_size: int,
-    ) -> RestorePlan:
-        """A plan that writes no partition table: into the target's existing partitions, or
-        an image of a disk that had none."""
-        return cls(repo, image, target, body, None, writes, None, cell_size, unreadable_notes(body))
-
-    @property
-    def target(self) -> str:
-        return self.target_info.path
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
-
-    def describe(self) -> list[str]:
-        lines = [f"Restore image '{self.image}' from {self.repo}", *self.target_info.describe()]
-        if self.layout is not None:
-            lines.append(
-                f"  write a new {self.layout.table.label} partition table"
-                + (" (identical layout)" if self.layout.same_geometry else "")
-            )
-        for w in self.writes:
-            what = (
-                f"  partition {w.number} ({w.fstype or 'unknown'}): "
-                f"{human_size(int(w.stream.raw.get('data_bytes', 0)))} of data at byte "
-                f"{w.target_start}, size {human_size(w.target_size)}"
-            )
-            if w.grows:
-                what += f" (grown from {human_size(w.source_size)})"
-            lines.append(what)
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return lines
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    image: str
-    target: str
-    written_bytes: int
-    seconds: float
-    checks: tuple[str, ...]
-    """One line per file system: which check ran and what it said."""
-    ok: bool
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def plan_restore(
     repo_path: str, image: str, target: str, partitions: list[int] | None = None
 ) -> RestorePlan:
     try:
-        return _plan_restore(repo_path, image, target, partitions)
+        plan = _plan_restore(repo_path, image, target, partitions)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         # Only a manifest whose fields have impossible types or values gets here.
         raise IntegrityError(
             f"image {image}: its description is damaged ({e!r}); nothing was written"
         ) from e
+    require(finish_needs(((w.fstype, w.grows) for w in plan.writes), plan.layout is not None))
+    return plan
 
 
 def _plan_restore(
@@ -180,15 +98,15 @@ def _plan_restore(
                 f"{target} is too small: the image needs {s.size} bytes "
                 f"({human_size(s.size)}), the disk has {human_size(target_size)}"
             )
-        writes = [PartitionWrite(s, 0, 0, s.size, s.size, s.raw.get("fstype"))]
-        return RestorePlan.without_table(repo_path, image, tgt, body, writes, cell_size)
+        whole = (PartitionWrite(s, 0, 0, s.size, s.size, s.raw.get("fstype")),)
+        return RestorePlan.without_table(repo_path, image, tgt, body, whole, cell_size)
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
-    layout = plan_layout(table, source_size, target_size, fstypes)
+    layout = plan_layout(table, source_size, target_size, growable_numbers(fstypes))
     disk = by_id.get("disk")
     if layout.same_geometry and disk is not None and disk.size > target_size:
         raise IntegrityError(f"image {image}: its layout stream is larger than the disk it says")
-    writes = []
+    writes: list[PartitionWrite] = []
     for m in layout.moves:
         found = by_id.get(f"p{m.number}")
         if found is None:
@@ -203,7 +121,7 @@ def _plan_restore(
                 found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
             )
         )
-    notes = unreadable_notes(body)
+    notes = list(unreadable_notes(body))
     if not body.get("whole_disk", True):
         missing = [m.number for m in layout.moves if f"p{m.number}" not in by_id]
         if missing:
@@ -217,24 +135,11 @@ def _plan_restore(
         tgt,
         body,
         layout,
-        writes,
+        tuple(writes),
         by_id.get("disk"),
         cell_size,
-        notes,
+        tuple(notes),
     )
-
-
-def unreadable_notes(body: dict[str, Any]) -> list[str]:
-    bad = body.get("unreadable") or []
-    if not isinstance(bad, list) or not bad:
-        return []
-    entries = [b for b in bad if isinstance(b, list) and len(b) == 3 and isinstance(b[2], int)]
-    streams = sorted({str(b[0]) for b in entries})
-    total = sum(b[2] for b in entries)
-    return [
-        f"{human_size(total)} in {len(bad)} area(s) of {', '.join(streams)} could not be read "
-        "when this image was taken; they are written as zeros"
-    ]
 
 
 def _plan_partitions(
@@ -254,7 +159,7 @@ def _plan_partitions(
             "without --partitions"
         )
     by_number = {int(s.raw["number"]): s for s in part_streams}
-    writes = []
+    writes: list[PartitionWrite] = []
     for n in numbers:
         s = by_number.get(n)
         if s is None:
@@ -278,7 +183,7 @@ def _plan_partitions(
         writes.append(
             PartitionWrite(s, n, e.start * current.sector_size, size, s.size, s.raw.get("fstype"))
         )
-    return RestorePlan.without_table(repo_path, image, tgt, body, writes, cell_size)
+    return RestorePlan.without_table(repo_path, image, tgt, body, tuple(writes), cell_size)
 
 
 def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
@@ -316,6 +221,7 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
     fd = blockio.open_exclusive_write(plan.target)
     try:
         with blockio.disk_lock(fd):
+            check_still_same(plan.target_info, fd)
             if plan.layout is not None and plan.disk_stream is not None:
                 written += _write_layout(repo, fd, plan, progress, cancel)
             # O_DIRECT: restoring 3.4 GB measured 8.8-9.4 s against 10.3-19.5 s through the
@@ -397,7 +303,8 @@ def _write_cells(
     """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first."""
     written = 0
 
-    def fetch_and_write(cell: int, digest: bytes, length: int) -> int:
+    def fetch_and_write(item: tuple[int, bytes, int]) -> int:
+        cell, digest, length = item
         data = reader.repo.get_chunk(digest, reader.where(cell))
         if len(data) != length:
             raise IntegrityError(
@@ -416,32 +323,26 @@ def _write_cells(
         progress.advance(length)
         return length
 
-    window: deque[Future[int]] = deque()
     zero_start = zero_len = 0
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="restore") as pool:
-        try:
-            for cell in range(reader.stream.cells):
-                rec = reader.record(cell)
-                if rec.kind == ZERO:
-                    pos = base + cell * cell_size
-                    if zero_len and zero_start + zero_len == pos:
-                        zero_len += rec.length
-                    else:
-                        blockio.zero_range(fd, zero_start, zero_len)
-                        zero_start, zero_len = pos, rec.length
-                    continue
-                if rec.kind != DATA:
-                    continue
-                cancel.check()
-                window.append(pool.submit(fetch_and_write, cell, rec.digest, rec.length))
-                if len(window) >= 2 * WORKERS + 2:
-                    written += window.popleft().result()
-            while window:
-                written += window.popleft().result()
-        except BaseException:
-            for f in window:
-                f.cancel()
-            raise
+
+    def data_cells() -> Iterator[tuple[int, bytes, int]]:
+        """The DATA cells to fetch and write; ZERO cells are zeroed here, runs merged."""
+        nonlocal zero_start, zero_len
+        for cell in range(reader.stream.cells):
+            rec = reader.record(cell)
+            if rec.kind == ZERO:
+                pos = base + cell * cell_size
+                if zero_len and zero_start + zero_len == pos:
+                    zero_len += rec.length
+                else:
+                    blockio.zero_range(fd, zero_start, zero_len)
+                    zero_start, zero_len = pos, rec.length
+            elif rec.kind == DATA:
+                yield cell, rec.digest, rec.length
+
+    with closing(in_order(fetch_and_write, data_cells(), WORKERS, "restore", cancel)) as done:
+        for _, length in done:
+            written += length
     blockio.zero_range(fd, zero_start, zero_len)
     return written
 

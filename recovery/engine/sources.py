@@ -22,9 +22,16 @@ from recovery.core.extents import Extent, merge, total
 from recovery.core.table import Table
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table
+from recovery.devices.tools import Need, require
 from recovery.errors import DamagedFileSystem, DeviceError, UsageError
-from recovery.filesystems.base import FileSource, FileSystem, open_filesystem
-from recovery.filesystems.ntfs import detect_encrypted
+from recovery.filesystems.base import FileSource, FileSystem, kind_of, open_filesystem
+from recovery.filesystems.encrypted import detect_encrypted
+
+SOURCE_NEEDS = (
+    Need("sfdisk", "to read the partition table of the source"),
+    Need("blkid", "to recognise the file systems of the source"),
+)
+"""What planning a backup or clone runs on the source (both call :func:`plan_sources`)."""
 
 GAP_CAP = 64 << 20
 GAP_KEEP = 8 << 20
@@ -158,6 +165,8 @@ def plan_sources(
     disk, numbers = resolve_sources(sources)
     if partitions is not None:
         numbers = partitions
+    # Without blkid every partition would quietly be imaged every byte: refuse instead.
+    require(SOURCE_NEEDS)
     fd = blockio.open_read(disk)
     try:
         disk_size = blockio.device_size(fd)
@@ -230,11 +239,12 @@ def plan_sources(
 
 
 def _choose_method(sp: StreamPlan, fd: int) -> None:
-    if sp.fstype == "swap":
+    kind = kind_of(sp.fstype)
+    if kind.header_only:
         sp.method = "swap-header"
         sp.used_bytes = min(SWAP_HEADER, sp.size)
         return
-    if sp.fstype in ("BitLocker", "crypto_LUKS"):
+    if kind.encrypted:
         sp.notes.append(
             f"partition {sp.number} is encrypted ({sp.fstype}): imaged sector by sector, because "
             "which blocks are in use cannot be read without the key"
@@ -255,8 +265,6 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
             sp.used_bytes = total(_clipped(fs.used_extents(), sp.size))
             return
         if sp.fstype is None:
-            # blkid names BitLocker only when its metadata block is intact too; the volume
-            # header alone is enough to know that the allocation cannot be read.
             encrypted = detect_encrypted(FileSource(fd, sp.start, sp.size))
             if encrypted:
                 sp.notes.append(f"partition {sp.number}: {encrypted}")

@@ -1,18 +1,23 @@
 """The disk a restore or clone will overwrite: the checks made before anything is written, and
 the lines that show the person which disk it is.
 
-Called by :mod:`recovery.engine.restore` and :mod:`recovery.engine.clone` while planning.
+Called by :mod:`recovery.engine.restore` and :mod:`recovery.engine.clone`: :func:`check_target`
+while planning, :func:`check_still_same` again just before the first write, so a plan confirmed
+for one disk is never run on another that took its path (unplugged, another one plugged in).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table
+from recovery.engine.sources import disk_identity
 from recovery.errors import RecoveryError, Refused, UsageError
 
 
@@ -22,8 +27,12 @@ class Target:
     size: int
     sector_size: int
     identity: dict[str, Any]
-    partitions: list[str] = field(default_factory=list)
+    """``model``, ``serial`` (None when unknown) and more: see ``sources.disk_identity``."""
+    partitions: tuple[str, ...] = ()
     """One line per partition now on the disk (what will be overwritten)."""
+    diskseq: int | None = None
+    """The kernel's sequence number for the disk (new each time a disk or medium appears);
+    None on kernels before 5.15."""
 
     def describe(self) -> list[str]:
         t = self.identity
@@ -46,21 +55,65 @@ def check_target(path: str) -> Target:
     disk = blockio.whole_disk_of(path)
     if os.path.realpath(disk) != os.path.realpath(path):
         raise UsageError(f"{path} is a partition: give the whole disk, such as {disk}")
-    mounts = blockio.mounts_on(path)
-    if mounts:
-        raise Refused(
-            f"{path} has mounted file systems ({', '.join(mounts)}): unmount them "
-            "first; nothing was written"
-        )
+    _refuse_mounted(path)
     fd = blockio.open_read(path)
     try:
         size = blockio.device_size(fd)
         sector = blockio.logical_sector_size(fd)
     finally:
         os.close(fd)
-    from recovery.engine.sources import disk_identity
+    return Target(
+        path, size, sector, disk_identity(path), tuple(_partition_lines(path)), _diskseq(path)
+    )
 
-    return Target(path, size, sector, disk_identity(path), _partition_lines(path))
+
+def check_still_same(planned: Target, fd: int) -> None:
+    """Refuse unless the disk at ``planned.path`` (open as ``fd``) is the one the plan showed:
+    same serial, model, size and sector size and, where the kernel numbers disks, not attached
+    anew since. Nothing mounted on it either. Called after opening the disk for writing and
+    before the first write."""
+    path = planned.path
+    _refuse_mounted(path)
+    now = disk_identity(path)
+    was = planned.identity
+    differences = [
+        (what, str(was.get(key) or "unknown"), str(now.get(key) or "unknown"))
+        for what, key in (("serial", "serial"), ("model", "model"))
+        if was.get(key) != now.get(key)
+    ]
+    size, sector = blockio.device_size(fd), blockio.logical_sector_size(fd)
+    if size != planned.size:
+        was_size, now_size = human_size(planned.size), human_size(size)
+        if was_size == now_size:  # a few sectors apart
+            was_size, now_size = f"{planned.size} bytes", f"{size} bytes"
+        differences.append(("size", was_size, now_size))
+    if sector != planned.sector_size:
+        differences.append(("sector size", str(planned.sector_size), str(sector)))
+    diskseq = _diskseq(path)
+    if not differences and diskseq != planned.diskseq:
+        differences.append(("disk sequence number", str(planned.diskseq), str(diskseq)))
+    if differences:
+        what, before, after = differences[0]
+        raise Refused(
+            f"{path} is no longer the disk the plan showed ({what} {before}, now {after}): "
+            "plan again; nothing was written"
+        )
+
+
+def _refuse_mounted(path: str) -> None:
+    mounts = blockio.mounts_on(path)
+    if mounts:
+        raise Refused(
+            f"{path} has mounted file systems ({', '.join(mounts)}): unmount them "
+            "first; nothing was written"
+        )
+
+
+def _diskseq(path: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        name = blockio.sysfs_name(path)
+        return int(Path(f"/sys/class/block/{name}/diskseq").read_text())
+    return None
 
 
 def _partition_lines(path: str) -> list[str]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from recovery.core.extents import Extent
+from recovery.devices.tools import Need
 from recovery.errors import NotThisFileSystem
 
 
@@ -112,10 +113,138 @@ def register(cls: type[FileSystem]) -> type[FileSystem]:
 
 
 def readers() -> list[type[FileSystem]]:
+    _load_all()
+    return list(_REGISTRY)
+
+
+def _load_all() -> None:
     # Importing the package modules registers them.
     from recovery.filesystems import load_all  # noqa: F401
 
-    return list(_REGISTRY)
+
+Step = Callable[[str], None]
+"""Tells the person what runs now (the engine passes its progress's ``step``)."""
+
+
+class Kind:
+    """Everything the engine needs to know about one file system, keyed by blkid's TYPE.
+
+    One instance per TYPE lives in the file system's own module (its home) and is registered
+    with :func:`register_kind`; a file system without a used-block reader (xfs, BitLocker) has
+    one too. The defaults describe a file system we know nothing about: imaged every byte, not
+    grown, not checked, not mounted, nothing to look at inside. Every method that runs a program
+    has a matching ``*_needs`` that names it, so a plan can refuse before writing when one is
+    missing (:func:`recovery.devices.tools.require`). Result lines follow the engine's rule:
+    ``"<node>: what happened"``, and ``"FAILED <node>: ..."`` for a failure.
+    """
+
+    encrypted: bool = False
+    """Its allocation cannot be read without a key: imaged sector by sector, and on a system
+    disk it is the system (a BitLocker C:, a LUKS root)."""
+    header_only: bool = False
+    """Only its header is imaged, and it is recreated after a restore (swap)."""
+    mount_type: str | None = None
+    """``mount -t`` for it; None: never offered as a backup location."""
+    read_only_options: str = "ro"
+    """Mount options that keep a read-only mount from writing (journal replay writes even with
+    ``ro``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    @property
+    def can_grow(self) -> bool:
+        """Whether :meth:`grow` can fill a larger partition (the layout lets it take space)."""
+        return False
+
+    def grow_needs(self) -> list[Need]:
+        return []
+
+    def grow(self, node: str, step: Step) -> list[str]:
+        """Grow the file system on ``node`` to fill its partition; lines only for the notable."""
+        return []
+
+    def check_needs(self) -> list[Need]:
+        return []
+
+    def check(self, node: str, step: Step) -> list[str]:
+        """Check the file system on ``node`` after it was written, read-only: one line."""
+        return [f"{node}: {self.name or 'unknown content'} written, no check available"]
+
+    def after_move(self, node: str, new_start: int) -> list[str]:
+        """Fix what names the partition's old start inside the file system (NTFS, FAT)."""
+        return []
+
+    def after_write_needs(self) -> list[Need]:
+        return []
+
+    def after_write(self, node: str, uuid: str | None, label: str | None) -> list[str]:
+        """Recreate what was not imaged (swap: the whole area, with its UUID and label)."""
+        return []
+
+    def finish_needs(self, grows: bool) -> list[Need]:
+        """Every program finishing a written partition of this kind runs."""
+        return [
+            *self.after_write_needs(),
+            *(self.grow_needs() if grows and self.can_grow else []),
+            *self.check_needs(),
+        ]
+
+    def files_in(
+        self, node: str, block_size: int, ranges: list[tuple[int, int]]
+    ) -> list[str] | None:
+        """Paths of the files that use the byte ``ranges`` of the file system on ``node`` (for
+        the person, after some could not be read); None when this file system cannot tell."""
+        return None
+
+    def inspect_needs(self) -> list[Need]:
+        """The programs :meth:`root_names` and :meth:`has_path` run."""
+        return []
+
+    def root_names(self, node: str) -> set[str]:
+        """Names at the root of the file system on ``node``, read without mounting it."""
+        return set()
+
+    def has_path(self, node: str, path: str) -> bool:
+        """Whether ``path`` exists in the file system on ``node``, read without mounting it."""
+        return False
+
+
+def result_line(node: str, what: str, code: int, out: str) -> str:
+    """``"<node>: <what>"`` when a program succeeded, else a FAILED line with its last words."""
+    if code == 0:
+        return f"{node}: {what}"
+    last = out.splitlines()[-1] if out else f"exit code {code}"
+    return f"FAILED {node}: {what.split()[0]}: {last}"
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind) -> Kind:
+    if kind.name in _KINDS:
+        raise ValueError(f"two homes for file system type {kind.name!r}")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kind_of(fstype: str | None) -> Kind:
+    """The home of blkid's TYPE ``fstype``; a know-nothing :class:`Kind` for any other."""
+    _load_all()
+    return _KINDS.get(fstype or "") or Kind(fstype or "")
+
+
+def kinds() -> list[Kind]:
+    _load_all()
+    return list(_KINDS.values())
+
+
+def growable_numbers(fstypes: Mapping[int, str | None]) -> Collection[int]:
+    """The partition numbers among ``fstypes`` (number -> TYPE) whose file system can grow."""
+    return frozenset(n for n, t in fstypes.items() if kind_of(t).can_grow)
 
 
 def open_filesystem(

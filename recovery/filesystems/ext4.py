@@ -25,6 +25,10 @@ note saying why. The superblock and group descriptor checksums are verified (met
 uninit_bg); a mismatch, or any field out of range, raises :class:`DamagedFileSystem` naming the
 field. Reads are bounded by the partition size, and the group count by :data:`MAX_GROUPS`.
 Bitmap block checksums are not verified (crc32c over every bitmap is too slow in Python).
+
+The home of ext2/3/4 for the rest of the engine too (:class:`ExtKind`): grown with ``resize2fs``
+(after ``e2fsck -f -p``, which it insists on), checked with ``e2fsck -f -n``, mounted read-only
+with ``noload`` (no journal replay), looked into with ``debugfs``.
 """
 
 from __future__ import annotations
@@ -40,8 +44,19 @@ from typing import NamedTuple
 
 from recovery.core.bitmap import set_runs
 from recovery.core.extents import Extent, merge
+from recovery.devices import blockio, tools
+from recovery.devices.tools import Need
 from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
-from recovery.filesystems.base import BlockSource, FileSystem, Geometry, register
+from recovery.filesystems.base import (
+    BlockSource,
+    FileSystem,
+    Geometry,
+    Kind,
+    Step,
+    register,
+    register_kind,
+    result_line,
+)
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
@@ -728,3 +743,84 @@ class Ext4(FileSystem):
             lo = block * lay.block_size // unit * unit
             hi = -(-(block + count) * lay.block_size // unit) * unit
             yield lo, min(hi, end) - lo
+
+
+class ExtKind(Kind):
+    """ext2, ext3 and ext4 for the engine: grow, check, mount read-only, look inside."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.mount_type = name
+        # ext3/ext4 replay their journal even when mounted ``ro``; ext2 has none.
+        self.read_only_options = "ro" if name == "ext2" else "ro,noload"
+
+    @property
+    def can_grow(self) -> bool:
+        return True
+
+    def grow_needs(self) -> list[Need]:
+        why = f"to grow {self.name} on the target"
+        return [Need("e2fsck", why), Need("resize2fs", why)]
+
+    def grow(self, node: str, step: Step) -> list[str]:
+        step(f"growing {self.name} on {node}")
+        # resize2fs refuses a file system that was not checked since it was last written.
+        tools.run(["e2fsck", "-f", "-p", node])
+        code, out = tools.run(["resize2fs", node])
+        return [] if code == 0 else [result_line(node, "resize2fs", code, out)]
+
+    def check_needs(self) -> list[Need]:
+        return [Need("e2fsck", f"to check {self.name} on the target")]
+
+    def check(self, node: str, step: Step) -> list[str]:
+        step(f"checking {self.name} on {node}")
+        code, out = tools.run(["e2fsck", "-f", "-n", node])
+        return [result_line(node, "e2fsck clean", code, out)]
+
+    def inspect_needs(self) -> list[Need]:
+        return [Need("debugfs", f"to look inside {self.name} for an operating system")]
+
+    def root_names(self, node: str) -> set[str]:
+        out = tools.output(["debugfs", "-R", "ls -p /", node])
+        # ``ls -p`` lines: /inode/mode/uid/gid/name/size/
+        return {line.split("/")[5] for line in out.splitlines() if line.count("/") >= 6}
+
+    def has_path(self, node: str, path: str) -> bool:
+        return bool(tools.output(["debugfs", "-R", f"stat {path}", node]).strip())
+
+    def files_in(self, node: str, block_size: int, ranges: list[tuple[int, int]]) -> list[str]:
+        """The files whose blocks lie in ``ranges`` (debugfs icheck, then ncheck)."""
+        blocks: list[int] = []
+        for off, length in ranges:
+            first, last = off // block_size, (off + length - 1) // block_size
+            blocks.extend(range(first, min(last, first + 4096) + 1))
+            if len(blocks) > 20000:
+                break
+        if not blocks or not blockio.is_block_device(node):
+            return []
+        inodes: set[str] = set()
+        for i in range(0, len(blocks), 1000):
+            out = _debugfs(node, "icheck " + " ".join(map(str, blocks[i : i + 1000])))
+            for line in out.splitlines()[1:]:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    inodes.add(parts[1])
+        if not inodes:
+            return []
+        out = _debugfs(node, "ncheck " + " ".join(sorted(inodes, key=int)))
+        paths = []
+        for line in out.splitlines()[1:]:
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                paths.append(parts[1].strip())
+        return sorted(set(paths))
+
+
+def _debugfs(node: str, request: str) -> str:
+    """debugfs's answer to ``request``, whatever its exit status (it exits 0 on most errors and
+    prints what it found before a failure)."""
+    return tools.output(["debugfs", "-R", request, node], timeout=120, any_status=True)
+
+
+for _name in ("ext2", "ext3", "ext4"):
+    register_kind(ExtKind(_name))

@@ -18,6 +18,10 @@ Tables are decoded a window at a time with whole-buffer operations (byte slicing
 ``int.from_bytes``), so a 256 MiB FAT32 table costs well under a second and bounded memory.
 Anything inconsistent raises :class:`DamagedFileSystem` naming the field; something that is not
 a FAT boot sector at all raises :class:`NotThisFileSystem`.
+
+The home of FAT for the rest of the engine too (:class:`FatKind`): checked with ``fsck.vfat -n``,
+its boot sector pointed at a moved partition's new start, listed with ``mdir`` (mtools), mounted
+as ``vfat``. FAT is never grown (the layout never gives it extra space).
 """
 
 from __future__ import annotations
@@ -28,8 +32,20 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from recovery.core.extents import Extent, merge
+from recovery.devices import tools
+from recovery.devices.tools import Need
 from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
-from recovery.filesystems.base import BlockSource, FileSystem, Geometry, register
+from recovery.filesystems.base import (
+    BlockSource,
+    FileSystem,
+    Geometry,
+    Kind,
+    Step,
+    register,
+    register_kind,
+    result_line,
+)
+from recovery.filesystems.bootsector import fix_hidden_sectors
 
 FAT12_MAX_CLUSTERS = 4084
 FAT16_MAX_CLUSTERS = 65524
@@ -396,3 +412,32 @@ def _root_label(directory: bytes) -> str | None:
         if attr & _ATTR_VOLUME_ID:
             return _label(directory[off : off + 11])
     return None
+
+
+class FatKind(Kind):
+    """FAT for the engine: check, fix the boot sector after a move, mount, look inside."""
+
+    mount_type = "vfat"
+
+    def check_needs(self) -> list[Need]:
+        return [Need("fsck.vfat", "to check FAT on the target")]
+
+    def check(self, node: str, step: Step) -> list[str]:
+        code, out = tools.run(["fsck.vfat", "-n", node])
+        return [result_line(node, "fsck.vfat clean", code, out)]
+
+    def after_move(self, node: str, new_start: int) -> list[str]:
+        return fix_hidden_sectors(node, new_start, ntfs=False)
+
+    def inspect_needs(self) -> list[Need]:
+        return [Need("mdir", "to look inside FAT for an operating system")]
+
+    def root_names(self, node: str) -> set[str]:
+        # mtools refuses a FAT whose geometry looks odd to it unless told not to check.
+        out = tools.output(
+            ["mdir", "-b", "-i", node, "::/"], env={"MTOOLS_SKIP_CHECK": "1"}, any_status=True
+        )
+        return {line.rstrip("/").split("/")[-1] for line in out.split()}
+
+
+register_kind(FatKind("vfat"))

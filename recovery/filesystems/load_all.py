@@ -1,8 +1,12 @@
-"""Importing this module registers every reader (the registry's only list of modules)."""
+"""Importing this module registers every file system home (the registry's only list of modules).
 
-import contextlib
+A home that fails to import is an error, not a file system that quietly is not there: a build
+that lost a module would otherwise image that file system every byte and never grow or check it.
+"""
+
 import importlib
 
-for _name in ("ext4", "fat", "swap", "ntfs"):
-    with contextlib.suppress(ModuleNotFoundError):
-        importlib.import_module(f"recovery.filesystems.{_name}")
+HOMES = ("ext4", "fat", "swap", "ntfs", "xfs", "btrfs", "exfat", "encrypted")
+
+for _name in HOMES:
+    importlib.import_module(f"recovery.filesystems.{_name}")

@@ -5,8 +5,8 @@ nothing worth keeping once the system is shut down, so the used extents are just
 (the header: signature, size, UUID, label). :meth:`Swap.restore_note` answers ``"recreate"``:
 restore runs ``mkswap`` on the restored partition with the UUID and label from
 :attr:`Geometry.uuid` and :attr:`Geometry.label` (``mkswap -U UUID -L LABEL``), so that
-``/etc/fstab`` and ``resume=`` entries that name the swap by UUID still find it. The engine does
-the recreating; this module only reads and validates the header.
+``/etc/fstab`` and ``resume=`` entries that name the swap by UUID still find it: the engine
+calls :meth:`SwapKind.after_write` for that, which also names ``mkswap`` for plans to require.
 
 Header (version 1, ``union swap_header`` in the kernel): the signature ``SWAPSPACE2`` in the last
 10 bytes of the first page; at byte 1024 ``version`` (u32, 1), ``last_page`` (u32), the count of
@@ -27,8 +27,19 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from recovery.core.extents import Extent
+from recovery.devices import tools
+from recovery.devices.tools import Need
 from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
-from recovery.filesystems.base import BlockSource, FileSystem, Geometry, register
+from recovery.filesystems.base import (
+    BlockSource,
+    FileSystem,
+    Geometry,
+    Kind,
+    Step,
+    register,
+    register_kind,
+    result_line,
+)
 
 SIGNATURE = b"SWAPSPACE2"
 OLD_SIGNATURE = b"SWAP-SPACE"
@@ -124,3 +135,27 @@ class Swap(FileSystem):
     def restore_note(self) -> str:
         """Restore recreates the area: ``mkswap -U geometry.uuid -L geometry.label``."""
         return RESTORE_RECREATE
+
+
+class SwapKind(Kind):
+    """Swap for the engine: only the header is imaged, the area is recreated after writing."""
+
+    header_only = True
+
+    def after_write_needs(self) -> list[Need]:
+        return [Need("mkswap", "to recreate swap on the target")]
+
+    def after_write(self, node: str, uuid: str | None, label: str | None) -> list[str]:
+        args = ["mkswap", "-f"]
+        if uuid:
+            args += ["-U", uuid]
+        if label:
+            args += ["-L", label]
+        code, out = tools.run([*args, node])
+        return [result_line(node, "swap recreated", code, out)]
+
+    def check(self, node: str, step: Step) -> list[str]:
+        return []  # mkswap just made it: nothing to check
+
+
+register_kind(SwapKind("swap"))

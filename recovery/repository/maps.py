@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from recovery.errors import IntegrityError
-from recovery.repository.store import Repository, hash_bytes
+from recovery.repository.store import Repository
 
 RECORD = struct.Struct("<B3xI32s")
 RECORDS_PER_MAP_CHUNK = 26214
@@ -47,7 +47,7 @@ class MapWriter:
     def _store(self) -> None:
         if not self._count:
             return
-        digest = hash_bytes(self._buf)
+        digest = self.repo.hash(self._buf)
         self.new_bytes += self.repo.put_chunk(digest, self._buf, self.level)
         self.hashes.append(digest.hex())
         self._buf = bytearray()

@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -30,18 +30,26 @@ from recovery.errors import (
     ImageNotFound,
     IntegrityError,
     NotARepository,
+    PassphraseNeeded,
     RecoveryError,
     RepositoryError,
     RepositoryLocked,
     UnsupportedVersion,
     UsageError,
 )
+from recovery.repository import secrets
 from recovery.repository.backend import Backend, LockHeld, open_backend
+from recovery.repository.sealing import SEAL_OVERHEAD, Keys, check_encryption, new_encryption
+from recovery.repository.sealing import unlock as unlock_keys
+from recovery.repository.sealing import wrap as wrap_keys
 
 REPO_MAGIC = "recovery-repository"
 REPO_HEADER = "recovery-repo"
 """The file that makes a directory a repository (docs/FORMAT.md, `recovery-repo`)."""
-REPO_VERSION = 1
+REPO_VERSION = 2
+"""The newest header version this recovery reads: 1 plain, 2 encrypted (docs/FORMAT.md)."""
+PLAIN_VERSION = 1
+ENCRYPTED_VERSION = 2
 CHUNKS_FOLDER = "chunks"
 IMAGES_FOLDER = "images"
 TMP_FOLDER = "tmp"
@@ -51,6 +59,9 @@ MAX_MANIFEST = 16 << 20
 
 CHUNK_HEADER = struct.Struct("<4sBBHII")
 CHUNK_MAGIC = b"RCK1"
+UNREADABLE = "unreadable-"
+"""Prefix of the name an encrypted location lists a manifest under that does not open."""
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 COMPRESSION_NONE = 0
 COMPRESSION_ZSTD = 1
 
@@ -106,7 +117,12 @@ def encode_chunk(raw: bytes | bytearray | memoryview, level: int) -> bytes:
     return CHUNK_HEADER.pack(CHUNK_MAGIC, 1, COMPRESSION_NONE, 0, len(raw), len(raw)) + bytes(raw)
 
 
-def decode_chunk(blob: bytes, expected: bytes, where: str) -> bytes:
+def decode_chunk(
+    blob: bytes,
+    expected: bytes,
+    where: str,
+    hasher: Callable[[bytes | bytearray | memoryview], bytes] = hash_bytes,
+) -> bytes:
     """The raw bytes of a chunk file's content, checked against ``expected`` (its hash)."""
     if len(blob) < CHUNK_HEADER.size:
         raise IntegrityError(f"{where}: chunk {expected.hex()} is truncated ({len(blob)} bytes)")
@@ -135,7 +151,7 @@ def decode_chunk(blob: bytes, expected: bytes, where: str) -> bytes:
             f"{where}: chunk {expected.hex()} decompressed to {len(raw)} bytes, "
             f"expected {h.raw_length}"
         )
-    got = hash_bytes(raw)
+    got = hasher(raw)
     if got != expected:
         raise IntegrityError(
             f"{where}: chunk {expected.hex()} is damaged: its content hashes to {got.hex()}"
@@ -162,6 +178,7 @@ class RepositoryInfo:
     id: str
     created: str
     version: int
+    encrypted: bool = False
 
 
 def chunk_name(digest: bytes) -> str:
@@ -185,27 +202,44 @@ class Repository:
     """An opened backup location. Thread-safe for concurrent ``put_chunk``/``get_chunk``.
 
     Everything here is the format (docs/FORMAT.md); every byte goes through :attr:`backend`.
+    An encrypted location is unlocked when opened (:attr:`keys`); from then on sealing, keyed
+    chunk names and hidden image names are invisible to callers.
     """
 
-    def __init__(self, backend: Backend, info: RepositoryInfo) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        info: RepositoryInfo,
+        keys: Keys | None = None,
+        header: dict[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self.location = backend.location
         self.info = info
+        self.keys = keys
+        self._header = header or {}
+        self._zero_digests: dict[int, bytes] = {}
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, location: str | os.PathLike[str] | Backend, create: bool = False) -> Repository:
+    def open(
+        cls,
+        location: str | os.PathLike[str] | Backend,
+        create: bool = False,
+        encrypt: bool = False,
+    ) -> Repository:
         """Open the repository at ``location`` (an address, or a backend already made);
-        with ``create``, initialise a missing or empty location."""
+        with ``create``, initialise a missing or empty location (encrypted with ``encrypt``).
+        An encrypted location asks :mod:`recovery.repository.secrets` for its passphrase."""
         backend = location if isinstance(location, Backend) else open_backend(location)
         where = backend.location
         try:
             try:
-                blob = backend.read(REPO_HEADER)
+                blob = backend.read(REPO_HEADER, 0, 1 << 16)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 if create:
-                    return cls._initialise(backend)
+                    return cls._initialise(backend, encrypt)
                 if backend.exists():
                     raise NotARepository(
                         f"{where} is not a backup location (no recovery-repo file in it)"
@@ -213,13 +247,28 @@ class Repository:
                 raise NotARepository(
                     f"{where} does not exist: give the folder of a backup"
                 ) from None
-            info = _parse_header(blob, f"{where}/{REPO_HEADER}", where)
-            return cls(backend, info)
+            header = _parse_header(blob, f"{where}/{REPO_HEADER}", where)
+            info = _header_info(header, where)
+            if encrypt and not info.encrypted:
+                raise UsageError(
+                    f"{where} is a backup location without encryption, and encryption is chosen "
+                    "when a location is created: choose a new, empty folder for encrypted backups"
+                )
+            keys = None
+            if info.encrypted:
+                passphrase = secrets.current().passphrase(where, new=False)
+                if not passphrase:
+                    raise PassphraseNeeded(
+                        f"{where} is encrypted: give its passphrase (set RECOVERY_PASSPHRASE, or "
+                        "run on a terminal to be asked)"
+                    )
+                keys = unlock_keys(header.get("encryption"), passphrase, where)
+            return cls(backend, info, keys, header)
         except OSError as e:
             raise RepositoryError(f"cannot open backup location {where}: {e.strerror or e}") from e
 
     @classmethod
-    def _initialise(cls, backend: Backend) -> Repository:
+    def _initialise(cls, backend: Backend, encrypt: bool) -> Repository:
         where = backend.location
         try:
             backend.exists()
@@ -231,25 +280,62 @@ class Repository:
             raise NotARepository(
                 f"{where} is not empty and not a backup location: give an empty or new folder"
             )
+        keys = None
+        header: dict[str, Any] = {
+            "format": REPO_MAGIC,
+            "version": PLAIN_VERSION,
+            "id": str(uuid.uuid4()),
+            "created": utc_now(),
+        }
+        if encrypt:
+            passphrase = secrets.current().passphrase(where, new=True)
+            if not passphrase:
+                raise PassphraseNeeded(
+                    f"a new encrypted location needs a passphrase: set RECOVERY_PASSPHRASE, or "
+                    f"run on a terminal to be asked; nothing was created at {where}"
+                )
+            header["version"] = ENCRYPTED_VERSION
+            header["encryption"], keys = new_encryption(passphrase)
         backend.create()
-        info = RepositoryInfo(where, str(uuid.uuid4()), utc_now(), REPO_VERSION)
-        body = json.dumps(
-            {"format": REPO_MAGIC, "version": REPO_VERSION, "id": info.id, "created": info.created},
-            indent=1,
-        ).encode()
-        repo = cls(backend, info)
-        repo._write(REPO_HEADER, body, durable=True)
+        info = _header_info(header, where)
+        repo = cls(backend, info, keys, header)
+        repo._write(REPO_HEADER, json.dumps(header, indent=1).encode(), durable=True)
         return repo
+
+    def change_passphrase(self, new_passphrase: str) -> None:
+        """Wrap the master key under ``new_passphrase``: only the header is rewritten."""
+        if self.keys is None:
+            raise UsageError(f"{self.location} is not encrypted: it has no passphrase to change")
+        if not new_passphrase:
+            raise UsageError("the new passphrase is empty: give one")
+        header = dict(self._header, encryption=wrap_keys(self.keys, new_passphrase))
+        self._write(REPO_HEADER, json.dumps(header, indent=1).encode(), durable=True)
+        self._header = header
 
     def local_path(self) -> str | None:
         """The folder on this machine holding the location, if any (see Backend.local_path)."""
         return self.backend.local_path()
+
+    # -- hashing -------------------------------------------------------------------------
+
+    def hash(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The name of a chunk holding ``data``: BLAKE3, keyed in an encrypted location."""
+        return self.keys.hash(data) if self.keys is not None else hash_bytes(data)
+
+    def zero_digest(self, size: int) -> bytes:
+        """:meth:`hash` of ``size`` zero bytes (so a zero cell is found by its hash alone)."""
+        d = self._zero_digests.get(size)
+        if d is None:
+            d = self._zero_digests[size] = self.hash(bytes(size))
+        return d
 
     # -- locking -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def locked(self, operation: str) -> Iterator[None]:
         """Hold the writers' lock; refuse at once if another process holds it."""
+        if self.keys is not None:
+            operation = operation.split()[0]  # an image name says too much (FORMAT.md)
         note = json.dumps(
             {
                 "pid": os.getpid(),
@@ -298,6 +384,8 @@ class Repository:
             if self.backend.size(name) is not None:
                 return 0
             blob = encode_chunk(raw, level)
+            if self.keys is not None:
+                blob = self.keys.seal(blob, digest)
             self.backend.write(name, blob)
         except OSError as e:
             raise self._write_error(e) from e
@@ -306,7 +394,7 @@ class Repository:
     def read_chunk_file(self, digest: bytes, where: str = "") -> bytes:
         name = chunk_name(digest)
         try:
-            return self.backend.read(name, 0, MAX_CELL + CHUNK_HEADER.size + 1)
+            return self.backend.read(name, 0, MAX_CELL + CHUNK_HEADER.size + SEAL_OVERHEAD + 1)
         except FileNotFoundError:
             prefix = f"{where}: " if where else ""
             raise IntegrityError(
@@ -316,7 +404,11 @@ class Repository:
             raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
 
     def get_chunk(self, digest: bytes, where: str = "") -> bytes:
-        return decode_chunk(self.read_chunk_file(digest, where), digest, where or self.location)
+        blob = self.read_chunk_file(digest, where)
+        where = where or self.location
+        if self.keys is not None:
+            blob = self.keys.open(blob, digest, f"{where}: chunk {digest.hex()}")
+        return decode_chunk(blob, digest, where, self.hash)
 
     def check_chunk_header(self, digest: bytes, where: str) -> None:
         """Cheap pre-flight check: the file exists and its header fits its size."""
@@ -330,6 +422,11 @@ class Repository:
             raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
         if size is None:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is missing")
+        if self.keys is not None:
+            # Sealed: only the envelope can be checked without decrypting the whole chunk.
+            if size < SEAL_OVERHEAD + CHUNK_HEADER.size or head[:4] != b"RSE1":
+                raise IntegrityError(f"{where}: chunk {digest.hex()} is damaged or truncated")
+            return
         if len(head) < CHUNK_HEADER.size:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is truncated")
         h = ChunkHeader(*CHUNK_HEADER.unpack(head))
@@ -363,21 +460,46 @@ class Repository:
 
     # -- manifests -----------------------------------------------------------------------
 
+    def _image_file(self, name: str) -> str:
+        """The file id of image ``name``: the name itself, or in an encrypted location a keyed
+        hash of it (FORMAT.md, "Manifest names"); ``unreadable-ID`` names a damaged one."""
+        if self.keys is None:
+            return name
+        if name.startswith(UNREADABLE) and _HEX32.fullmatch(name[len(UNREADABLE) :]):
+            return name[len(UNREADABLE) :]
+        return self.keys.hash(b"image:" + name.encode()).hex()[:32]
+
+    def _manifest_file(self, name: str) -> str:
+        return manifest_name(self._image_file(name))
+
     def manifest_where(self, name: str) -> str:
         """How messages name an image's manifest."""
+        if self.keys is not None:
+            return f"{self.location}: image {name}"
         return f"{self.location}/{manifest_name(name)}"
 
     def image_names(self) -> list[str]:
         suffix = ".image"
-        return sorted(
+        ids = [
             f.name[len("images/") : -len(suffix)]
             for f in self.backend.list(IMAGES_FOLDER)
             if f.name.endswith(suffix) and f.name.count("/") == 1
-        )
+        ]
+        if self.keys is None:
+            return sorted(ids)
+        names = []
+        for file_id in ids:
+            try:
+                name = self._read_manifest_file(file_id, "").get("name")
+            except RecoveryError:
+                name = None
+            ok = isinstance(name, str) and self._image_file(name) == file_id
+            names.append(name if ok and isinstance(name, str) else UNREADABLE + file_id)
+        return sorted(names)
 
     def has_image(self, name: str) -> bool:
         try:
-            return self.backend.size(manifest_name(name)) is not None
+            return self.backend.size(self._manifest_file(name)) is not None
         except OSError as e:
             raise RepositoryError(f"cannot read {self.location}: {e.strerror}") from e
 
@@ -389,31 +511,50 @@ class Repository:
         head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0, len(data))
         blob = head + data
         blob += hash_bytes(blob)
-        self._write(manifest_name(name), blob, durable=True)
+        if self.keys is not None:
+            blob = self.keys.seal(blob, b"manifest")
+        self._write(self._manifest_file(name), blob, durable=True)
 
     def read_manifest(self, name: str) -> dict[str, Any]:
-        where = self.manifest_where(name)
         try:
-            blob = self.backend.read(manifest_name(name), 0, MAX_MANIFEST + 1024)
+            return self._read_manifest_file(self._image_file(name), name)
         except FileNotFoundError:
             names = self.image_names()
             hint = f" (images here: {', '.join(names)})" if names else " (it holds no images)"
             raise ImageNotFound(f"no image '{name}' in {self.location}{hint}") from None
+
+    def _read_manifest_file(self, file_id: str, name: str) -> dict[str, Any]:
+        where = self.manifest_where(name or file_id)
+        try:
+            blob = self.backend.read(manifest_name(file_id), 0, MAX_MANIFEST + 1024)
+        except FileNotFoundError:
+            raise
         except OSError as e:
             raise RepositoryError(f"cannot read {where}: {e.strerror}") from e
-        return parse_manifest(blob, where)
+        if self.keys is not None:
+            blob = self.keys.open(blob, b"manifest", f"{where}: its manifest")
+        body = parse_manifest(blob, where)
+        if self.keys is not None and name and body.get("name") != name:
+            raise IntegrityError(f"{where}: the manifest names another image")
+        return body
 
     def mark_verified(self, name: str) -> str:
         when = utc_now()
-        self._write(verified_name(name), json.dumps({"verified": when}).encode(), durable=True)
+        blob = json.dumps({"verified": when}).encode()
+        if self.keys is not None:
+            blob = self.keys.seal(blob, b"verified")
+        self._write(verified_name(self._image_file(name)), blob, durable=True)
         return when
 
     def verified_at(self, name: str) -> str | None:
         try:
-            data = json.loads(self.backend.read(verified_name(name), 0, 4096))
+            blob = self.backend.read(verified_name(self._image_file(name)), 0, 4096)
+            if self.keys is not None:
+                blob = self.keys.open(blob, b"verified", "verified note")
+            data = json.loads(blob)
             v = data.get("verified") if isinstance(data, dict) else None
             return v if isinstance(v, str) else None
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError, RecursionError, RecoveryError):
             return None
 
     # -- removal (docs/FORMAT.md, "Removing an image"); the caller holds the lock ----------
@@ -421,7 +562,8 @@ class Repository:
     def retire_manifest(self, name: str) -> bool:
         """Step 2 of a removal: the manifest goes (to ``tmp/NAME.image.removing``); from here
         on the image is gone. False when it was already retired by an interrupted removal."""
-        manifest, removing = manifest_name(name), removing_name(name)
+        file_id = self._image_file(name)
+        manifest, removing = manifest_name(file_id), removing_name(file_id)
         try:
             if self.backend.size(manifest) is None:
                 if self.backend.size(removing) is not None:
@@ -432,7 +574,7 @@ class Repository:
             else:
                 self.backend.write(removing, self.backend.read(manifest), durable=True)
                 self.backend.delete(manifest)
-            self.backend.delete(verified_name(name))
+            self.backend.delete(verified_name(file_id))
         except OSError as e:
             raise RepositoryError(f"cannot remove {self.manifest_where(name)}: {e.strerror}") from e
         return True
@@ -484,7 +626,8 @@ def is_repository(location: str | os.PathLike[str]) -> bool:
     return True
 
 
-def _parse_header(blob: bytes, header: str, where: str) -> RepositoryInfo:
+def _parse_header(blob: bytes, header: str, where: str) -> dict[str, Any]:
+    """The header's JSON object, checked for magic and version (FORMAT.md, `recovery-repo`)."""
     try:
         data = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -492,14 +635,26 @@ def _parse_header(blob: bytes, header: str, where: str) -> RepositoryInfo:
     if not isinstance(data, dict) or data.get("format") != REPO_MAGIC:
         raise NotARepository(f"{where} is not a backup location ({header} is not ours)")
     version = data.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise NotARepository(f"{header} has no valid version")
     if version > REPO_VERSION:
         raise UnsupportedVersion(
             f"{where} was written by a newer recovery (format version {version}, this one "
             f"reads {REPO_VERSION}): use a newer recovery"
         )
-    return RepositoryInfo(where, str(data.get("id", "")), str(data.get("created", "")), version)
+    if version == ENCRYPTED_VERSION:
+        check_encryption(data.get("encryption"), where)
+    return data
+
+
+def _header_info(data: dict[str, Any], where: str) -> RepositoryInfo:
+    return RepositoryInfo(
+        where,
+        str(data.get("id", "")),
+        str(data.get("created", "")),
+        int(data["version"]),
+        data["version"] == ENCRYPTED_VERSION,
+    )
 
 
 def parse_manifest(blob: bytes, where: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ terminal's own 16 ANSI colours and a style sheet that only uses glyphs the conso
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePath
 from typing import ClassVar
 
 from textual import work
@@ -64,7 +65,7 @@ class RecoveryApp(App[int]):
         cursor_blink: bool = True,
     ) -> None:
         self.console_mode = os.environ.get("TERM") == "linux" if console is None else console
-        css = [APP_CSS, CONSOLE_CSS] if self.console_mode else [APP_CSS]
+        css: list[str | PurePath] = [APP_CSS, CONSOLE_CSS] if self.console_mode else [APP_CSS]
         super().__init__(css_path=css, ansi_color=True if self.console_mode else None)
         self.backends = backends or Backends.system()
         self.disks: list[Disk] = []
@@ -73,7 +74,7 @@ class RecoveryApp(App[int]):
         """False in snapshot tests: a blinking cursor would make screenshots differ."""
         self.work: CancelToken | None = None
         """The token of the work running now (backup, restore, verify), or None."""
-        self._stop_watch: object = None
+        self._stop_watch: Callable[[], None] | None = None
         self._old_scrollbar: type[ScrollBarRender] | None = None
         if self.console_mode:
             self.theme = "ansi-dark"
@@ -86,10 +87,14 @@ class RecoveryApp(App[int]):
             ScrollBar.renderer = ConsoleScrollBarRender
         self.push_screen(HomeScreen())
         self.refresh_disks()
-        self._stop_watch = self.backends.disks.watch(lambda: self.post_message(HotPlug()))
+
+        def hot_plug() -> None:
+            self.post_message(HotPlug())
+
+        self._stop_watch = self.backends.disks.watch(hot_plug)
 
     def on_unmount(self) -> None:
-        if callable(self._stop_watch):
+        if self._stop_watch is not None:
             self._stop_watch()
         if self._old_scrollbar is not None:
             ScrollBar.renderer = self._old_scrollbar

@@ -14,12 +14,85 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from recovery.devices.model import Disk
 from recovery.engine.locations import Location, Locations
+from recovery.engine.plans import (
+    BackupResult,
+    CloneResult,
+    ImageInfo,
+    RemoveResult,
+    RestoreResult,
+    VerifyResult,
+)
+from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError, RecoveryError
+
+if TYPE_CHECKING:
+    from recovery.engine.plans import BackupPlan, ClonePlan, RestorePlan
+
+
+@runtime_checkable
+class ShownPlan(Protocol):
+    """What the app needs of a plan: the lines to show, and the bytes it will move (0: not
+    known) for the overall progress."""
+
+    def describe(self) -> list[str]: ...
+
+    @property
+    def total_bytes(self) -> int: ...
+
+
+BackupPlanT = TypeVar("BackupPlanT", bound=ShownPlan)
+RestorePlanT = TypeVar("RestorePlanT", bound=ShownPlan)
+ClonePlanT = TypeVar("ClonePlanT", bound=ShownPlan)
+
+
+class EngineApi(Protocol[BackupPlanT, RestorePlanT, ClonePlanT]):
+    """The part of :mod:`recovery.engine.api` the app calls. The module itself satisfies it
+    (checked in :meth:`Backends.system`), and so does the tests' fake engine (checked in
+    tests/unit/tui_fakes.py, which mypy reads), so neither can drift from the other.
+
+    The plan types are parameters: the app only shows a plan and hands it back to the matching
+    ``*_run``, so a fake may use its own plan type."""
+
+    def backup_plan(
+        self,
+        sources: list[str],
+        repo: str,
+        name: str | None = None,
+        level: int = 3,
+        system: bool = False,
+    ) -> BackupPlanT: ...
+
+    def backup_run(
+        self, plan: BackupPlanT, progress: Progress, cancel: CancelToken, /
+    ) -> BackupResult: ...
+
+    def verify(
+        self, repo: str, image: str, progress: Progress, cancel: CancelToken, /
+    ) -> VerifyResult: ...
+
+    def list_images(self, repo: str, /) -> list[ImageInfo]: ...
+
+    def remove(self, repo: str, image: str, /) -> RemoveResult: ...
+
+    def restore_plan(
+        self, repo: str, image: str, target: str, /, partitions: list[int] | None = None
+    ) -> RestorePlanT: ...
+
+    def restore_run(
+        self, plan: RestorePlanT, progress: Progress, cancel: CancelToken, /
+    ) -> RestoreResult: ...
+
+    def clone_plan(
+        self, source: str, target: str, /, system: bool = False, new_ids: bool = False
+    ) -> ClonePlanT: ...
+
+    def clone_run(
+        self, plan: ClonePlanT, progress: Progress, cancel: CancelToken, /
+    ) -> CloneResult: ...
 
 
 class DiskSource(Protocol):
@@ -55,6 +128,10 @@ class Machine(Protocol):
     def shell(self) -> list[str]:
         """The command that runs an interactive shell."""
         ...
+
+
+AppEngine = EngineApi[ShownPlan, ShownPlan, ShownPlan]
+"""The engine as the screens use it: a plan is something to show and hand back."""
 
 
 class SystemDisks:
@@ -112,9 +189,9 @@ class SystemMachine:
 @dataclass
 class Backends:
     disks: DiskSource
-    engine: Any
-    """An object with the functions of :mod:`recovery.engine.api` (the module itself in
-    production)."""
+    engine: EngineApi[Any, Any, Any]
+    """:mod:`recovery.engine.api` in production. Its plan types are left open here: the app
+    treats a plan as a :class:`ShownPlan` and gives it back to the engine that made it."""
     locations: LocationFinder
     machine: Machine
     clock: Callable[[], float] = time.monotonic
@@ -129,7 +206,7 @@ class Backends:
     def system(cls) -> Backends:
         from recovery.engine import api
 
-        engine: ModuleType = api
+        engine: EngineApi[BackupPlan, RestorePlan, ClonePlan] = api
         return cls(
             SystemDisks(),
             engine,

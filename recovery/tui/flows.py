@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual.app import SuspendNotSupported
 
 from recovery.devices.model import Disk
-from recovery.engine.api import ImageInfo
+from recovery.engine.plans import BackupResult, ImageInfo, RestoreResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
+from recovery.tui.backends import AppEngine, ShownPlan
 from recovery.tui.formatting import human_size
 from recovery.tui.screens.backups import BackupsScreen
 from recovery.tui.screens.clone import CloneOptionsScreen
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 # Descriptions shared by several screens ------------------------------------------------------
 
 
-def disk_identity(disk: Disk) -> str:
+def disk_line(disk: Disk) -> str:
+    """One line that tells a disk apart: path, model, serial, size, table."""
     parts = [disk.path, disk.model or "unknown model"]
     if disk.serial:
         parts.append(f"serial {disk.serial}")
@@ -150,7 +152,7 @@ def choose_partitions(app: RecoveryApp, choice: BackupChoice, *, other_disk: boo
         PartitionPickerScreen(
             (choice.task, "Partitions"),
             intro,
-            "Disk: " + disk_identity(disk),
+            "Disk: " + disk_line(disk),
             rows,
             picked,
             extra_key=("d", "Other disk", pick_other_disk) if other_disk else None,
@@ -196,14 +198,14 @@ def choose_options(app: RecoveryApp, choice: BackupChoice) -> None:
 
 
 def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
-    engine = app.backends.engine
+    engine: AppEngine = app.backends.engine
     disk = choice.disk
     assert choice.repo is not None
     repo = choice.repo
     opts = choice.options
     header = []
     if disk is not None:
-        header.append("Source disk: " + disk_identity(disk))
+        header.append("Source disk: " + disk_line(disk))
         whole = disk.path in choice.sources
         for p in disk.partitions:
             kept = whole or p.path in choice.sources
@@ -216,14 +218,14 @@ def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
         "",
     ]
 
-    def make_plan() -> Any:
+    def make_plan() -> ShownPlan:
         # The sources are what the person ticked: ``system=True`` would make the engine pick
         # the system partitions again and override that choice.
         return engine.backup_plan(
             list(choice.sources), repo, name=opts.name, level=opts.level, system=False
         )
 
-    def start(plan: Any) -> None:
+    def start(plan: ShownPlan) -> None:
         def job(progress: Progress, cancel: CancelToken) -> list[str]:
             result = engine.backup_run(plan, progress, cancel)
             lines = backup_summary(result)
@@ -247,30 +249,26 @@ def show_backup_plan(app: RecoveryApp, choice: BackupChoice) -> None:
     app.push_screen(PlanScreen((choice.task, "Plan"), header, make_plan, "Start backup", start))
 
 
-def plan_total(plan: Any) -> int:
+def plan_total(plan: ShownPlan) -> int:
     """Bytes the plan will move, when the engine says (0: unknown)."""
-    total = getattr(plan, "total_bytes", None)
-    if isinstance(total, int):
-        return total
-    used = getattr(getattr(plan, "source", None), "used_bytes", None)
-    return used if isinstance(used, int) else 0
+    return plan.total_bytes
 
 
-def backup_summary(result: Any) -> list[str]:
+def backup_summary(result: BackupResult) -> list[str]:
     image = result.image
     lines = [
         f"Image {image.name} saved: {human_size(image.data_size)} of data, "
         f"{human_size(result.new_bytes)} new in the backup location.",
     ]
-    lines += [str(n) for n in getattr(result, "notes", ())]
-    unreadable = [str(u) for u in getattr(result, "unreadable", ())]
+    lines += result.notes
+    unreadable = list(result.unreadable)
     if unreadable:
         lines.append("Some of the source could not be read:")
         lines += [f"  {u}" for u in unreadable]
     return lines
 
 
-def verify_summary(result: Any) -> list[str]:
+def verify_summary(result: VerifyResult) -> list[str]:
     if result.ok:
         return [f"Verified: all {human_size(result.checked_bytes)} read back and match."]
     return [
@@ -313,7 +311,7 @@ def start_backups(app: RecoveryApp) -> None:
 
 def verify_image(screen: BackupsScreen, repo: str, image: ImageInfo) -> None:
     app = screen.app
-    engine = screen.rapp.backends.engine
+    engine: AppEngine = screen.rapp.backends.engine
 
     def job(progress: Progress, cancel: CancelToken) -> list[str]:
         return verify_summary(engine.verify(repo, image.name, progress, cancel))
@@ -349,11 +347,11 @@ def choose_target(app: RecoveryApp, repo: str, image: ImageInfo) -> None:
 def show_restore_plan(
     app: RecoveryApp, repo: str, image: ImageInfo, disk: Disk, partitions: list[int] | None = None
 ) -> None:
-    engine = app.backends.engine
+    engine: AppEngine = app.backends.engine
     header = [
         f"Image: {image.name} from {image.source_path} ({human_size(image.source_size)}), "
         f"saved {image.created[:16].replace('T', ' ')} UTC",
-        "Target: " + disk_identity(disk),
+        "Target: " + disk_line(disk),
         "Now on the target:",
         *current_partitions(disk),
     ]
@@ -367,16 +365,16 @@ def show_restore_plan(
         )
     header.append("")
 
-    def make_plan() -> Any:
+    def make_plan() -> ShownPlan:
         return engine.restore_plan(repo, image.name, disk.path, partitions=partitions)
 
-    def confirm(plan: Any) -> tuple[str, list[str], str]:
+    def confirm(plan: ShownPlan) -> tuple[str, list[str], str]:
         if partitions is None:
             what = f"Everything on it will be replaced by the image {image.name}."
         else:
             what = f"Its partition(s) {', '.join(map(str, partitions))} will be overwritten."
         lines = [
-            disk_identity(disk),
+            disk_line(disk),
             f"holds {len(disk.partitions)} partition(s).",
             "",
             what,
@@ -384,7 +382,7 @@ def show_restore_plan(
         ]
         return f"Erase {disk.path}?", lines, "Erase and restore"
 
-    def start(plan: Any) -> None:
+    def start(plan: ShownPlan) -> None:
         def job(progress: Progress, cancel: CancelToken) -> list[str]:
             return restore_summary(
                 image.name, disk.path, engine.restore_run(plan, progress, cancel)
@@ -442,14 +440,10 @@ def show_restore_plan(
     )
 
 
-def restore_summary(name: str, target: str, result: Any) -> list[str]:
-    lines = [f"{name} restored onto {target}."]
-    written = getattr(result, "written_bytes", None)
-    if written is not None:
-        lines[0] = f"{name} restored onto {target}: {human_size(written)} written."
-    checks = [str(c) for c in getattr(result, "checks", ())]
-    lines += checks
-    if getattr(result, "ok", True) is False:
+def restore_summary(name: str, target: str, result: RestoreResult) -> list[str]:
+    lines = [f"{name} restored onto {target}: {human_size(result.written_bytes)} written."]
+    lines += result.checks
+    if not result.ok:
         lines.append("A CHECK FAILED: see the lines above before you use this disk.")
     return lines
 
@@ -494,29 +488,29 @@ def choose_clone_options(app: RecoveryApp, source: Disk) -> None:
         )
 
     app.push_screen(
-        CloneOptionsScreen(("Clone", "What to copy"), f"Copy from: {disk_identity(source)}", done)
+        CloneOptionsScreen(("Clone", "What to copy"), f"Copy from: {disk_line(source)}", done)
     )
 
 
 def show_clone_plan(
     app: RecoveryApp, source: Disk, target: Disk, system: bool, new_ids: bool
 ) -> None:
-    engine = app.backends.engine
+    engine: AppEngine = app.backends.engine
     header = [
-        "From: " + disk_identity(source),
-        "Onto: " + disk_identity(target),
+        "From: " + disk_line(source),
+        "Onto: " + disk_line(target),
         "Now on the target:",
         *current_partitions(target),
         "Everything now on the target will be replaced.",
         "",
     ]
 
-    def make_plan() -> Any:
+    def make_plan() -> ShownPlan:
         return engine.clone_plan(source.path, target.path, system=system, new_ids=new_ids)
 
-    def confirm(plan: Any) -> tuple[str, list[str], str]:
+    def confirm(plan: ShownPlan) -> tuple[str, list[str], str]:
         lines = [
-            disk_identity(target),
+            disk_line(target),
             f"holds {len(target.partitions)} partition(s).",
             "",
             f"Everything on it will be replaced by a copy of {source.path}.",
@@ -524,15 +518,15 @@ def show_clone_plan(
         ]
         return f"Erase {target.path}?", lines, "Erase and copy"
 
-    def start(plan: Any) -> None:
+    def start(plan: ShownPlan) -> None:
         def job(progress: Progress, cancel: CancelToken) -> list[str]:
             result = engine.clone_run(plan, progress, cancel)
             lines = [
                 f"{source.path} copied onto {target.path}: "
-                f"{human_size(getattr(result, 'copied_bytes', 0))} copied and checked."
+                f"{human_size(result.copied_bytes)} copied and checked."
             ]
-            lines += [str(c) for c in getattr(result, "checks", ())]
-            if getattr(result, "ok", True) is False:
+            lines += result.checks
+            if not result.ok:
                 lines.append("A CHECK FAILED: see the lines above before you use this disk.")
             return lines
 

@@ -1,31 +1,21 @@
 """How the TUI writes sizes, rates and durations: short, in binary units, the same everywhere.
 
-Called by the screens and widgets of :mod:`recovery.tui`; pure functions of their arguments.
+Called by the screens and widgets of :mod:`recovery.tui`; pure functions of their arguments. Sizes
+come from :func:`recovery.core.units.human_size` in its short form.
 """
 
 from __future__ import annotations
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+from recovery.core import units
 
 
 def human_size(nbytes: int) -> str:
-    """``1536`` -> ``"1.5 KiB"``; three significant digits at most, binary units."""
-    if nbytes < 1024:
-        return f"{nbytes} B"
-    value = float(nbytes)
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    if value >= 100:
-        return f"{value:.0f} {_UNITS[unit]}"
-    if value >= 10:
-        return f"{value:.1f} {_UNITS[unit]}"
-    return f"{value:.2f} {_UNITS[unit]}"
+    """``1536`` -> ``"1.50 KiB"``: three significant digits at most, binary units."""
+    return units.human_size(nbytes, short=True)
 
 
 def human_rate(bytes_per_second: float) -> str:
-    return human_size(int(bytes_per_second)) + "/s"
+    return units.human_rate(bytes_per_second, short=True)
 
 
 def human_duration(seconds: float) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.message import Message
 
 from recovery.devices.model import Disk
@@ -25,9 +23,10 @@ class ProgressUpdate(Message):
 
 
 class WorkFinished(Message):
-    """A worker's job ended well; ``result`` is what the job returned."""
+    """A worker's job ended well; ``result`` is what the job returned (the screen that ran the
+    job knows its type and narrows it)."""
 
-    def __init__(self, tag: str, result: Any) -> None:
+    def __init__(self, tag: str, result: object) -> None:
         super().__init__()
         self.tag = tag
         """Which job: a screen may run several kinds."""

@@ -18,7 +18,7 @@ import pytest
 
 from recovery.core.extents import Extent
 from recovery.filesystems.base import FileSource, open_filesystem
-from recovery.filesystems.ntfs import Ntfs, _Volume, find_system_files
+from recovery.filesystems.ntfs import Ntfs, Volume, find_system_files
 from tests import loopdev
 
 pytestmark = pytest.mark.skipif(
@@ -122,7 +122,7 @@ def test_ntfs_partition_round_trip(loop, tmp_path: Path) -> None:  # type: ignor
         assert kept[-1] == Extent(size - 512, 512)
 
         # pagefile.sys is spread over extension records; all its clusters are left out.
-        vol = _Volume(source, fs.boot)
+        vol = Volume(source, fs.boot)
         vol.open_mft()
         page = next(sf.record for sf in find_system_files(vol) if sf.name == "pagefile.sys")
         assert vol.record(page).find(0x20) is not None, "pagefile.sys should need an attribute list"
@@ -187,7 +187,7 @@ def test_fragmented_mft(loop, tmp_path: Path) -> None:  # type: ignore[no-untype
     try:
         source = FileSource(fd, start, size)
         fs = Ntfs.open(source)
-        vol = _Volume(source, fs.boot)
+        vol = Volume(source, fs.boot)
         mft = vol.open_mft()
         assert vol.record(0).find(0x20) is not None, "the MFT should need an attribute list"
         assert len(mft.runs) > 100

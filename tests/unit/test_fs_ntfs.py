@@ -24,13 +24,13 @@ from recovery.filesystems.base import BytesSource, FileSource, open_filesystem, 
 from recovery.filesystems.ntfs import (
     Ntfs,
     SystemFile,
-    _overlaps,
-    _subtract,
-    _Volume,
+    Volume,
     decode_runs,
     detect_encrypted,
     find_system_files,
+    overlaps,
     parse_boot_sector,
+    subtract_holes,
 )
 
 needs_ntfs_tools = pytest.mark.skipif(
@@ -96,7 +96,7 @@ def _system_files(image: Path) -> list[SystemFile]:
     fd = os.open(image, os.O_RDONLY)
     try:
         source = FileSource(fd, 0, os.fstat(fd).st_size)
-        vol = _Volume(source, parse_boot_sector(source.pread(0, 512), source.size))
+        vol = Volume(source, parse_boot_sector(source.pread(0, 512), source.size))
         vol.open_mft()
         return find_system_files(vol)
     finally:
@@ -250,10 +250,10 @@ def test_subtract_and_overlaps(runs: list[tuple[int, int]], holes: list[tuple[in
     holes = [(e.start, e.length) for e in merge(sorted(holes))]
     covered = {c for s, n in runs for c in range(s, s + n)}
     cut = {c for s, n in holes for c in range(s, s + n)}
-    result = list(_subtract(runs, holes))
+    result = list(subtract_holes(runs, holes))
     assert {c for s, n in result for c in range(s, s + n)} == covered - cut
     assert all(a.end <= b.start for a, b in itertools.pairwise(result))
-    assert _overlaps(runs, holes) == bool(covered & cut)
+    assert overlaps(runs, holes) == bool(covered & cut)
 
 
 # --- real volumes made by mkntfs ---------------------------------------------------------------
@@ -517,7 +517,7 @@ def test_truncated_partition_is_damage(small_image: bytes) -> None:
 def test_stale_index_entry_is_not_trusted(small_image: bytes) -> None:
     """If pagefile.sys's record is no longer in use, its clusters are not left out."""
     fs = Ntfs.open(BytesSource(small_image))
-    vol = _Volume(BytesSource(small_image), fs.boot)
+    vol = Volume(BytesSource(small_image), fs.boot)
     vol.open_mft()
     rec = next(sf.record for sf in find_system_files(vol) if sf.name == "pagefile.sys")
     assert fs.excluded_clusters
@@ -540,7 +540,7 @@ def fuzz_regions(small_image: bytes) -> list[tuple[int, int]]:
     """Where the reader looks: the boot sector, MFT records 0..7, the root directory's
     extension record, attribute list and index blocks."""
     _cs, mft, rs = layout(small_image)
-    vol = _Volume(BytesSource(small_image), parse_boot_sector(small_image[:512], len(small_image)))
+    vol = Volume(BytesSource(small_image), parse_boot_sector(small_image[:512], len(small_image)))
     vol.open_mft()
     root = vol.record(5)
     cs = vol.boot.cluster_size

@@ -15,18 +15,19 @@ from typing import Any
 from rich.console import Console
 
 from recovery.devices.model import Disk, Partition
-from recovery.engine.api import (
+from recovery.engine.locations import Location
+from recovery.engine.plans import (
     BackupResult,
+    CloneResult,
     ImageInfo,
     PartitionSummary,
     RemoveResult,
+    RestoreResult,
     VerifyResult,
 )
-from recovery.engine.clone import CloneResult
-from recovery.engine.locations import Location
 from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError
-from recovery.tui.backends import Backends
+from recovery.tui.backends import Backends, EngineApi
 from recovery.tui.selection import BASIC_DATA, ESP, LINUX_DATA, MSR, WINDOWS_RECOVERY
 
 MiB = 1024**2
@@ -168,6 +169,7 @@ class FakePlan:
     kind: str
     args: tuple[Any, ...]
     lines: list[str]
+    total_bytes: int = 0
 
     def describe(self) -> list[str]:
         return list(self.lines)
@@ -241,11 +243,12 @@ class FakeEngine:
         ]
         return FakePlan("restore", (repo, name, target, partitions), lines)
 
-    def restore_run(self, plan: FakePlan, progress: Progress, cancel: CancelToken) -> None:
+    def restore_run(self, plan: FakePlan, progress: Progress, cancel: CancelToken) -> RestoreResult:
         self._call("restore_run", plan)
         progress.step("restore partition 1", 4 * MiB)
         progress.advance(4 * MiB)
-        return None
+        checks = ("partition 1: fsck.vfat: clean",)
+        return RestoreResult(plan.args[1], plan.args[2], 4 * MiB, 2.0, checks, True)
 
     def clone_plan(
         self, source: str, target: str, system: bool = False, new_ids: bool = False
@@ -265,6 +268,10 @@ class FakeEngine:
         checks = ("partition 1: fsck.vfat: clean", "partition 3: ntfsfix -n: clean")
         return CloneResult(plan.args[0], plan.args[1], 61 * GiB, 30.0, checks, True)
 
+
+# mypy checks this assignment: the fake has every function the app calls on the real engine,
+# with the same parameters and result types.
+_FAKE_ENGINE_MATCHES_THE_API: EngineApi[FakePlan, FakePlan, FakePlan] = FakeEngine()
 
 REPO = "/run/recovery/mnt/sdc1/recovery-backups"
 

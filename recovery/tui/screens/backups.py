@@ -8,14 +8,14 @@ only this image used is freed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist
 
-from recovery.engine.api import ImageInfo
+from recovery.engine.plans import ImageInfo, RemoveResult
 from recovery.tui.formatting import human_size, short_date
 from recovery.tui.screens.base import StepScreen
 from recovery.tui.screens.dialogs import ConfirmScreen, InfoScreen
@@ -96,12 +96,13 @@ class BackupsScreen(StepScreen):
         self.query_one("#details", Static).update("Reading the backup location...")
         self.run_job("list", self.rapp.backends.engine.list_images, self.repo)
 
-    def job_done(self, tag: str, result: Any) -> None:
+    def job_done(self, tag: str, result: object) -> None:
         if tag == "list":
-            self.show(list(result))
+            assert isinstance(result, list)  # engine.list_images
+            self.show([i for i in result if isinstance(i, ImageInfo)])
         elif tag.startswith("remove:"):
             name = tag.partition(":")[2]
-            freed = getattr(result, "freed_bytes", 0)
+            freed = result.freed_bytes if isinstance(result, RemoveResult) else 0
             self.app.push_screen(
                 InfoScreen("Removed", [f"Image {name} is gone; {human_size(freed)} freed."])
             )

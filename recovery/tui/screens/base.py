@@ -10,7 +10,7 @@ the error dialog, then :meth:`StepScreen.job_failed` lets the screen recover.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -53,7 +53,7 @@ class StepScreen(Screen[None]):
         self.app.pop_screen()
 
     @work(thread=True, exit_on_error=False, group="jobs")
-    def run_job(self, tag: str, fn: Callable[..., Any], *args: Any) -> None:
+    def run_job(self, tag: str, fn: Callable[..., object], *args: object) -> None:
         try:
             result = fn(*args)
         except Exception as e:  # every error ends in the dialog, never in the app's death
@@ -72,7 +72,7 @@ class StepScreen(Screen[None]):
     # Subclasses override these, not the message handlers (Textual runs a handler of every
     # class in the MRO, so an override of a handler would not replace the base's).
 
-    def job_done(self, tag: str, result: Any) -> None:
+    def job_done(self, tag: str, result: object) -> None:
         """A job of this screen finished with ``result``."""
 
     def job_failed(self, tag: str, error: BaseException) -> None:

@@ -9,22 +9,20 @@ goes back to change the choice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Static
 
+from recovery.tui.backends import ShownPlan
 from recovery.tui.screens.base import StepScreen
 from recovery.tui.screens.dialogs import ConfirmScreen
 
 
-def plan_lines(plan: Any) -> list[str]:
-    describe = getattr(plan, "describe", None)
-    if callable(describe):
-        return [str(line) for line in describe()]
-    return [str(plan)]
+def plan_lines(plan: ShownPlan) -> list[str]:
+    return plan.describe()
 
 
 class PlanScreen(StepScreen):
@@ -37,11 +35,11 @@ class PlanScreen(StepScreen):
         self,
         title: tuple[str, ...],
         header: list[str],
-        make_plan: Callable[[], Any],
+        make_plan: Callable[[], ShownPlan],
         start_label: str,
-        on_start: Callable[[Any], None],
+        on_start: Callable[[ShownPlan], None],
         *,
-        confirm: Callable[[Any], tuple[str, list[str], str]] | None = None,
+        confirm: Callable[[ShownPlan], tuple[str, list[str], str]] | None = None,
         extra: tuple[str, Callable[[], None]] | None = None,
     ) -> None:
         super().__init__(*title)
@@ -52,7 +50,7 @@ class PlanScreen(StepScreen):
         self._confirm = confirm
         self._extra = extra
         """A button (and the key p) that changes the choice, e.g. which partitions."""
-        self.plan: Any = None
+        self.plan: ShownPlan | None = None
 
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="plan-scroll"):
@@ -68,7 +66,8 @@ class PlanScreen(StepScreen):
         self.query_one("#back", Button).focus()
         self.run_job("plan", self._make_plan)
 
-    def job_done(self, tag: str, result: Any) -> None:
+    def job_done(self, tag: str, result: object) -> None:
+        assert isinstance(result, ShownPlan)  # what make_plan returned
         self.plan = result
         self.query_one("#plan-body", Static).update(
             "\n".join(["The plan:", *("  " + line for line in plan_lines(result))])
@@ -101,6 +100,8 @@ class PlanScreen(StepScreen):
 
     def start(self) -> None:
         plan = self.plan
+        if plan is None:  # still being worked out
+            return
         if self._confirm is None:
             self._on_start(plan)
             return

@@ -9,7 +9,7 @@ asks first. The work returns the lines that sum up the result.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import work
 from textual.binding import Binding, BindingType
@@ -135,8 +135,9 @@ class ProgressScreen(StepScreen):
 
     # The end ------------------------------------------------------------------------------
 
-    def job_done(self, tag: str, result: Any) -> None:
-        self.end("done", "Finished.", list(result or []))
+    def job_done(self, tag: str, result: object) -> None:
+        # The job's summary lines (see __init__'s ``job``).
+        self.end("done", "Finished.", [str(x) for x in result] if isinstance(result, list) else [])
 
     def job_failed(self, tag: str, error: BaseException) -> None:
         if isinstance(error, Cancelled):

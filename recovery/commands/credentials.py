@@ -1,5 +1,6 @@
-"""The command line's secrets: ``--identity FILE``, ``--accept-new-host-key``, and questions on
-the terminal (no echo) when the environment gives no password.
+"""The command line's credentials for network locations: ``--identity FILE``,
+``--accept-new-host-key``, and questions on the terminal (no echo) when the environment gives no
+password.
 
 Called by :mod:`recovery.cli` (two lines: add the options, install the provider). Promises: a
 secret is read from ``RECOVERY_PASSWORD`` or the terminal, never from the command line, and
@@ -16,7 +17,7 @@ import sys
 
 from recovery.repository.credentials import EnvironmentCredentials, use_credentials
 
-TAKES_LOCATION = ("backup", "images", "verify", "restore", "remove")
+TAKES_LOCATION = ("backup", "images", "verify", "restore", "remove", "passphrase")
 """The commands whose REPO may be a network location."""
 
 

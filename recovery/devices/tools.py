@@ -1,0 +1,146 @@
+"""The external programs the engine runs, each described once, and whether they are here.
+
+Called by the file system homes (:mod:`recovery.filesystems`), which say which programs each of
+their actions runs, and by the engine's planners, which call :func:`require` over everything a
+plan will run before the plan is accepted: a missing ``resize2fs`` is a refusal that names the
+Debian package, given before the disk is written, not a failure after it (blivet's
+``tasks/availability.py`` does the same).
+
+A program is looked up on ``PATH`` the way :mod:`subprocess` will look it up when it runs, so
+the answer here is the answer the run gets. :func:`run` and :func:`output` are the one place
+those programs are started; they turn a missing program and a timeout into a result, never an
+exception, because their callers report every outcome as a line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from recovery.errors import MissingTool
+
+
+@dataclass(frozen=True)
+class Tool:
+    command: str
+    package: str
+    """The Debian package that installs ``command`` (what the message tells the person)."""
+    used_for: str
+    """What the engine runs it for (all of it; a plan's :class:`Need` says which part)."""
+
+
+TOOLS: dict[str, Tool] = {
+    t.command: t
+    for t in (
+        Tool("sfdisk", "fdisk", "reading and writing partition tables"),
+        Tool("partx", "util-linux", "telling the kernel about new partitions (BLKPG)"),
+        Tool("blkid", "util-linux", "recognising file systems"),
+        Tool("udevadm", "udev", "refreshing what udev knows after a disk was written"),
+        Tool("mount", "mount", "mounting backup locations"),
+        Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
+        Tool("e2fsck", "e2fsprogs", "checking ext2/3/4, and before growing it"),
+        Tool("resize2fs", "e2fsprogs", "growing ext2/3/4"),
+        Tool("debugfs", "e2fsprogs", "looking inside ext2/3/4 without mounting it"),
+        Tool("fsck.vfat", "dosfstools", "checking FAT"),
+        Tool("mdir", "mtools", "looking inside FAT without mounting it"),
+        Tool("ntfs-3g", "ntfs-3g", "mounting NTFS backup locations"),
+        Tool("ntfs-3g.probe", "ntfs-3g", "asking whether Windows is hibernated before growing"),
+        Tool("ntfsresize", "ntfs-3g", "growing NTFS"),
+        Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
+        Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+    )
+}
+"""Every program the engine runs, by command name."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """One program a plan will run, and what for (the end of "X is needed ...")."""
+
+    command: str
+    purpose: str
+    """Completes "<command> is needed ...", e.g. "to grow ext4 on the target"."""
+
+    @property
+    def tool(self) -> Tool:
+        return TOOLS[self.command]
+
+
+def available(command: str, path: str | None = None) -> bool:
+    """Whether ``command`` would be found on ``path`` (default: this process's PATH)."""
+    return shutil.which(command, path=path) is not None
+
+
+def unavailable(needs: Iterable[Need], path: str | None = None) -> list[str]:
+    """Why each missing program is needed and which package installs it; empty when all are here.
+
+    One line per missing program (the first purpose that names it), in the order asked.
+    """
+    reasons: list[str] = []
+    seen: set[str] = set()
+    for need in needs:
+        if need.command in seen:
+            continue
+        seen.add(need.command)
+        if not available(need.command, path):
+            reasons.append(f"{need.command} is needed {need.purpose}: install {need.tool.package}")
+    return reasons
+
+
+def require(needs: Iterable[Need], path: str | None = None) -> None:
+    """Raise :class:`MissingTool` naming every missing program and its package."""
+    reasons = unavailable(needs, path)
+    if reasons:
+        raise MissingTool("; ".join(reasons) + "; nothing was written")
+
+
+def run(
+    cmd: list[str],
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> tuple[int, str]:
+    """Exit status and combined output of ``cmd``; 127 with a sentence when it is missing."""
+    try:
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            input=input,
+            env=None if env is None else dict(os.environ, **env),
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        return 127, f"{cmd[0]} is not installed"
+    except subprocess.TimeoutExpired:
+        return 124, f"{cmd[0]} did not finish in {timeout} s"
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def output(
+    cmd: list[str],
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    any_status: bool = False,
+) -> str:
+    """Standard output of ``cmd`` when it succeeds; empty when it fails, is missing or hangs.
+
+    ``any_status``: its output whatever its exit status (mdir exits non-zero for an empty
+    directory, and on warnings after a listing).
+    """
+    try:
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            env=None if env is None else dict(os.environ, **env),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout if r.returncode == 0 or any_status else ""

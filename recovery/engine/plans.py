@@ -1,0 +1,320 @@
+"""Every plan and every result the engine hands out, in one place with concrete types.
+
+The engine modules (:mod:`~recovery.engine.backup`, :mod:`~recovery.engine.restore`,
+:mod:`~recovery.engine.clone`, :mod:`~recovery.engine.images`) build and return these, and
+:mod:`recovery.engine.api` passes them to the CLI and the TUI. Engine modules import this module,
+never :mod:`~recovery.engine.api` (which imports them), so there is no import cycle.
+
+Plans are immutable once built: what the UI showed (``describe()``) is what runs. What the UI
+adds at run time (a question to ask mid-way) is an argument of ``run_*``, not a field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from recovery.core.units import human_size
+
+if TYPE_CHECKING:
+    # Only for annotations (dataclasses do not evaluate them): importing this module stays
+    # cheap, so the UI can name these types without loading the engine.
+    from _typeshed import DataclassInstance
+
+    from recovery.core.table import Layout
+    from recovery.engine.sources import SourcePlan, StreamPlan
+    from recovery.engine.targets import Target
+    from recovery.repository.maps import StreamInfo
+
+Question = Callable[[str], bool]
+"""Asked mid-way (e.g. when a failing source has many unreadable areas); True goes on."""
+
+
+class StreamMethod(StrEnum):
+    """How a stream's bytes were chosen (the manifest's ``method``; docs/FORMAT.md).
+
+    A ``StrEnum``: members compare equal to, and serialise as, the strings the manifest holds.
+    """
+
+    LAYOUT = "layout"
+    """The partition table, boot code and the gaps between partitions."""
+    USED_BLOCKS = "used-blocks"
+    """The blocks the file system's allocation data marks as used."""
+    RAW = "raw"
+    """Every byte (zero areas are still not stored)."""
+    SWAP_HEADER = "swap-header"
+    """Only the swap header; the swap area is recreated on restore."""
+
+
+class JsonRecord:
+    """``to_json()`` for result dataclasses: their fields as plain JSON-ready data."""
+
+    def to_json(self: DataclassInstance) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    number: int
+    start: int
+    size: int
+    fstype: str | None
+    label: str | None
+    stored: int
+    """Bytes of data the image holds for it (used blocks, before compression)."""
+
+
+@dataclass(frozen=True)
+class ImageInfo(JsonRecord):
+    name: str
+    created: str
+    """ISO 8601, UTC."""
+    source_path: str
+    source_model: str | None
+    source_serial: str | None
+    source_size: int
+    table: str | None
+    partitions: tuple[PartitionSummary, ...]
+    data_size: int
+    """Bytes of (uncompressed, non-zero, used) data the image refers to."""
+    stored_size: int
+    """Compressed bytes of the chunks it refers to (shared ones counted in full)."""
+    status: str
+    """``complete`` or ``verified``."""
+    verified_at: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    image: str
+    ok: bool
+    checked_bytes: int
+    problems: tuple[str, ...]
+    """One line per damaged place: which partition, which byte range, what is wrong."""
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    image: str
+    freed_bytes: int
+
+
+# Backup --------------------------------------------------------------------------------------
+
+_METHOD_TEXT = {
+    StreamMethod.USED_BLOCKS: "used blocks",
+    StreamMethod.RAW: "every byte (zero areas skipped)",
+    StreamMethod.SWAP_HEADER: "swap header only (recreated on restore)",
+}
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    source: SourcePlan
+    repo: str
+    name: str
+    level: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return self.source.used_bytes
+
+    def describe(self) -> list[str]:
+        s = self.source
+        ident = s.identity
+        lines = [
+            f"Back up {s.disk} ({ident.get('model') or 'unknown model'}, "
+            f"{human_size(s.disk_size)}) to {self.repo} as image '{self.name}'",
+        ]
+        for sp in s.streams:
+            if sp.id == "disk":
+                lines.append(f"  partition table, boot code and gaps: {human_size(sp.used_bytes)}")
+                continue
+            what = _METHOD_TEXT[StreamMethod(sp.method)]
+            lines.append(
+                f"  partition {sp.number}: {sp.fstype or 'unknown'} {sp.label or ''} "
+                f"{human_size(sp.size)}, {what}: {human_size(sp.used_bytes)}".replace("  ,", ",")
+            )
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    image: ImageInfo
+    new_bytes: int
+    """Compressed bytes added to the repository by this backup."""
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    unreadable: tuple[str, ...] = field(default_factory=tuple)
+    """Lines saying what could not be read from a failing source, and which files it hit."""
+
+
+# Restore -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    stream: StreamInfo
+    number: int
+    target_start: int
+    target_size: int
+    source_size: int
+    fstype: str | None
+
+    @property
+    def grows(self) -> bool:
+        return self.target_size > self.source_size
+
+
+def unreadable_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The plan's note about areas a failing source did not give when the image was taken."""
+    bad = body.get("unreadable") or []
+    if not isinstance(bad, list) or not bad:
+        return ()
+    entries = [b for b in bad if isinstance(b, list) and len(b) == 3 and isinstance(b[2], int)]
+    streams = sorted({str(b[0]) for b in entries})
+    total = sum(b[2] for b in entries)
+    return (
+        f"{human_size(total)} in {len(bad)} area(s) of {', '.join(streams)} could not be read "
+        "when this image was taken; they are written as zeros",
+    )
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    repo: str
+    image: str
+    target_info: Target
+    """The disk as it was when planned; ``run_restore`` refuses if it is another one now."""
+    body: Mapping[str, Any]
+    layout: Layout | None
+    """None when restoring chosen partitions into the target's existing table."""
+    writes: tuple[PartitionWrite, ...]
+    disk_stream: StreamInfo | None
+    cell_size: int
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def without_table(
+        cls,
+        repo: str,
+        image: str,
+        target: Target,
+        body: Mapping[str, Any],
+        writes: tuple[PartitionWrite, ...],
+        cell_size: int,
+    ) -> RestorePlan:
+        """A plan that writes no partition table: into the target's existing partitions, or
+        an image of a disk that had none."""
+        return cls(repo, image, target, body, None, writes, None, cell_size, unreadable_notes(body))
+
+    @property
+    def target(self) -> str:
+        return self.target_info.path
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
+
+    def describe(self) -> list[str]:
+        lines = [f"Restore image '{self.image}' from {self.repo}", *self.target_info.describe()]
+        if self.layout is not None:
+            lines.append(
+                f"  write a new {self.layout.table.label} partition table"
+                + (" (identical layout)" if self.layout.same_geometry else "")
+            )
+        for w in self.writes:
+            what = (
+                f"  partition {w.number} ({w.fstype or 'unknown'}): "
+                f"{human_size(int(w.stream.raw.get('data_bytes', 0)))} of data at byte "
+                f"{w.target_start}, size {human_size(w.target_size)}"
+            )
+            if w.grows:
+                what += f" (grown from {human_size(w.source_size)})"
+            lines.append(what)
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class RestoreResult(JsonRecord):
+    image: str
+    target: str
+    written_bytes: int
+    seconds: float
+    checks: tuple[str, ...]
+    """One line per file system: which check ran and what it said."""
+    ok: bool
+
+
+# Clone ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloneStream:
+    stream: StreamPlan
+    number: int
+    target_start: int
+    target_size: int
+
+    @property
+    def grows(self) -> bool:
+        return self.target_size > self.stream.size
+
+
+@dataclass(frozen=True)
+class ClonePlan:
+    source: SourcePlan
+    target_info: Target
+    """The disk as it was when planned; ``run_clone`` refuses if it is another one now."""
+    layout: Layout | None
+    copies: tuple[CloneStream, ...]
+    system: bool
+    new_ids: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        return self.target_info.path
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(c.stream.used_bytes for c in self.copies)
+
+    def describe(self) -> list[str]:
+        s = self.source
+        lines = [
+            f"Clone {'the system partitions of ' if self.system else ''}{s.disk} "
+            f"({s.identity.get('model') or 'unknown model'}, {human_size(s.disk_size)})",
+            *self.target_info.describe(),
+        ]
+        if self.layout is not None:
+            lines.append(
+                f"  write a {self.layout.table.label} partition table"
+                + (" with new disk and partition identifiers" if self.new_ids else "")
+            )
+        for c in self.copies:
+            line = (
+                f"  partition {c.number} ({c.stream.fstype or 'unknown'}): "
+                f"{human_size(c.stream.used_bytes)} to copy, at byte {c.target_start}, "
+                f"size {human_size(c.target_size)}"
+            )
+            if c.grows:
+                line += f" (grown from {human_size(c.stream.size)})"
+            lines.append(line)
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class CloneResult(JsonRecord):
+    source: str
+    target: str
+    copied_bytes: int
+    seconds: float
+    checks: tuple[str, ...]
+    ok: bool

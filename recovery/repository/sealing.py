@@ -1,0 +1,148 @@
+"""Keys and sealed files of an encrypted repository (docs/FORMAT.md, "Encrypted repositories").
+
+Called by :mod:`recovery.repository.store` only. AES-256-GCM and Argon2id come from
+``cryptography`` (OpenSSL underneath: AES-NI, a vetted Argon2id); keyed BLAKE3 from ``blake3``.
+Every field of the header's ``encryption`` object is validated before use, so a hostile header
+gives our own error, never a huge allocation or a library exception.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from recovery.errors import IntegrityError, NotARepository, WrongPassphrase
+
+CIPHER = "aes-256-gcm"
+SEAL_MAGIC = b"RSE1"
+NONCE = 12
+TAG = 16
+SEAL_OVERHEAD = len(SEAL_MAGIC) + NONCE + TAG
+MASTER_AAD = b"recovery master key"
+MASTER_SIZE = 64
+
+# Argon2id at 64 MiB, 3 passes, 4 lanes: ~0.2 s here; RFC 9106's second recommended setting.
+KDF_ITERATIONS, KDF_LANES, KDF_MEMORY_KIB = 3, 4, 64 * 1024
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    salt: bytes
+    iterations: int
+    lanes: int
+    memory_kib: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": "argon2id",
+            "salt": self.salt.hex(),
+            "iterations": self.iterations,
+            "lanes": self.lanes,
+            "memory_kib": self.memory_kib,
+        }
+
+    @classmethod
+    def from_json(cls, value: object, where: str) -> KdfParams:
+        def bad(why: str) -> NotARepository:
+            return NotARepository(f"{where}: the encryption settings are damaged ({why})")
+
+        if not isinstance(value, dict) or value.get("name") != "argon2id":
+            raise bad("unknown key derivation")
+        try:
+            salt = bytes.fromhex(value["salt"])
+            iterations, lanes, memory = value["iterations"], value["lanes"], value["memory_kib"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"{e!r}") from None
+        if len(salt) < 16 or len(salt) > 64:
+            raise bad("salt length")
+        for n, lo, hi in ((iterations, 1, 64), (lanes, 1, 64), (memory, 8 * 1024, 4 << 20)):
+            if not isinstance(n, int) or isinstance(n, bool) or not lo <= n <= hi:
+                raise bad("key derivation parameters out of range")
+        if memory < 8 * lanes:
+            raise bad("key derivation memory below 8 KiB per lane")
+        return cls(salt, iterations, lanes, memory)
+
+    def derive(self, passphrase: str) -> bytes:
+        return Argon2id(
+            salt=self.salt,
+            length=32,
+            iterations=self.iterations,
+            lanes=self.lanes,
+            memory_cost=self.memory_kib,
+        ).derive(passphrase.encode("utf-8"))
+
+
+class Keys:
+    """An unlocked repository's keys: sealing (data key) and chunk naming (id key)."""
+
+    def __init__(self, master: bytes) -> None:
+        if len(master) != MASTER_SIZE:
+            raise ValueError("master key must be 64 bytes")
+        self.master = master
+        self._aead = AESGCM(master[:32])
+        self.id_key = master[32:]
+
+    def hash(self, data: bytes | bytearray | memoryview) -> bytes:
+        return blake3.blake3(data, key=self.id_key).digest()
+
+    def seal(self, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE)
+        return SEAL_MAGIC + nonce + self._aead.encrypt(nonce, bytes(plaintext), aad)
+
+    def open(self, blob: bytes, aad: bytes, what: str) -> bytes:
+        """The plaintext of a sealed file; IntegrityError naming ``what`` when it was altered."""
+        if len(blob) < SEAL_OVERHEAD or blob[:4] != SEAL_MAGIC:
+            raise IntegrityError(f"{what} is damaged (not a sealed file, or truncated)")
+        try:
+            return self._aead.decrypt(blob[4 : 4 + NONCE], blob[4 + NONCE :], aad)
+        except InvalidTag:
+            raise IntegrityError(
+                f"{what} is damaged: it fails authentication (altered or truncated)"
+            ) from None
+
+
+def new_encryption(passphrase: str) -> tuple[dict[str, Any], Keys]:
+    """The header's ``encryption`` object for a new repository, and its keys."""
+    keys = Keys(os.urandom(MASTER_SIZE))
+    return wrap(keys, passphrase), keys
+
+
+def wrap(keys: Keys, passphrase: str) -> dict[str, Any]:
+    """The ``encryption`` object holding ``keys`` under ``passphrase`` (fresh salt and nonce)."""
+    kdf = KdfParams(os.urandom(16), KDF_ITERATIONS, KDF_LANES, KDF_MEMORY_KIB)
+    nonce = os.urandom(NONCE)
+    wrapped = AESGCM(kdf.derive(passphrase)).encrypt(nonce, keys.master, MASTER_AAD)
+    return {"cipher": CIPHER, "kdf": kdf.to_json(), "key": (nonce + wrapped).hex()}
+
+
+def check_encryption(value: object, where: str) -> tuple[KdfParams, bytes]:
+    """Validate a header's ``encryption`` object: its KDF parameters and the wrapped key."""
+    if not isinstance(value, dict) or value.get("cipher") != CIPHER:
+        raise NotARepository(f"{where}: encrypted with an unknown cipher")
+    kdf = KdfParams.from_json(value.get("kdf"), where)
+    try:
+        wrapped = bytes.fromhex(value["key"])
+    except (KeyError, TypeError, ValueError):
+        raise NotARepository(f"{where}: the wrapped key is damaged") from None
+    if len(wrapped) != NONCE + MASTER_SIZE + TAG:
+        raise NotARepository(f"{where}: the wrapped key has the wrong length")
+    return kdf, wrapped
+
+
+def unlock(value: object, passphrase: str, where: str) -> Keys:
+    kdf, wrapped = check_encryption(value, where)
+    try:
+        master = AESGCM(kdf.derive(passphrase)).decrypt(
+            wrapped[:NONCE], wrapped[NONCE:], MASTER_AAD
+        )
+    except InvalidTag:
+        raise WrongPassphrase(
+            f"wrong passphrase for {where}: give the passphrase this location was encrypted with"
+        ) from None
+    return Keys(master)

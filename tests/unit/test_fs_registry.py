@@ -1,0 +1,38 @@
+"""The file system registry: every home loads, or the program says which one did not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from recovery.filesystems.base import kind_of, kinds, readers
+from recovery.filesystems.load_all import HOMES
+
+
+def test_a_missing_home_is_an_error_not_silence() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['recovery.filesystems.ntfs'] = None  # as if the build lost it\n"
+        "from recovery.filesystems.base import readers\n"
+        "readers()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "ModuleNotFoundError" in r.stderr and "recovery.filesystems.ntfs" in r.stderr
+
+
+def test_every_home_registers_and_every_reader_has_a_kind() -> None:
+    assert len(HOMES) == len(set(HOMES))
+    names = {k.name for k in kinds()}
+    assert {"ext2", "ext3", "ext4", "vfat", "ntfs", "swap", "BitLocker", "crypto_LUKS"} <= names
+    for reader in readers():
+        assert reader.name in names, reader
+
+
+def test_an_unknown_type_gets_a_know_nothing_kind() -> None:
+    k = kind_of("zfs_member")
+    assert not k.can_grow and not k.encrypted and k.mount_type is None
+    assert k.check("/dev/x", print) == ["/dev/x: zfs_member written, no check available"]
+    assert kind_of(None).check("/dev/x", print) == [
+        "/dev/x: unknown content written, no check available"
+    ]
