@@ -42,6 +42,13 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 CONNECT_TIMEOUT = 15.0
 BIG_READ = 64 << 10
 """Reads longer than this are pipelined (readv) rather than one request at a time."""
+WINDOW = 16 << 20
+"""SSH channel window: paramiko's 2 MiB default halves read throughput on a fast link."""
+PACKET = 256 << 10
+OPENSSH_READ = 255 << 10
+"""Read request size when the server is OpenSSH (its limit is 256 KiB per message); other
+servers get paramiko's 32 KiB, which every SFTP server must take. Measured on loopback: reads
+go from ~40 to ~80 MiB/s."""
 
 
 class _Refused(Exception):
@@ -73,6 +80,7 @@ class SftpBackend(Backend):
         self._password: str | None = None
         self._asked_password = False
         self._has_fsync = True
+        self._openssh = False
         self._made_dirs: set[str] = set()
         self._connections: list[paramiko.Transport] = []
 
@@ -193,9 +201,12 @@ class SftpBackend(Backend):
         try:
             t.start_client(timeout=CONNECT_TIMEOUT)
             self._check_host_key(t.get_remote_server_key())
+            self._openssh = "OpenSSH" in (t.remote_version or "")
             with self._mutex:  # one thread asks for the password and unlocks the keys
                 self._authenticate(t)
-            client = paramiko.SFTPClient.from_transport(t)
+            client = paramiko.SFTPClient.from_transport(
+                t, window_size=WINDOW, max_packet_size=PACKET
+            )
             if client is None:
                 raise paramiko.SSHException("the server offers no SFTP")
             client.get_channel().settimeout(120)
@@ -268,6 +279,8 @@ class SftpBackend(Backend):
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         def get(c: paramiko.SFTPClient) -> bytes:
             with c.open(self._path(name), "rb") as f:
+                if self._openssh:
+                    f.MAX_REQUEST_SIZE = OPENSSH_READ
                 if length is not None and length <= BIG_READ:
                     f.seek(offset)
                     return bytes(f.read(length))
