@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -125,19 +126,24 @@ def recovery(
     """Run the CLI with ``loc``'s secrets in its environment, watching every process's command
     line meanwhile: the secret must never appear in one, nor in the output."""
     full_env = dict(os.environ, **(env if env is not None else loc.env))
-    proc = subprocess.Popen(
-        [*recovery_cmd(), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=full_env,
-    )
-    seen_secret = []
-    while proc.poll() is None:
-        seen_secret += [c for c in cmdlines() if loc.secret in c]
-        time.sleep(0.05)
-    out, err = proc.communicate()
+    # Output goes to files, not pipes: nothing reads a pipe while the command runs, and --json
+    # progress fills one (64 KiB) long before a backup ends.
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen(
+            [*recovery_cmd(), *args],
+            stdout=out_f,
+            stderr=err_f,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=full_env,
+        )
+        seen_secret = []
+        while proc.poll() is None:
+            seen_secret += [c for c in cmdlines() if loc.secret in c]
+            time.sleep(0.05)
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     assert not seen_secret, seen_secret
     assert loc.secret not in out + err
     r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
