@@ -47,6 +47,10 @@ class Backend(ABC):
     location: str
     """How the person names this location, for messages (a folder path, an address)."""
 
+    parallel_requests: int = 0
+    """Requests to keep in flight so the location stays busy (a network round trip each); the
+    engine runs at least this many worker threads. 0: CPU-bound, one thread per core is right."""
+
     supports_move: bool = True
     """Whether :meth:`move` is an atomic rename (the format falls back to write + delete)."""
 

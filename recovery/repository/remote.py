@@ -29,6 +29,10 @@ from recovery.repository.backend import LockHeld
 
 T = TypeVar("T")
 
+PARALLEL_REQUESTS = 6
+"""Worker threads for a network location: with one per core (2 here), restore waited on round
+trips with the CPU half idle."""
+
 TRIES = 5
 FIRST_WAIT = 0.5
 """Waits between tries: 0.5, 1, 2, 4 s (7.5 s in all, plus the tries themselves)."""

@@ -29,7 +29,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from recovery.repository.address import Address
 from recovery.repository.backend import Backend, StoredFile
 from recovery.repository.credentials import Credentials
-from recovery.repository.remote import lease, retrying
+from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
 
 T = TypeVar("T")
 
@@ -60,6 +60,7 @@ _TRANSIENT = {
 
 
 class S3Backend(Backend):
+    parallel_requests = PARALLEL_REQUESTS
     supports_move = False
 
     def __init__(self, address: Address, credentials: Credentials) -> None:

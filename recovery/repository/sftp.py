@@ -34,7 +34,7 @@ import paramiko
 from recovery.repository.address import Address
 from recovery.repository.backend import Backend, StoredFile
 from recovery.repository.credentials import Credentials
-from recovery.repository.remote import lease, retrying
+from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
 
 T = TypeVar("T")
 
@@ -66,6 +66,8 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 class SftpBackend(Backend):
+    parallel_requests = PARALLEL_REQUESTS
+
     def __init__(self, address: Address, credentials: Credentials) -> None:
         self.address = address
         self.location = str(address)

@@ -37,7 +37,7 @@ from smbprotocol.header import NtStatus
 from recovery.repository.address import Address
 from recovery.repository.backend import Backend, StoredFile
 from recovery.repository.credentials import Credentials
-from recovery.repository.remote import lease, retrying
+from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
 
 T = TypeVar("T")
 
@@ -58,6 +58,8 @@ _ERRNO = {
 
 
 class SmbBackend(Backend):
+    parallel_requests = PARALLEL_REQUESTS
+
     def __init__(self, address: Address, credentials: Credentials) -> None:
         self.address = address
         self.location = str(address)
