@@ -237,3 +237,37 @@ def test_server_going_away_mid_backup_then_a_rerun_works(loop, location: Locatio
     assert listing["images"] == []
     recovery(loc, *args)
     assert "intact" in recovery(loc, "verify", f"{loc.address}::gone", *loc.options).stdout
+
+
+@pytest.mark.parametrize("location", ["s3"], indirect=True)
+def test_two_machines_backing_up_to_one_prefix_at_once(loop, location: Location) -> None:  # type: ignore[no-untyped-def]
+    """Two processes start a backup to one location together: each finishes, or is refused in
+    one line naming the other writer (the lease); whatever finished is whole."""
+    loc = location
+    disks = [make_gpt_system_disk(loop)[0] for _ in range(2)]
+    recovery(loc, "backup", disks[0], "--to", loc.address, "--name", "first", *loc.options)
+    runs = []
+    with tempfile.TemporaryDirectory() as out:
+        for i, disk in enumerate(disks):
+            with open(f"{out}/err{i}", "w") as err:
+                args = ["backup", disk, "--to", loc.address, "--name", f"pc{i}", *loc.options]
+                runs.append(
+                    subprocess.Popen(
+                        [*recovery_cmd(), *args],
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                        stdin=subprocess.DEVNULL,
+                        env=dict(os.environ, **loc.env),
+                    )
+                )
+        codes = [p.wait(300) for p in runs]
+        errors = [Path(f"{out}/err{i}").read_text() for i in range(2)]
+    assert 0 in codes, errors
+    for code, err in zip(codes, errors, strict=True):
+        if code != 0:
+            assert "another recovery is writing" in err.strip().splitlines()[-1], err
+    listing = json.loads(recovery(loc, "images", loc.address, "--json", *loc.options).stdout)
+    names = sorted(i["name"] for i in listing["images"])
+    assert names == sorted(["first"] + [f"pc{i}" for i, c in enumerate(codes) if c == 0])
+    for name in names:
+        assert "intact" in recovery(loc, "verify", f"{loc.address}::{name}", *loc.options).stdout
