@@ -165,12 +165,12 @@ class SftpBackend(Backend):
                     keys.append(paramiko.PKey.from_path(path, phrase.encode()))
             except FileNotFoundError:
                 raise _Refused(errno.ENOENT, f"there is no SSH key file {path}") from None
-            except (paramiko.SSHException, ValueError) as e:
+            except (paramiko.SSHException, ValueError):
                 if chosen:
                     raise _Refused(
                         errno.EACCES,
-                        f"cannot use the SSH key {path}: wrong passphrase, or not a private key "
-                        f"({type(e).__name__})",
+                        f"cannot use the SSH key {path}: wrong passphrase (RECOVERY_PASSWORD), "
+                        "or not a private key",
                     ) from None
         self._keys = keys
         return keys
