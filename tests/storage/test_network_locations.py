@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -38,6 +39,9 @@ from tests.storage.disks import (
 )
 
 __all__ = ["s3_server", "smb_server", "ssh_server"]
+
+COMMAND_TIMEOUT = 240.0
+"""A command still running after this is stopped with its threads' stacks shown (a hang)."""
 
 
 @dataclass
@@ -125,7 +129,7 @@ def recovery(
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI with ``loc``'s secrets in its environment, watching every process's command
     line meanwhile: the secret must never appear in one, nor in the output."""
-    full_env = dict(os.environ, **(env if env is not None else loc.env))
+    full_env = dict(os.environ, **(env if env is not None else loc.env), PYTHONFAULTHANDLER="1")
     # Output goes to files, not pipes: nothing reads a pipe while the command runs, and --json
     # progress fills one (64 KiB) long before a backup ends.
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
@@ -138,8 +142,12 @@ def recovery(
             env=full_env,
         )
         seen_secret = []
+        deadline = time.monotonic() + COMMAND_TIMEOUT
         while proc.poll() is None:
             seen_secret += [c for c in cmdlines() if loc.secret in c]
+            if time.monotonic() > deadline:
+                proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+                proc.wait(30)
             time.sleep(0.05)
         out_f.seek(0)
         err_f.seek(0)
