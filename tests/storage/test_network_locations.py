@@ -26,6 +26,7 @@ from tests.servers import (
     S3_SECRET_KEY,
     SMB_PASSWORD,
     SSH_PASSPHRASE,
+    descendants,
     s3_server,
     smb_server,
     ssh_server,
@@ -109,18 +110,17 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
     )
 
 
-def cmdlines() -> list[str]:
-    """Every process's command line, now."""
+def cmdlines(root: int) -> list[str]:
+    """The command lines of ``root`` and every process below it, now.
+
+    Only that tree: reading another process's cmdline takes its memory map lock, and on this
+    shared machine a process stuck on a FUSE file (another test's) would block the read.
+    """
     found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError):
-                found.append(
-                    Path(f"/proc/{pid}/cmdline")
-                    .read_bytes()
-                    .replace(b"\0", b" ")
-                    .decode(errors="replace")
-                )
+    for pid in [root, *descendants(root)]:
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
     return found
 
 
@@ -144,7 +144,7 @@ def recovery(
         seen_secret = []
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while proc.poll() is None:
-            seen_secret += [c for c in cmdlines() if loc.secret in c]
+            seen_secret += [c for c in cmdlines(proc.pid) if loc.secret in c]
             if time.monotonic() > deadline:
                 proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
                 proc.wait(30)
