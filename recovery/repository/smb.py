@@ -112,6 +112,8 @@ class SmbBackend(Backend):
                 f"the SMB server refused user {self.user} (wrong password, or no access to "
                 f"the share {self.address.share}): give the password in RECOVERY_PASSWORD",
             )
+        if status == NtStatus.STATUS_SHARING_VIOLATION:
+            return None  # another handle on the file, ours or another writer's: try again
         if status in _ERRNO:
             err, text = _ERRNO[status]
             return OSError(err, text)
@@ -153,7 +155,11 @@ class SmbBackend(Backend):
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         def get(kw: dict[str, Any]) -> bytes:
-            with smbclient.open_file(self._path(name), "rb", buffering=0, **kw) as f:
+            # Shared for reading, writing and deleting: worker threads read the same chunk at
+            # once (a disk repeats content), and a remove may delete it meanwhile.
+            with smbclient.open_file(
+                self._path(name), "rb", buffering=0, share_access="rwd", **kw
+            ) as f:
                 if offset:
                     f.seek(offset)
                 if length is None:

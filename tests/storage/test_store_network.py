@@ -159,3 +159,17 @@ def test_ssh_host_keys_unknown_refused_accepted_remembered_changed_refused(
     known.write_text(f"[127.0.0.1]:{server.port} ssh-ed25519 {other}\n")
     with pytest.raises(RepositoryError, match="different ssh-ed25519 key"):
         Repository.open(backend(Given(SSH_PASSPHRASE, str(server.identity))))
+
+
+def test_many_threads_read_one_file_at_once(kind: str, request: pytest.FixtureRequest) -> None:
+    """A disk repeats content, so restore's workers read the same chunk together (SMB refused
+    the second open with a sharing violation until reads were opened shared)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = backend_for(kind, request, uuid.uuid4().hex)
+    b.create()
+    blob = bytes(range(256)) * 4096
+    b.write("chunks/00/same", blob)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: b.read("chunks/00/same"), range(48)))
+    assert all(g == blob for g in got)
