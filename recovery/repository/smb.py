@@ -42,6 +42,7 @@ from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 15
+LOGIN_TIMEOUT = 20.0
 
 _REFUSED = {
     NtStatus.STATUS_LOGON_FAILURE,
@@ -70,6 +71,7 @@ class SmbBackend(Backend):
         self.root = f"\\\\{address.host}\\{address.share}" + (f"\\{unc_path}" if unc_path else "")
         self._local = threading.local()
         self._mutex = threading.Lock()
+        self._login_lock = threading.Lock()
         self._password: str | None = None
         self._asked = False
         self._made_dirs: set[str] = set()
@@ -85,17 +87,44 @@ class SmbBackend(Backend):
                     self._password = self.credentials.password(self.location)
                     self._asked = True
             cache = {}
-            smbclient.register_session(
-                self.address.host,
-                username=self.user,
-                password=self._password,
-                port=self.port,
-                connection_timeout=CONNECT_TIMEOUT,
-                connection_cache=cache,
-                auth_protocol="ntlm",
-            )
+            with self._login_lock:
+                self._login(cache)
             self._local.cache = cache
         return {"port": self.port, "connection_cache": cache}
+
+    def _login(self, cache: dict[str, Any]) -> None:
+        """Open this thread's connection and session, giving up after :data:`LOGIN_TIMEOUT`.
+
+        smbprotocol waits for the session setup answer without a time limit, and smbd was seen
+        (rarely, here on loopback, with several logins at once) never to answer one; logins are
+        therefore one at a time, and one that hangs is abandoned and retried.
+        """
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def login() -> None:
+            try:
+                smbclient.register_session(
+                    self.address.host,
+                    username=self.user,
+                    password=self._password,
+                    port=self.port,
+                    connection_timeout=CONNECT_TIMEOUT,
+                    connection_cache=cache,
+                    auth_protocol="ntlm",
+                )
+            except BaseException as e:
+                failed.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=login, name="smb-login", daemon=True).start()
+        if not done.wait(LOGIN_TIMEOUT):
+            with contextlib.suppress(Exception):
+                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+            raise TimeoutError("the SMB server did not answer the login")
+        if failed:
+            raise failed[0]
 
     def _drop(self) -> None:
         cache = getattr(self._local, "cache", None)
