@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from recovery import __version__
+from recovery.commands import credentials
 from recovery.errors import RecoveryError, UsageError
 
 # (name, module under recovery.commands, one-line help)
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         mod = _command_module(name, module)
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
         mod.add_arguments(p)
+        if name in credentials.TAKES_LOCATION:
+            credentials.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -96,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from recovery.repository import secrets
 
         secrets.use(TerminalSecrets())
+        credentials.install(args)
         result: int = args._run(args)
         return result
     except RecoveryError as e:

@@ -163,7 +163,8 @@ def _save_stream(
         return DATA, digest, repo.put_chunk(digest, buf, level)
 
     todo = cells(stream_extents(sp, fd), CELL_SIZE, sp.size)
-    with closing(in_order(work, todo, WORKERS, "backup", cancel)) as done:
+    workers = max(WORKERS, repo.backend.parallel_requests)  # network locations: more in flight
+    with closing(in_order(work, todo, workers, "backup", cancel)) as done:
         for cell, (kind, digest, written) in done:
             while next_cell < cell.number:
                 maps.add(0, min(CELL_SIZE, sp.size - next_cell * CELL_SIZE))

@@ -115,7 +115,8 @@ def verify_image(
             progress.advance(length)
         return None
 
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="verify") as pool:
+    workers = max(WORKERS, repo.backend.parallel_requests)
+    with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
         for s in streams:
             reader = StreamReader(repo, s, cs, name)
             futures = []
@@ -132,7 +133,7 @@ def verify_image(
                 if rec.kind == DATA:
                     futures.append(pool.submit(check, reader, cell, rec.digest, rec.length))
                     checked += rec.length
-                if len(futures) > 4 * WORKERS:
+                if len(futures) > 4 * workers:
                     problems.extend(p for p in (f.result() for f in futures) if p)
                     futures = []
                 cell += 1

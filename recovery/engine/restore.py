@@ -340,7 +340,8 @@ def _write_cells(
             elif rec.kind == DATA:
                 yield cell, rec.digest, rec.length
 
-    with closing(in_order(fetch_and_write, data_cells(), WORKERS, "restore", cancel)) as done:
+    workers = max(WORKERS, reader.repo.backend.parallel_requests)
+    with closing(in_order(fetch_and_write, data_cells(), workers, "restore", cancel)) as done:
         for _, length in done:
             written += length
     blockio.zero_range(fd, zero_start, zero_len)

@@ -14,13 +14,16 @@ backend; it is the one place that knows which kinds of location exist.
 from __future__ import annotations
 
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from recovery.errors import UsageError
+from recovery.repository.address import KINDS, parse_address, scheme_of
+from recovery.repository.credentials import current_credentials
+
+__all__ = ["KINDS", "Backend", "LockHeld", "StoredFile", "open_backend"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Backend(ABC):
 
     location: str
     """How the person names this location, for messages (a folder path, an address)."""
+
+    parallel_requests: int = 0
+    """Requests to keep in flight so the location stays busy (a network round trip each); the
+    engine runs at least this many worker threads. 0: CPU-bound, one thread per core is right."""
 
     supports_move: bool = True
     """Whether :meth:`move` is an atomic rename (the format falls back to write + delete)."""
@@ -100,27 +107,34 @@ class Backend(ABC):
         return None
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-KINDS = "a folder (/media/usb/backups)"
-"""The kinds of location this build takes, as the refusal of an unknown address names them."""
-
-
 def open_backend(address: str | os.PathLike[str]) -> Backend:
-    """The backend for a location address. Opens nothing yet: no I/O happens here.
+    """The backend for a location address. Opens nothing yet: no I/O happens here (a network
+    backend connects on its first operation).
 
     An address with a scheme this build does not speak is refused here, before anything is
     created: a typo must never become a local folder named ``smb:``.
     """
-    from recovery.repository.local import LocalFolder
-
     text = os.fspath(address)
-    m = _SCHEME.match(text)
-    if m:
-        raise UsageError(
-            f"'{m.group(1)}://' locations are not supported: give {KINDS}, or a mounted share's "
-            "folder"
-        )
     if not text:
-        raise UsageError("no backup location given: name a folder")
-    return LocalFolder(text)
+        raise UsageError(f"no backup location given: give {KINDS}")
+    if scheme_of(text) is None:
+        from recovery.repository.local import LocalFolder
+
+        return LocalFolder(text)
+    where = parse_address(text)
+    credentials = current_credentials()
+    # One line per kind of location; imported here so a build without a client library still
+    # opens folders, and so PyInstaller sees every import.
+    if where.kind == "sftp":
+        from recovery.repository.sftp import SftpBackend
+
+        return SftpBackend(where, credentials)
+    if where.kind == "smb":
+        from recovery.repository.smb import SmbBackend
+
+        return SmbBackend(where, credentials)
+    if where.kind in ("s3", "s3+http"):
+        from recovery.repository.s3 import S3Backend
+
+        return S3Backend(where, credentials)
+    raise UsageError(f"'{where.kind}://' is not a kind of backup location: give {KINDS}")

@@ -25,6 +25,14 @@ from recovery.repository.backend import Backend, LockHeld, StoredFile
 
 TMP = "tmp"
 
+ROOT_ENTRIES = ("lost+found", "System Volume Information", "$RECYCLE.BIN", "$Recycle.Bin")
+"""What file systems keep in their root (mkfs, Windows): a folder holding only these (and
+``.Trash-UID`` folders of desktop trash cans) is as good as empty for a new repository."""
+
+
+def _is_root_entry(name: str) -> bool:
+    return name in ROOT_ENTRIES or name.startswith(".Trash-")
+
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -159,7 +167,7 @@ class LocalFolder(Backend):
         return self.root.is_dir()
 
     def is_empty(self) -> bool:
-        return not self.exists() or not any(self.root.iterdir())
+        return not self.exists() or all(_is_root_entry(p.name) for p in self.root.iterdir())
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -600,6 +600,12 @@ class Repository:
                 "another location (what was saved so far is kept; a rerun continues)"
             )
         if e.errno in (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE):
+            if self.backend.local_path() is None:
+                return RepositoryError(
+                    f"the backup location {self.location} stopped answering ({e.strerror}): "
+                    "check the network and the server, then run again (what was saved so far "
+                    "is kept; a rerun continues)"
+                )
             return RepositoryError(
                 f"the backup location {self.location} stopped answering ({e.strerror}): was the "
                 "disk removed? Reconnect it and run again"

