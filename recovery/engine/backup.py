@@ -24,7 +24,7 @@ from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import StreamPlan, plan_sources, stream_extents
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
-from recovery.repository.backend import open_backend
+from recovery.repository.kinds import open_backend
 from recovery.repository.maps import DATA, ZERO, MapWriter
 from recovery.repository.store import Repository, check_name, utc_now
 

@@ -1,6 +1,6 @@
 """Backup location addresses: what a person types after ``--to`` or before ``::IMAGE``.
 
-Called by :func:`recovery.repository.backend.open_backend`; pure (no I/O), so every rule is
+Called by :func:`recovery.repository.kinds.open_backend`; pure (no I/O), so every rule is
 unit-tested. Promises: an address with a scheme is either one of the kinds below, parsed into an
 :class:`Address`, or refused with a :class:`UsageError` whose one line names the kinds that
 work; a password inside an address is refused (it would show in ``ps`` and shell history).

@@ -7,23 +7,17 @@ separators. Failures are ``OSError``s carrying an errno (``FileNotFoundError`` f
 name), which the repository turns into one line for the person: a backend raises no errors of
 its own beyond :class:`LockHeld`.
 
-:func:`open_backend` turns a location address (what the person typed after ``--to``) into a
-backend; it is the one place that knows which kinds of location exist.
+:func:`recovery.repository.kinds.open_backend` picks the backend for an address.
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from recovery.errors import UsageError
-from recovery.repository.address import KINDS, parse_address, scheme_of
-from recovery.repository.credentials import current_credentials
-
-__all__ = ["KINDS", "Backend", "LockHeld", "StoredFile", "open_backend"]
+__all__ = ["Backend", "LockHeld", "StoredFile"]
 
 
 @dataclass(frozen=True)
@@ -105,36 +99,3 @@ class Backend(ABC):
     def local_path(self) -> str | None:
         """The folder on this machine that holds the files, if there is one."""
         return None
-
-
-def open_backend(address: str | os.PathLike[str]) -> Backend:
-    """The backend for a location address. Opens nothing yet: no I/O happens here (a network
-    backend connects on its first operation).
-
-    An address with a scheme this build does not speak is refused here, before anything is
-    created: a typo must never become a local folder named ``smb:``.
-    """
-    text = os.fspath(address)
-    if not text:
-        raise UsageError(f"no backup location given: give {KINDS}")
-    if scheme_of(text) is None:
-        from recovery.repository.local import LocalFolder
-
-        return LocalFolder(text)
-    where = parse_address(text)
-    credentials = current_credentials()
-    # One line per kind of location; imported here so a build without a client library still
-    # opens folders, and so PyInstaller sees every import.
-    if where.kind == "sftp":
-        from recovery.repository.sftp import SftpBackend
-
-        return SftpBackend(where, credentials)
-    if where.kind == "smb":
-        from recovery.repository.smb import SmbBackend
-
-        return SmbBackend(where, credentials)
-    if where.kind in ("s3", "s3+http"):
-        from recovery.repository.s3 import S3Backend
-
-        return S3Backend(where, credentials)
-    raise UsageError(f"'{where.kind}://' is not a kind of backup location: give {KINDS}")

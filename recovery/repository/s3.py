@@ -1,6 +1,6 @@
 """A backup location in an S3 bucket (Amazon S3 or any S3-compatible store), under a prefix.
 
-Opened by :func:`recovery.repository.backend.open_backend` for ``s3://`` (HTTPS) and
+Opened by :func:`recovery.repository.kinds.open_backend` for ``s3://`` (HTTPS) and
 ``s3+http://`` addresses. Spoken with the ``minio`` SDK: small (a few hundred KB over urllib3),
 well kept, and made to speak every S3-compatible store; boto3/botocore would add ~80 MB to a
 live ISO that must stay under 200 MB.

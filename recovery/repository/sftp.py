@@ -1,6 +1,6 @@
 """A backup location in a folder of an SSH server, over SFTP.
 
-Opened by :func:`recovery.repository.backend.open_backend` for ``sftp://`` addresses. Spoken
+Opened by :func:`recovery.repository.kinds.open_backend` for ``sftp://`` addresses. Spoken
 with paramiko: the well-kept pure-Python SSH implementation (no ``ssh`` child process, so no
 secret can reach another process's command line, and the host key decision is ours to make).
 

@@ -1,6 +1,6 @@
 """A backup location in a folder of an SMB share (a NAS, a Windows share, Samba).
 
-Opened by :func:`recovery.repository.backend.open_backend` for ``smb://`` addresses. Spoken with
+Opened by :func:`recovery.repository.kinds.open_backend` for ``smb://`` addresses. Spoken with
 smbprotocol's ``smbclient``: SMB 2/3 entirely in user space (pure Python), so it works without
 the kernel's cifs module (which the live system may lack and this test machine has not), and
 with no ``mount`` child process that could show a password in its command line.

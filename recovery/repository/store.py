@@ -38,7 +38,8 @@ from recovery.errors import (
     UsageError,
 )
 from recovery.repository import secrets
-from recovery.repository.backend import Backend, LockHeld, open_backend
+from recovery.repository.backend import Backend, LockHeld
+from recovery.repository.kinds import open_backend
 from recovery.repository.sealing import SEAL_OVERHEAD, Keys, check_encryption, new_encryption
 from recovery.repository.sealing import unlock as unlock_keys
 from recovery.repository.sealing import wrap as wrap_keys

@@ -23,8 +23,8 @@ from recovery.errors import (
     UnsupportedVersion,
     UsageError,
 )
-from recovery.repository.backend import open_backend
 from recovery.repository.images import collect_garbage, remove_image
+from recovery.repository.kinds import open_backend
 from recovery.repository.maps import (
     DATA,
     RECORDS_PER_MAP_CHUNK,

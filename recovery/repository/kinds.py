@@ -1,0 +1,50 @@
+"""The kinds of backup location, and the one function that picks a backend for an address.
+
+Called by :class:`recovery.repository.store.Repository` (and the backup plan, which asks where a
+location lives before creating it). Adding a kind of location is one module implementing
+:class:`~recovery.repository.backend.Backend` and one branch here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from recovery.errors import UsageError
+from recovery.repository.address import KINDS, parse_address, scheme_of
+from recovery.repository.backend import Backend
+from recovery.repository.credentials import current_credentials
+
+__all__ = ["KINDS", "open_backend"]
+
+
+def open_backend(address: str | os.PathLike[str]) -> Backend:
+    """The backend for a location address. Opens nothing yet: no I/O happens here (a network
+    backend connects on its first operation).
+
+    An address with a scheme this build does not speak is refused here, before anything is
+    created: a typo must never become a local folder named ``smb:``.
+    """
+    text = os.fspath(address)
+    if not text:
+        raise UsageError(f"no backup location given: give {KINDS}")
+    if scheme_of(text) is None:
+        from recovery.repository.local import LocalFolder
+
+        return LocalFolder(text)
+    where = parse_address(text)
+    credentials = current_credentials()
+    # One line per kind of location; imported here so a build without a client library still
+    # opens folders, and so PyInstaller sees every import.
+    if where.kind == "sftp":
+        from recovery.repository.sftp import SftpBackend
+
+        return SftpBackend(where, credentials)
+    if where.kind == "smb":
+        from recovery.repository.smb import SmbBackend
+
+        return SmbBackend(where, credentials)
+    if where.kind in ("s3", "s3+http"):
+        from recovery.repository.s3 import S3Backend
+
+        return S3Backend(where, credentials)
+    raise UsageError(f"'{where.kind}://' is not a kind of backup location: give {KINDS}")
