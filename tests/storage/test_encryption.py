@@ -72,6 +72,16 @@ def test_encrypted_location_end_to_end(loop, tmp_path: Path) -> None:  # type: i
     loopdev.run("e2fsck", "-fn", tpart)
     assert ext4_digest(tpart) == want
 
+    # Open: a file read through the read-only view has the original's bytes.
+    view = tmp_path / "view"
+    view.mkdir()
+    run_recovery("open", f"{repo}::alice-laptop", str(view), env=env(PASS))
+    try:
+        assert (view / "p1" / "docs" / SECRET_NAME).read_bytes() == SECRET
+    finally:
+        run_recovery("close", str(view))
+    assert not any(view.iterdir())
+
     # A second image of the same disk stores almost nothing new: dedup works under a key.
     before = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
     run_recovery("backup", src, "--to", str(repo), "--name", "again", env=env(PASS))
