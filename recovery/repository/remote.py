@@ -78,6 +78,7 @@ LOCKS_FOLDER = "locks"
 STALE_AFTER = 600.0
 """Seconds without a refresh after which a lease is stale."""
 REFRESH_EVERY = 60.0
+PID_MAX = 1 << 22
 STEP_BACK_TRIES = 5
 
 
@@ -114,7 +115,12 @@ def is_stale(body: object, host: str = "") -> bool:
         return True
     pid = body.get("pid")
     here = host or socket.gethostname()
-    return body.get("host") == here and isinstance(pid, int) and not _pid_runs(pid)
+    if body.get("host") != here:
+        return False
+    # A pid no process can have (Linux's PID_MAX_LIMIT is 2**22) names a holder that is gone.
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+        return True
+    return not _pid_runs(pid)
 
 
 def _describe(body: object) -> str:
@@ -159,8 +165,8 @@ def lease(backend: Backend, note: str) -> Iterator[None]:
                 other = json.loads(backend.read(f.name, 0, 1 << 16))
             except FileNotFoundError:
                 continue  # released meanwhile
-            except ValueError:
-                other = None
+            except (ValueError, RecursionError):
+                other = None  # not a lease of ours: garbage, removed as stale
             if is_stale(other):
                 backend.delete(f.name)
             else:
@@ -168,7 +174,7 @@ def lease(backend: Backend, note: str) -> Iterator[None]:
         if not holder:
             try:
                 mine = json.loads(backend.read(name, 0, 1 << 16))
-            except (FileNotFoundError, ValueError):
+            except (FileNotFoundError, ValueError, RecursionError):
                 mine = None
             if isinstance(mine, dict) and mine.get("owner") == owner:
                 break
