@@ -14,7 +14,6 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
-from recovery import __version__
 from recovery.core.cells import Cell, cells
 from recovery.devices import blockio
 from recovery.engine.images import image_info
@@ -24,9 +23,10 @@ from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import StreamPlan, plan_sources, stream_extents
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
+from recovery.repository.images import commit_image
 from recovery.repository.kinds import open_backend
 from recovery.repository.maps import DATA, ZERO, MapWriter
-from recovery.repository.store import Repository, check_name, utc_now
+from recovery.repository.store import Repository, check_name
 
 # 4 MiB cells: each chunk is compressed on its own, and at zstd level 3 the images of the
 # reference disk (PRODUCT.md) measured 805 MB with 1 MiB chunks, 787 MB with 2 MiB and 777 MB
@@ -111,24 +111,21 @@ def run_backup(
         finally:
             os.close(fd)
         progress.step("flushing the backup location", 0)
-        repo.flush()
-        body: dict[str, Any] = {
-            "name": plan.name,
-            "created": utc_now(),
-            "tool": f"recovery {__version__}",
-            "cell_size": CELL_SIZE,
-            "source": {
+        body = commit_image(
+            repo,
+            plan.name,
+            cell_size=CELL_SIZE,
+            source={
                 **plan.source.identity,
                 "path": plan.source.disk,
                 "size": plan.source.disk_size,
                 "logical_sector_size": plan.source.sector_size,
             },
-            "table": plan.source.table.to_json() if plan.source.table else None,
-            "whole_disk": plan.source.whole_disk,
-            "streams": streams_json,
-            "unreadable": unreadable,
-        }
-        repo.write_manifest(plan.name, body)
+            table=plan.source.table.to_json() if plan.source.table else None,
+            whole_disk=plan.source.whole_disk,
+            streams=streams_json,
+            unreadable=unreadable,
+        )
     info = image_info(repo, plan.name, body)
     return BackupResult(info, new_bytes, time.monotonic() - started, plan.notes, tuple(bad_lines))
 

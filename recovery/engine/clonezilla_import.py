@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recovery import __version__
 from recovery.core.units import human_size
 from recovery.engine.clonezilla import find_image, our_fstype, partition_runs
 from recovery.engine.plans import BackupResult
 from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import PeerImageError, UsageError
 from recovery.peers.clonezilla import ClonezillaImage, read_text
+from recovery.repository.images import commit_image
 from recovery.repository.maps import DATA, UNUSED, ZERO, MapWriter
-from recovery.repository.store import Repository, check_name, hash_bytes, utc_now
+from recovery.repository.store import Repository, check_name
 
 CELL_SIZE = 4 << 20
 SWAP_PAGE = 4096
@@ -111,10 +111,11 @@ class _CellWriter:
         if self.buf is None:
             return
         data = bytes(self.buf)
-        digest = hash_bytes(data)
         if data.count(0) == len(data):
             self.maps.add(ZERO, len(data))
         else:
+            # The repository's hash: keyed in an encrypted location.
+            digest = self.repo.hash(data)
             self.new_bytes += self.repo.put_chunk(digest, data, self.level)
             self.maps.add(DATA, len(data), digest)
             self.data_bytes += len(data)
@@ -276,13 +277,11 @@ def run_import(plan: ImportPlan, progress: Progress, cancel: CancelToken) -> Bac
             new_bytes += w.new_bytes
             streams.append(desc)
         progress.step("flushing the backup location", 0)
-        repo.flush()
-        body: dict[str, Any] = {
-            "name": plan.name,
-            "created": utc_now(),
-            "tool": f"recovery {__version__}",
-            "cell_size": CELL_SIZE,
-            "source": {
+        body = commit_image(
+            repo,
+            plan.name,
+            cell_size=CELL_SIZE,
+            source={
                 "path": f"/dev/{image.disk}",
                 "model": None,
                 "serial": None,
@@ -291,12 +290,11 @@ def run_import(plan: ImportPlan, progress: Progress, cancel: CancelToken) -> Bac
                 "clonezilla_image": image.name,
                 "clonezilla_created": image.created,
             },
-            "table": table.to_json(),
-            "whole_disk": True,
-            "streams": streams,
-            "unreadable": [],
-        }
-        repo.write_manifest(plan.name, body)
+            table=table.to_json(),
+            whole_disk=True,
+            streams=streams,
+            unreadable=[],
+        )
     from recovery.engine.images import image_info
 
     return BackupResult(image_info(repo, plan.name, body), new_bytes, time.monotonic() - started)

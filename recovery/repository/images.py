@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from recovery import __version__
 from recovery.errors import IntegrityError
 from recovery.repository.maps import DATA, RECORD, StreamInfo, StreamReader
-from recovery.repository.store import Repository, check_name
+from recovery.repository.store import Repository, check_name, utc_now
 
 
 def cell_size_of(body: dict[str, Any], where: str) -> int:
@@ -82,3 +83,32 @@ def collect_garbage(repo: Repository) -> int:
             repo.delete_chunk(digest)
             freed += size
     return freed
+
+
+def commit_image(
+    repo: Repository,
+    name: str,
+    *,
+    cell_size: int,
+    source: dict[str, Any],
+    table: dict[str, Any] | None,
+    whole_disk: bool,
+    streams: list[dict[str, Any]],
+    unreadable: list[list[Any]],
+) -> dict[str, Any]:
+    """Steps 4 and 5 of the write ordering (FORMAT.md): make every chunk durable, then write
+    the manifest that makes the image exist. Returns the manifest's body."""
+    repo.flush()
+    body: dict[str, Any] = {
+        "name": name,
+        "created": utc_now(),
+        "tool": f"recovery {__version__}",
+        "cell_size": cell_size,
+        "source": source,
+        "table": table,
+        "whole_disk": whole_disk,
+        "streams": streams,
+        "unreadable": unreadable,
+    }
+    repo.write_manifest(name, body)
+    return body

@@ -143,3 +143,18 @@ def test_export_formats_match_the_engine() -> None:
     from recovery.engine.vdisk import FORMATS as ENGINE_FORMATS
 
     assert FORMATS == ENGINE_FORMATS
+
+
+def test_import_into_an_encrypted_location(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Imported chunks are named by the location's keyed hash, so they read back."""
+    from recovery.repository import sealing
+
+    monkeypatch.setattr(sealing, "KDF_MEMORY_KIB", 8 * 1024)
+    monkeypatch.setenv("RECOVERY_PASSPHRASE", "import passphrase")
+    folder, expected = make_folder(tmp_path / "cz")
+    repo_path = str(tmp_path / "encrypted")
+    Repository.open(repo_path, create=True, encrypt=True)
+    plan = clonezilla_import.plan_import(str(tmp_path / "cz"), folder.name, repo_path)
+    clonezilla_import.run_import(plan, NullProgress(), CancelToken())
+    repo = Repository.open(repo_path)
+    assert read_stream(repo, plan.name, "p1") == expected["p1"]
