@@ -51,6 +51,8 @@ TOOLS: dict[str, Tool] = {
         Tool("ntfsresize", "ntfs-3g", "growing NTFS"),
         Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
         Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+        Tool("xfs_repair", "xfsprogs", "checking xfs"),
+        Tool("btrfs", "btrfs-progs", "checking btrfs"),
     )
 }
 """Every program the engine runs, by command name."""

@@ -46,6 +46,7 @@ MAGICS = [
     (0x52, b"FAT32   "),  # FAT32 file system type
     (510, b"\x55\xaa"),  # boot sector signature
     (4096 - 10, b"SWAPSPACE2"),  # swap, 4 KiB pages
+    (0, b"XFSB"),  # xfs superblock
 ]
 
 FUZZ = settings(
@@ -133,7 +134,7 @@ def test_fuzz_registry_on_damaged_images(
 @given(
     base=st.binary(min_size=512, max_size=16384),
     magics=st.lists(st.sampled_from(MAGICS), min_size=1, max_size=3),
-    fstype=st.sampled_from([None, "ext4", "vfat", "ntfs", "swap"]),
+    fstype=st.sampled_from([None, "ext4", "vfat", "ntfs", "swap", "xfs"]),
 )
 def test_fuzz_registry_on_random_data_with_magics(
     base: bytes, magics: list[tuple[int, bytes]], fstype: str | None
