@@ -12,9 +12,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from recovery.core.units import human_size
 from recovery.devices.model import Disk, Partition
+
+if TYPE_CHECKING:
+    from recovery.engine.volumes import VolumeGroupInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,15 +31,37 @@ def run(args: argparse.Namespace) -> int:
     from recovery.devices.disks import list_disks  # pyudev loads libudev: only when asked
 
     disks = list_disks()
+    groups = volume_groups(disks)
     if args.json:
-        json.dump({"disks": [d.to_json() for d in disks]}, sys.stdout, indent=2)
+        out = []
+        for d in disks:
+            record = d.to_json()
+            for p in record["partitions"]:
+                if p["path"] in groups:
+                    p["volume_group"] = groups[p["path"]].to_json()
+            out.append(record)
+        json.dump({"disks": out}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     if not disks:
         print("No disks found. Plug in a disk, or check that it shows in 'lsblk'.")
         return 0
-    sys.stdout.write(render(disks))
+    sys.stdout.write(render(disks, groups))
     return 0
+
+
+def volume_groups(disks: Sequence[Disk]) -> dict[str, VolumeGroupInfo]:
+    """The LVM volume group of each partition that is a PV, by partition path."""
+    from recovery.engine import api
+
+    out = {}
+    for d in disks:
+        for p in d.partitions:
+            if p.fstype == "LVM2_member":
+                vg = api.lvm_volume_group(p.path, p.size)
+                if vg is not None:
+                    out[p.path] = vg
+    return out
 
 
 def _flags(disk: Disk) -> str:
@@ -81,7 +107,7 @@ def _align(rows: Sequence[Sequence[str]], right: frozenset[int]) -> list[str]:
     return lines
 
 
-def render(disks: Sequence[Disk]) -> str:
+def render(disks: Sequence[Disk], groups: dict[str, VolumeGroupInfo] | None = None) -> str:
     """The human table: one line per disk, then its partitions indented under it.
 
     Disk lines and partition lines are aligned as two tables of their own, so a long model
@@ -98,5 +124,19 @@ def render(disks: Sequence[Disk]) -> str:
         out.append(line)
         if disk.mountpoint:
             out.append(f"     (whole disk mounted on {disk.mountpoint})")
-        out.extend(next(part_lines) for _ in disk.partitions)
+        for part in disk.partitions:
+            out.append(next(part_lines))
+            vg = (groups or {}).get(part.path)
+            if vg is not None:
+                out.extend(_volume_lines(vg))
     return "\n".join(out) + "\n"
+
+
+def _volume_lines(vg: VolumeGroupInfo) -> list[str]:
+    lines = [f"       volume group {vg.name}:"]
+    for lv in vg.volumes:
+        what = lv.fstype or (lv.kind if lv.kind != "striped" else "unknown content")
+        label = f" {lv.label}" if lv.label else ""
+        active = " (active: in use)" if lv.active else ""
+        lines.append(f"         {lv.name:<12} {human_size(lv.size):>9}  {what}{label}{active}")
+    return lines

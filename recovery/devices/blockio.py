@@ -175,8 +175,26 @@ def disk_members(disk: str) -> list[str]:
 
 
 def mounts_on(disk: str) -> list[str]:
+    """Mount points on the disk or its partitions, and the devices built on them (an active LVM
+    volume or md array holds its partition as surely as a mount does)."""
     mounted = mounted_devices()
-    return [mounted[m] for m in disk_members(disk) if m in mounted]
+    return [mounted[m] for m in disk_members(disk) if m in mounted] + holders_of(disk)
+
+
+def holders_of(disk: str) -> list[str]:
+    """``"[held by NAME]"`` for each device-mapper or md device built on the disk or its
+    partitions (NAME: the mapping's name, e.g. ``rhel-root``, or the md array's)."""
+    base = Path("/sys/class/block") / sysfs_name(disk)
+    members = [base, *(c for c in base.iterdir() if (c / "partition").exists())]
+    out = []
+    for member in members:
+        with contextlib.suppress(OSError):
+            for holder in sorted((member / "holders").iterdir()):
+                name = holder.name
+                with contextlib.suppress(OSError):
+                    name = (holder / "dm" / "name").read_text().strip() or name
+                out.append(f"[held by {name}]")
+    return out
 
 
 def disks_holding_path(path: str) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recovery.engine import backup, clone, images, restore
+from recovery.engine import backup, clone, images, restore, volumes
 from recovery.engine.plans import (
     BackupPlan,
     BackupResult,
@@ -59,6 +59,7 @@ __all__ = [
     "extract_plan",
     "extract_run",
     "list_images",
+    "lvm_volume_group",
     "open_image",
     "remove",
     "restore_plan",
@@ -186,3 +187,8 @@ def change_passphrase(repo: str, new_passphrase: str) -> None:
     r = Repository.open(repo)
     with r.locked("passphrase"):
         r.change_passphrase(new_passphrase)
+
+
+def lvm_volume_group(path: str, size: int) -> volumes.VolumeGroupInfo | None:
+    """The LVM volume group on the PV at ``path`` (read in place, nothing activated)."""
+    return volumes.volume_group(path, size)
