@@ -51,8 +51,13 @@ TOOLS: dict[str, Tool] = {
         Tool("ntfsresize", "ntfs-3g", "growing NTFS"),
         Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
         Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+        Tool("umount", "mount", "unmounting what was mounted to grow it"),
+        Tool("losetup", "mount", "reaching a logical volume's bytes without device-mapper"),
         Tool("xfs_repair", "xfsprogs", "checking xfs"),
-        Tool("btrfs", "btrfs-progs", "checking btrfs"),
+        Tool("xfs_growfs", "xfsprogs", "growing xfs (mounted)"),
+        Tool("btrfs", "btrfs-progs", "checking and growing btrfs"),
+        Tool("pvresize", "lvm2", "growing an LVM physical volume with its partition"),
+        Tool("lvextend", "lvm2", "extending the logical volume that takes a PV's new space"),
     )
 }
 """Every program the engine runs, by command name."""

@@ -221,6 +221,26 @@ def result_line(node: str, what: str, code: int, out: str) -> str:
     return f"FAILED {node}: {what.split()[0]}: {last}"
 
 
+def grow_while_mounted(node: str, fstype: str, grow: Callable[[str], list[str]]) -> list[str]:
+    """Mount ``node`` on a private folder, run the ``grow`` command (argv for the mount point),
+    unmount: how xfs and btrfs grow. Lines only for a failure, as :meth:`Kind.grow` says."""
+    import tempfile
+
+    from recovery.devices import tools
+
+    with tempfile.TemporaryDirectory(prefix="recovery-grow-") as folder:
+        code, out = tools.run(["mount", "-t", fstype, node, folder])
+        if code != 0:
+            return [result_line(node, f"mount {fstype} to grow it", code, out)]
+        try:
+            code, out = tools.run(grow(folder))
+        finally:
+            umount_code, umount_out = tools.run(["umount", folder])
+        if umount_code != 0:
+            return [result_line(node, "umount after growing", umount_code, umount_out)]
+    return [] if code == 0 else [result_line(node, f"growing {fstype}", code, out)]
+
+
 _KINDS: dict[str, Kind] = {}
 
 

@@ -25,7 +25,8 @@ something that is not a btrfs superblock raises :class:`NotThisFileSystem`. Chec
 verified (structure is); ``btrfs check`` is the tool for that.
 
 The home of btrfs for the rest of the engine too (:class:`BtrfsKind`): checked with
-``btrfs check --readonly``, mounted read-only without replaying its log (``nologreplay``).
+``btrfs check --readonly``, mounted read-only without replaying its log (``nologreplay``), grown
+with ``btrfs filesystem resize max`` while mounted on a private folder.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from recovery.filesystems.base import (
     Geometry,
     Kind,
     Step,
+    grow_while_mounted,
     register,
     register_kind,
     result_line,
@@ -480,6 +482,20 @@ class Btrfs(FileSystem):
 class BtrfsKind(Kind):
     mount_type = "btrfs"
     read_only_options = "ro,nologreplay"
+
+    @property
+    def can_grow(self) -> bool:
+        return True
+
+    def grow_needs(self) -> list[Need]:
+        why = "to grow btrfs on the target (it grows only while mounted)"
+        return [Need("mount", why), Need("btrfs", why), Need("umount", why)]
+
+    def grow(self, node: str, step: Step) -> list[str]:
+        step(f"growing btrfs on {node}")
+        return grow_while_mounted(
+            node, "btrfs", lambda folder: ["btrfs", "filesystem", "resize", "max", folder]
+        )
 
     def check_needs(self) -> list[Need]:
         return [Need("btrfs", "to check btrfs on the target")]

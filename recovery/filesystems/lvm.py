@@ -27,6 +27,7 @@ LVM2 label raises :class:`NotThisFileSystem`.
 from __future__ import annotations
 
 import heapq
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -34,15 +35,22 @@ from dataclasses import dataclass
 
 from recovery.core import lvmconfig
 from recovery.core.extents import Extent, merge
+from recovery.devices import tools
+from recovery.devices.loops import range_device
+from recovery.devices.tools import Need
 from recovery.errors import DamagedFileSystem, DeviceError, FileSystemError, NotThisFileSystem
 from recovery.filesystems.base import (
     BlockSource,
+    FileSource,
     FileSystem,
     Geometry,
     Kind,
+    Step,
+    kind_of,
     open_filesystem,
     register,
     register_kind,
+    result_line,
 )
 
 SECTOR = 512
@@ -113,6 +121,7 @@ class VolumeGroup:
     pe_start: int
     pe_count: int
     volumes: tuple[LogicalVolume, ...]
+    pv_count: int = 1
 
 
 class VolumeSource:
@@ -187,7 +196,8 @@ def volume_group(text: str, pv_uuid: str, pv_size: int) -> VolumeGroup:
     for lv_name, lv in lv_sections.items():
         if isinstance(lv, dict):
             volumes.append(_volume(lv_name, lv, pv_name, pe_count, extent, pe_start))
-    return VolumeGroup(vg_name, extent, pv_name, pe_start, pe_count, tuple(volumes))
+    pv_count = sum(1 for body in pvs.values() if isinstance(body, dict))
+    return VolumeGroup(vg_name, extent, pv_name, pe_start, pe_count, tuple(volumes), pv_count)
 
 
 def _volume(
@@ -373,8 +383,135 @@ def _metadata_text(source: BlockSource, area: tuple[int, int]) -> str:
     return text.rstrip(b"\0").decode("utf-8", "replace")
 
 
+ROOT_NAMES = ("root", "lv_root", "rootlv", "lvroot")
+
+
+def _lvm_args(node: str) -> list[str]:
+    """LVM sees only ``node``, never touches device-mapper, keeps no copies in /etc/lvm."""
+    return [
+        "--devices",
+        node,
+        "--driverloaded",
+        "n",
+        "--config",
+        "backup { backup = 0 archive = 0 }",
+    ]
+
+
+def _open_pv(node: str) -> Lvm2:
+    fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return Lvm2.open(FileSource(fd, 0, size))
+    finally:
+        # The reader reads everything it keeps while opening; volumes are opened later through
+        # a fresh descriptor (see _volume_fs).
+        os.close(fd)
+
+
+def _volume_fs(node: str, lv: LogicalVolume) -> str | None:
+    """blkid-style TYPE of the file system in a linear volume, read in place."""
+    fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        pv = Lvm2.open(FileSource(fd, 0, size))
+        target = next((v for v in pv.vg.volumes if v.name == lv.name), None)
+        fs = pv.volume_filesystem(target) if target is not None else None
+        return fs.name if fs is not None else None
+    except FileSystemError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def free_after(vg: VolumeGroup, lv: LogicalVolume) -> int:
+    """How many free extents follow the volume's last segment on the PV, up to the next
+    allocated extent or the PV's end: what it can take and stay in one piece where it was."""
+    last = lv.segments[-1]
+    end = last.pv_start + last.length
+    following = [start for v in vg.volumes for start, _ in v.on_this_pv if start >= end]
+    limit = min(following, default=vg.pe_start + vg.pe_count * vg.extent_size)
+    return max(0, (limit - end) // vg.extent_size)
+
+
+def volume_to_extend(node: str, vg: VolumeGroup) -> LogicalVolume | None:
+    """The volume that takes a grown PV's space: the root file system's (by its usual names),
+    else the largest volume whose file system can grow."""
+    growable = [lv for lv in vg.volumes if lv.linear and kind_of(_volume_fs(node, lv)).can_grow]
+    named = [lv for lv in growable if lv.name.lower() in ROOT_NAMES]
+    candidates = named or sorted(growable, key=lambda lv: -lv.size)
+    return candidates[0] if candidates else None
+
+
 class Lvm2Kind(Kind):
-    """A PV is restored as it was; growing it (pvresize, lvextend) needs device-mapper."""
+    """A PV grows with its partition (pvresize), and one volume takes the new extents
+    (lvextend) with its file system grown through a loop device over the volume's bytes; each
+    linear volume's file system is checked the same way. LVM's tools run with
+    ``--driverloaded n``: nothing is activated, no device-mapper is needed."""
+
+    @property
+    def can_grow(self) -> bool:
+        return True
+
+    def grow_needs(self) -> list[Need]:
+        why = "to grow the LVM physical volume on the target"
+        return [Need("pvresize", why), Need("lvextend", why), Need("losetup", why)]
+
+    def grow(self, node: str, step: Step) -> list[str]:
+        step(f"growing the LVM physical volume on {node}")
+        code, out = tools.run(["pvresize", *_lvm_args(node), node])
+        if code != 0:
+            return [result_line(node, "pvresize", code, out)]
+        try:
+            vg = _open_pv(node).vg
+        except FileSystemError as e:
+            return [f"FAILED {node}: reading LVM after pvresize: {e.message}"]
+        if vg.pv_count != 1:
+            return [f"{node}: volume group {vg.name} spans {vg.pv_count} PVs: no volume extended"]
+        lv = volume_to_extend(node, vg)
+        if lv is None:
+            return [f"{node}: no logical volume of {vg.name} can grow: the new space stays free"]
+        extents = free_after(vg, lv)
+        if extents == 0:
+            return [f"{node}: no free extents follow {vg.name}/{lv.name}: the new space stays free"]
+        step(f"extending {vg.name}/{lv.name} into the new space")
+        argv = ["lvextend", *_lvm_args(node), "--alloc", "contiguous", "-l", f"+{extents}"]
+        code, out = tools.run([*argv, f"{vg.name}/{lv.name}"])
+        if code != 0:
+            return [result_line(node, f"lvextend {vg.name}/{lv.name}", code, out)]
+        vg = _open_pv(node).vg
+        grown = next(v for v in vg.volumes if v.name == lv.name)
+        fstype = _volume_fs(node, grown)
+        line = f"{node}: logical volume {vg.name}/{lv.name} extended to {grown.size} bytes"
+        if len(grown.segments) != 1:
+            return [line, f"{node}: {vg.name}/{lv.name} is in pieces: its {fstype} was not grown"]
+        seg = grown.segments[0]
+        with range_device(node, seg.pv_start, seg.length, read_only=False) as loop:
+            lines = kind_of(fstype).grow(loop, step)
+        return [line, *(ln.replace(loop, f"{node} {vg.name}/{lv.name}") for ln in lines)]
+
+    def check_needs(self) -> list[Need]:
+        return [Need("losetup", "to check the file systems in the LVM volumes on the target")]
+
+    def check(self, node: str, step: Step) -> list[str]:
+        try:
+            vg = _open_pv(node).vg
+        except FileSystemError as e:
+            return [f"FAILED {node}: LVM metadata after writing: {e.message}"]
+        lines = []
+        for lv in vg.volumes:
+            name = f"{node} {vg.name}/{lv.name}"
+            fstype = _volume_fs(node, lv) if lv.linear else None
+            kind = kind_of(fstype)
+            if fstype is None or not kind.check_needs():
+                continue
+            if len(lv.segments) != 1:
+                lines.append(f"{name}: {fstype} in pieces on the PV, not checked here")
+                continue
+            seg = lv.segments[0]
+            with range_device(node, seg.pv_start, seg.length, read_only=True) as loop:
+                lines += [ln.replace(loop, name) for ln in kind.check(loop, step)]
+        return lines or [f"{node}: LVM physical volume written ({vg.name})"]
 
 
 register_kind(Lvm2Kind("LVM2_member"))

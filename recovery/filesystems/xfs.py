@@ -22,7 +22,8 @@ raises :class:`NotThisFileSystem`. Memory stays bounded: one B+tree block at a t
 
 The home of XFS for the rest of the engine too (:class:`XfsKind`): checked with
 ``xfs_repair -n``, mounted read-only without log recovery (``norecovery``: replaying the log
-writes even with ``ro``). XFS cannot shrink, and growing needs it mounted (not done here).
+writes even with ``ro``), grown with ``xfs_growfs`` while mounted on a private folder. XFS cannot
+shrink.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from recovery.filesystems.base import (
     Geometry,
     Kind,
     Step,
+    grow_while_mounted,
     register,
     register_kind,
     result_line,
@@ -328,6 +330,18 @@ class Xfs(FileSystem):
 class XfsKind(Kind):
     mount_type = "xfs"
     read_only_options = "ro,norecovery"
+
+    @property
+    def can_grow(self) -> bool:
+        return True
+
+    def grow_needs(self) -> list[Need]:
+        why = "to grow xfs on the target (it grows only while mounted)"
+        return [Need("mount", why), Need("xfs_growfs", why), Need("umount", why)]
+
+    def grow(self, node: str, step: Step) -> list[str]:
+        step(f"growing xfs on {node}")
+        return grow_while_mounted(node, "xfs", lambda folder: ["xfs_growfs", folder])
 
     def check_needs(self) -> list[Need]:
         return [Need("xfs_repair", "to check xfs on the target")]

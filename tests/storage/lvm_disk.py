@@ -1,13 +1,13 @@
 """A RHEL-style disk built on this kernel without device-mapper (issue 16).
 
 GPT: an EFI system partition (FAT32, written with mtools), /boot (ext4), and an LVM2 physical
-volume whose volume group ``rhel`` holds ``root`` (xfs), ``home`` (ext4, in two segments, the
-second before the first on the PV, as after an lvextend) and ``swap``. LVM's own tools write the
-label and the metadata (pvcreate, vgcreate, then vgcfgrestore of a configuration with the
-logical volumes: lvcreate needs device-mapper even with -an); the file systems are written into
-the volumes' extents through loop devices with an offset (root, mounted to fill it with real
-files over deleted random data) or built in a file by mkfs.ext4 -d and copied piece by piece
-(home). Nothing is activated.
+volume whose volume group ``rhel`` holds ``home`` (ext4, in two segments, the second before
+the first on the PV, as after an lvextend), ``swap`` and ``root`` (xfs, last, with free extents
+after it, as installers lay it out). LVM's own tools write the label and the metadata
+(pvcreate, vgcreate, then vgcfgrestore of a configuration naming each volume's segments); the
+file systems are written into the volumes' extents through a loop device with an offset (root,
+mounted to fill it with real files over deleted random data) or built in a file by
+mkfs.ext4 -d and copied piece by piece (home). Nothing is activated.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ size=128MiB, type=linux
 type=E6D6D379-F507-44C2-A23C-238F2A3DF928
 """
 # name: [(first PV extent, extent count), ...] in the volume's order
-VOLUMES = {"root": [(0, 80)], "home": [(100, 20), (85, 10)], "swap": [(130, 8)]}
+# root last, as installers lay it out, so it can take a grown PV's space in one piece.
+VOLUMES = {"home": [(10, 20), (0, 10)], "swap": [(30, 8)], "root": [(40, 80)]}
 
 
 @dataclass
@@ -84,10 +85,15 @@ def volume_offset(pe_start: int, name: str) -> list[tuple[int, int]]:
     return [(pe_start + first * EXTENT, count * EXTENT) for first, count in VOLUMES[name]]
 
 
-def read_volume(pv: str, pe_start: int, name: str, dest: Path) -> Path:
-    """The volume's bytes assembled into a file (its segments in order)."""
+def read_volume(pv: str, pe_start: int, name: str, dest: Path, size: int | None = None) -> Path:
+    """The volume's bytes assembled into a file (its segments in order); ``size``: a volume
+    that grew in its first segment (root after a restore onto a larger disk)."""
+    segments = volume_offset(pe_start, name)
+    if size is not None:
+        assert len(segments) == 1
+        segments = [(segments[0][0], size)]
     with open(pv, "rb") as f, open(dest, "wb") as out:
-        for offset, length in volume_offset(pe_start, name):
+        for offset, length in segments:
             f.seek(offset)
             out.write(f.read(length))
     return dest
@@ -144,11 +150,21 @@ def make_rhel_disk(loop, tmp_path: Path, size: int = 800 * MiB) -> LvmDisk:  # t
     return LvmDisk(dev, parts, pe_start)
 
 
-def volume_digests(pv: str, pe_start: int, tmp_path: Path) -> dict[str, object]:
-    """What each volume holds: file digests of root and home, swap's label; fsck'd read-only."""
+def volume_digests(
+    pv: str, pe_start: int, tmp_path: Path, root_size: int | None = None
+) -> dict[str, object]:
+    """What each volume holds: file digests of root and home, swap's label; fsck'd read-only.
+    ``root_size``: root grew (its xfs must span the grown volume)."""
     out: dict[str, object] = {}
     for name, fstype in (("root", "xfs"), ("home", "ext4")):
-        image = read_volume(pv, pe_start, name, tmp_path / f"check-{name}.img")
+        size = root_size if name == "root" else None
+        image = read_volume(pv, pe_start, name, tmp_path / f"check-{name}.img", size)
+        if size is not None:
+            info = loopdev.run(
+                "xfs_db", "-r", "-c", "sb 0", "-c", "p dblocks blocksize", str(image)
+            )
+            fields = dict(line.split(" = ") for line in info.stdout.splitlines())
+            assert int(fields["dblocks"]) * int(fields["blocksize"]) == size, fields
         if fstype == "xfs":
             loopdev.run("xfs_repair", "-n", str(image))
         else:

@@ -58,12 +58,28 @@ def test_lvm_disk_by_used_blocks_round_trip(loop, tmp_path: Path) -> None:  # ty
     # The PV's volumes hold 120 MiB of deleted random data on root: not stored.
     assert stored < 60 * MiB, stored
 
-    for size in (800 * MiB, 1024 * MiB):
-        target = loop(size)
-        run_recovery("restore", f"{repo}::rhel", target, "--yes")
-        tparts = loopdev.partition_paths(target)
-        assert loopdev.run(
-            "blkid", "-p", "-s", "TYPE", "-o", "value", tparts[2]
-        ).stdout.strip() == ("LVM2_member")
-        assert metadata_area(tparts[2]) == header
-        assert volume_digests(tparts[2], src.pe_start, tmp_path) == want
+    # Same size: the PV byte for byte in its metadata, every volume's files.
+    target = loop(800 * MiB)
+    r = run_recovery("restore", f"{repo}::rhel", target, "--yes")
+    assert "xfs_repair -n clean" in r.stdout + r.stderr, r.stdout + r.stderr
+    tparts = loopdev.partition_paths(target)
+    kind = loopdev.run("blkid", "-p", "-s", "TYPE", "-o", "value", tparts[2]).stdout.strip()
+    assert kind == "LVM2_member"
+    assert metadata_area(tparts[2]) == header
+    assert volume_digests(tparts[2], src.pe_start, tmp_path) == want
+
+    # Larger: the PV grows with its partition, root takes the new extents and its xfs grows
+    # (through a loop device over the volume: nothing is activated).
+    big = loop(1200 * MiB)
+    r = run_recovery("restore", f"{repo}::rhel", big, "--yes")
+    out = r.stdout + r.stderr
+    assert "logical volume rhel/root extended" in out, out
+    assert "FAILED" not in out, out
+    bparts = loopdev.partition_paths(big)
+    listing = json.loads(run_recovery("disks", "--json").stdout)
+    bdisk = next(d for d in listing["disks"] if d["path"] == big)
+    volumes = {v["name"]: v for v in bdisk["partitions"][2]["volume_group"]["volumes"]}
+    assert volumes["root"]["size"] > 320 * MiB + 350 * MiB, volumes["root"]
+    assert volumes["home"]["size"] == 120 * MiB
+    grown = volume_digests(bparts[2], src.pe_start, tmp_path, root_size=volumes["root"]["size"])
+    assert grown == want
