@@ -241,6 +241,26 @@ def grow_while_mounted(node: str, fstype: str, grow: Callable[[str], list[str]])
     return [] if code == 0 else [result_line(node, f"growing {fstype}", code, out)]
 
 
+def look_while_mounted(node: str, fstype: str, options: str, path: str = "/") -> list[str] | None:
+    """Names in folder ``path`` of the file system on ``node``, mounted read-only on a private
+    folder for the look (xfs and btrfs have no reader like debugfs); None when ``path`` is not
+    a folder there or the mount fails."""
+    import tempfile
+
+    from recovery.devices import tools
+
+    with tempfile.TemporaryDirectory(prefix="recovery-look-") as folder:
+        code, _ = tools.run(["mount", "-t", fstype, "-o", options, node, folder])
+        if code != 0:
+            return None
+        try:
+            return sorted(os.listdir(os.path.join(folder, path.lstrip("/"))))
+        except OSError:
+            return None
+        finally:
+            tools.run(["umount", folder])
+
+
 _KINDS: dict[str, Kind] = {}
 
 

@@ -50,6 +50,7 @@ from recovery.filesystems.base import (
     Kind,
     Step,
     grow_while_mounted,
+    look_while_mounted,
     register,
     register_kind,
     result_line,
@@ -504,6 +505,19 @@ class BtrfsKind(Kind):
         step(f"checking btrfs on {node}")
         code, out = tools.run(["btrfs", "check", "--readonly", node])
         return [result_line(node, "btrfs check clean", code, out)]
+
+    def inspect_needs(self) -> list[Need]:
+        why = "to look inside btrfs for an operating system (mounted read-only)"
+        return [Need("mount", why), Need("umount", why)]
+
+    def root_names(self, node: str) -> set[str]:
+        return set(look_while_mounted(node, "btrfs", "ro,rescue=nologreplay") or [])
+
+    def has_path(self, node: str, path: str) -> bool:
+        folder, _, name = path.rstrip("/").rpartition("/")
+        return name in (
+            look_while_mounted(node, "btrfs", "ro,rescue=nologreplay", folder or "/") or []
+        )
 
 
 register_kind(BtrfsKind("btrfs"))

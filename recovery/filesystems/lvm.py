@@ -513,5 +513,33 @@ class Lvm2Kind(Kind):
                 lines += [ln.replace(loop, name) for ln in kind.check(loop, step)]
         return lines or [f"{node}: LVM physical volume written ({vg.name})"]
 
+    def inspect_needs(self) -> list[Need]:
+        why = "to look inside LVM volumes for an operating system"
+        return [Need(c, why) for c in ("losetup", "debugfs", "mount", "umount")]
+
+    def _each_volume(self, node: str) -> Iterator[tuple[Kind, str]]:
+        """(home, read-only loop device) of each linear volume in one piece, in turn."""
+        try:
+            vg = _open_pv(node).vg
+        except FileSystemError:
+            return
+        for lv in vg.volumes:
+            fstype = _volume_fs(node, lv) if lv.linear and len(lv.segments) == 1 else None
+            if fstype is None:
+                continue
+            seg = lv.segments[0]
+            with range_device(node, seg.pv_start, seg.length, read_only=True) as loop:
+                yield kind_of(fstype), loop
+
+    def root_names(self, node: str) -> set[str]:
+        """Names at the root of any volume: a PV holding a Linux root is a system partition."""
+        names: set[str] = set()
+        for kind, loop in self._each_volume(node):
+            names |= kind.root_names(loop)
+        return names
+
+    def has_path(self, node: str, path: str) -> bool:
+        return any(kind.has_path(loop, path) for kind, loop in self._each_volume(node))
+
 
 register_kind(Lvm2Kind("LVM2_member"))

@@ -44,6 +44,7 @@ from recovery.filesystems.base import (
     Kind,
     Step,
     grow_while_mounted,
+    look_while_mounted,
     register,
     register_kind,
     result_line,
@@ -350,6 +351,19 @@ class XfsKind(Kind):
         step(f"checking xfs on {node}")
         code, out = tools.run(["xfs_repair", "-n", node])
         return [result_line(node, "xfs_repair -n clean", code, out)]
+
+    def inspect_needs(self) -> list[Need]:
+        why = "to look inside xfs for an operating system (mounted read-only)"
+        return [Need("mount", why), Need("umount", why)]
+
+    def root_names(self, node: str) -> set[str]:
+        return set(look_while_mounted(node, "xfs", "ro,norecovery,nouuid") or [])
+
+    def has_path(self, node: str, path: str) -> bool:
+        folder, _, name = path.rstrip("/").rpartition("/")
+        return name in (
+            look_while_mounted(node, "xfs", "ro,norecovery,nouuid", folder or "/") or []
+        )
 
 
 register_kind(XfsKind("xfs"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery.engine.system import partition_facts, system_partitions
 from tests import loopdev
 from tests.storage.disks import MiB, run_recovery
 from tests.storage.lvm_disk import make_rhel_disk, volume_digests
@@ -49,6 +50,11 @@ def test_lvm_disk_by_used_blocks_round_trip(loop, tmp_path: Path) -> None:  # ty
     assert not any(v["active"] for v in volumes.values())
     text = run_recovery("disks").stdout
     assert "volume group rhel:" in text and "xfs root" in text
+
+    # --system: the PV holds the Linux root (in its root volume), so it is a system partition.
+    facts = {f.number: f for f in partition_facts(src.disk)}
+    assert facts[3].has_os_release, facts[3]
+    assert 3 in system_partitions([src.disk])
 
     repo = tmp_path / "repo"
     r = run_recovery("backup", src.disk, "--to", str(repo), "--name", "rhel", "--json")
