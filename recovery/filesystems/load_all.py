@@ -6,7 +6,7 @@ that lost a module would otherwise image that file system every byte and never g
 
 import importlib
 
-HOMES = ("ext4", "fat", "swap", "ntfs", "xfs", "btrfs", "exfat", "encrypted", "lvm")
+HOMES = ("ext4", "fat", "swap", "ntfs", "xfs", "btrfs", "exfat", "encrypted", "lvm", "md")
 
 for _name in HOMES:
     importlib.import_module(f"recovery.filesystems.{_name}")
