@@ -1,9 +1,9 @@
 """xfs and btrfs imaged by their used blocks (issue 16): size against partclone, restore checks.
 
-A GPT disk with an xfs and a btrfs partition, each holding real files over deleted random data,
-is backed up; the image must be no larger than 1.05x what `partclone.xfs`/`partclone.btrfs`
-piped through `zstd -3` make of the same partitions, and a restore must be clean for
-`xfs_repair -n` and `btrfs check --readonly` with every file's bytes equal.
+A GPT disk with an xfs and a btrfs partition, each holding real files over deleted random data:
+each partition's image must be no larger than 1.05x what `partclone.xfs`/`partclone.btrfs`
+piped through `zstd -3` make of it; a restore of the disk must be clean for `xfs_repair -n` and
+`btrfs check --readonly` with every file's bytes equal, and on a larger disk xfs grows.
 """
 
 from __future__ import annotations
@@ -66,15 +66,21 @@ def test_xfs_and_btrfs_by_used_blocks(loop, tmp_path: Path) -> None:  # type: ig
     want = {0: digest(parts[0], "xfs"), 1: digest(parts[1], "btrfs")}
     assert len(want[0]) > 100 and len(want[1]) > 100
 
+    # Each partition alone, so neither image shares chunks with the other.
+    for number, fstype in ((0, "xfs"), (1, "btrfs")):
+        repo = tmp_path / f"repo-{fstype}"
+        run_recovery("backup", parts[number], "--to", str(repo), "--name", fstype)
+        ours = repo_size(repo)
+        reference = partclone_zstd_size(fstype, parts[number])
+        print(
+            f"{fstype}: image {ours / MiB:.1f} MiB, partclone + zstd -3 {reference / MiB:.1f} MiB"
+        )
+        # The deleted random data (120 MiB, incompressible) is not stored.
+        assert ours <= 1.05 * reference, (fstype, ours, reference)
+        assert ours < 60 * MiB, ours
+
     repo = tmp_path / "repo"
     run_recovery("backup", src, "--to", str(repo), "--name", "lin")
-    ours = repo_size(repo)
-    reference = partclone_zstd_size("xfs", parts[0]) + partclone_zstd_size("btrfs", parts[1])
-    print(f"image {ours / MiB:.1f} MiB, partclone + zstd -3 {reference / MiB:.1f} MiB")
-    # The deleted random data (240 MiB, incompressible) is not stored.
-    assert ours <= 1.05 * reference, (ours, reference)
-    assert ours < 160 * MiB, ours
-
     target = loop(700 * MiB)
     run_recovery("restore", f"{repo}::lin", target, "--yes")
     tparts = loopdev.partition_paths(target)
@@ -82,3 +88,17 @@ def test_xfs_and_btrfs_by_used_blocks(loop, tmp_path: Path) -> None:  # type: ig
     loopdev.run("btrfs", "check", "--readonly", tparts[1])
     assert digest(tparts[0], "xfs") == want[0]
     assert digest(tparts[1], "btrfs") == want[1]
+
+    # Larger: the main partition (xfs, the largest) grows, and xfs with it (mounted to grow).
+    big = loop(1200 * MiB)
+    r = run_recovery("restore", f"{repo}::lin", big, "--yes")
+    assert "FAILED" not in r.stdout + r.stderr, r.stdout + r.stderr
+    bparts = loopdev.partition_paths(big)
+    size = int(loopdev.run("blockdev", "--getsize64", bparts[0]).stdout)
+    assert size > 800 * MiB
+    info = loopdev.run("xfs_db", "-r", "-c", "sb 0", "-c", "p dblocks blocksize", bparts[0])
+    fields = dict(line.split(" = ") for line in info.stdout.splitlines())
+    assert int(fields["dblocks"]) * int(fields["blocksize"]) == size, fields
+    loopdev.run("xfs_repair", "-n", bparts[0])
+    assert digest(bparts[0], "xfs") == want[0]
+    assert digest(bparts[1], "btrfs") == want[1]
