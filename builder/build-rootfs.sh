@@ -35,6 +35,10 @@ filters=(
     'path-exclude=/usr/share/lintian/*'
     'path-exclude=/usr/share/bash-completion/*'
     'path-exclude=/usr/share/zsh/*'
+    # lvm2's initramfs hook copies its udev rules into the initramfs, where they activate every
+    # volume group of the machine we rescue before our system is up; our root is a squashfs,
+    # not LVM, so the initramfs needs none of it.
+    'path-exclude=/usr/share/initramfs-tools/hooks/lvm2'
 )
 for mods in /lib/modules /usr/lib/modules; do
     for tree in sound drivers/media drivers/net/wireless net/wireless net/mac80211 \
