@@ -5,6 +5,10 @@ than libparted because it reads and writes every identifier a restored system bo
 disk GUID, partition GUIDs, names and attribute bits, and the MBR disk signature, in one script
 format for GPT and MBR alike (pyparted exposes none of the GUIDs).
 
+libparted (through pyparted, only here) answers one question sfdisk does not: where partitions
+should start on a given disk (:func:`alignment_of`, from the disk's topology), which the layout
+of a shrunk table follows (docs/SHRINK.md).
+
 After writing, the kernel is told about partitions with BLKPG (``partx``), never BLKRRPART: a
 kernel without partition parsers drops every partition on BLKRRPART, and on any kernel BLKPG
 does not disturb partitions that are in use elsewhere.
@@ -13,11 +17,13 @@ does not disturb partitions that are in use elsewhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
 
-from recovery.core.table import InvalidTable, Table, sfdisk_script
+from recovery.core.layout import Alignment
+from recovery.core.table import ALIGN, InvalidTable, Table, sfdisk_script
 from recovery.devices.blockio import disk_lock
 from recovery.devices.tools import TOOLS
 from recovery.errors import DeviceError, MissingTool
@@ -28,6 +34,26 @@ def _run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProces
         return subprocess.run(cmd, input=input, text=True, capture_output=True, check=False)
     except FileNotFoundError as e:
         raise MissingTool(f"{cmd[0]} is not installed: install {TOOLS[cmd[0]].package}") from e
+
+
+def alignment_of(disk: str, sector_size: int) -> Alignment:
+    """Where partitions should start on ``disk``: libparted's optimum alignment (its reading of
+    the disk's ``optimal_io_size`` and ``alignment_offset``), never finer than 1 MiB."""
+    mib = ALIGN // sector_size
+    try:
+        import parted
+
+        found = parted.getDevice(disk).optimumAlignment
+        grain, offset = int(found.grainSize), int(found.offset)
+    except ImportError as e:
+        raise MissingTool("pyparted is not installed: install python3-parted") from e
+    except Exception as e:  # pyparted raises its own exception classes, not one base
+        raise DeviceError(f"cannot read the topology of {disk}: {e}") from e
+    if grain <= 0:
+        grain, offset = mib, 0
+    # A grain that is a multiple of 1 MiB stays; anything finer is raised to 1 MiB.
+    grain = grain if grain % mib == 0 else math.lcm(grain, mib)
+    return Alignment(grain, offset % grain)
 
 
 def read_table(disk: str) -> Table | None:

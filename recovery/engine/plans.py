@@ -156,6 +156,19 @@ class BackupResult:
 # Restore -------------------------------------------------------------------------------------
 
 
+def resize_text(grows: bool, shrinks: bool, old_size: int, fstype: str | None) -> str:
+    """What a plan line adds for a partition whose size changes on the target."""
+    if grows:
+        return f" (grown from {human_size(old_size)})"
+    if shrinks:
+        return f" (shrunk from {human_size(old_size)}; {fstype} is shrunk to fit)"
+    return ""
+
+
+def moved_text(old_start: int, new_start: int) -> str:
+    return f" (moved from byte {old_start})" if new_start != old_start else ""
+
+
 @dataclass(frozen=True)
 class PartitionWrite:
     stream: StreamInfo
@@ -168,6 +181,11 @@ class PartitionWrite:
     @property
     def grows(self) -> bool:
         return self.target_size > self.source_size
+
+    @property
+    def shrinks(self) -> bool:
+        """Onto a smaller disk: its file system is shrunk to fit (docs/SHRINK.md)."""
+        return self.target_size < self.source_size
 
 
 def unreadable_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -233,8 +251,8 @@ class RestorePlan:
                 f"{human_size(int(w.stream.raw.get('data_bytes', 0)))} of data at byte "
                 f"{w.target_start}, size {human_size(w.target_size)}"
             )
-            if w.grows:
-                what += f" (grown from {human_size(w.source_size)})"
+            what += resize_text(w.grows, w.shrinks, w.source_size, w.fstype)
+            what += moved_text(int(w.stream.raw.get("start", w.target_start)), w.target_start)
             lines.append(what)
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
@@ -264,6 +282,10 @@ class CloneStream:
     @property
     def grows(self) -> bool:
         return self.target_size > self.stream.size
+
+    @property
+    def shrinks(self) -> bool:
+        return self.target_size < self.stream.size
 
 
 @dataclass(frozen=True)
@@ -303,8 +325,8 @@ class ClonePlan:
                 f"{human_size(c.stream.used_bytes)} to copy, at byte {c.target_start}, "
                 f"size {human_size(c.target_size)}"
             )
-            if c.grows:
-                line += f" (grown from {human_size(c.stream.size)})"
+            line += resize_text(c.grows, c.shrinks, c.stream.size, c.stream.fstype)
+            line += moved_text(c.stream.start, c.target_start)
             lines.append(line)
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import re
 import struct
 import sys
 import uuid
@@ -44,9 +46,10 @@ from typing import NamedTuple
 
 from recovery.core.bitmap import set_runs
 from recovery.core.extents import Extent, merge
+from recovery.core.units import human_size
 from recovery.devices import blockio, tools
 from recovery.devices.tools import Need
-from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
+from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem, Refused
 from recovery.filesystems.base import (
     BlockSource,
     FileSystem,
@@ -768,6 +771,44 @@ class ExtKind(Kind):
         tools.run(["e2fsck", "-f", "-p", node])
         code, out = tools.run(["resize2fs", node])
         return [] if code == 0 else [result_line(node, "resize2fs", code, out)]
+
+    @property
+    def can_shrink(self) -> bool:
+        return True
+
+    def shrink_needs(self) -> list[Need]:
+        why = f"to shrink {self.name} onto a smaller target"
+        return [Need("e2fsck", why), Need("resize2fs", why)]
+
+    def minimum_size(self, path: str) -> int:
+        # -P opens read-only and prints blocks; the block size is the superblock's.
+        code, out = tools.run(["resize2fs", "-P", path], timeout=600)
+        found = re.search(r"minimum size of the filesystem: (\d+)", out)
+        if code != 0 or found is None:
+            last = out.splitlines()[-1] if out else f"exit code {code}"
+            raise Refused(f"resize2fs cannot tell how small {self.name} can get: {last}")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                log_block: int = struct.unpack_from("<I", os.pread(fd, 1024, 1024), 24)[0]
+            finally:
+                os.close(fd)
+        except (OSError, struct.error) as e:
+            raise Refused(f"cannot read the {self.name} superblock: {e}") from e
+        if log_block > 6:
+            raise Refused(f"the {self.name} superblock is damaged (block size)")
+        return int(found.group(1)) * (1024 << log_block)
+
+    def shrink(self, path: str, new_size: int, step: Step) -> list[str]:
+        step(f"checking {self.name} before shrinking it")
+        # resize2fs refuses a file system not checked since it was last mounted; -p fixes only
+        # what is safe without asking (0: clean, 1: fixed, 2: fixed, reboot; more: errors).
+        code, out = tools.run(["e2fsck", "-f", "-p", path], timeout=3600)
+        if code > 2:
+            return [result_line(path, "e2fsck", code, out)]
+        step(f"shrinking {self.name} to {human_size(new_size)}")
+        code, out = tools.run(["resize2fs", path, f"{new_size // 1024}K"], timeout=None)
+        return [result_line(path, f"{self.name} shrunk to {human_size(new_size)}", code, out)]
 
     def check_needs(self) -> list[Need]:
         return [Need("e2fsck", f"to check {self.name} on the target")]

@@ -9,10 +9,13 @@ finishing step, system-partition detection and the location picker. Uses ntfs-3g
 from __future__ import annotations
 
 import os
+import re
 import struct
 
+from recovery.core.units import human_size
 from recovery.devices import blockio, tools
 from recovery.devices.tools import Need
+from recovery.errors import Refused
 from recovery.filesystems.base import Kind, Step, register_kind, result_line
 from recovery.filesystems.bootsector import NTFS_OEM, SECTOR_SIZES, fix_hidden_sectors
 
@@ -56,6 +59,33 @@ class NtfsKind(Kind):
         return [
             f"{node}: ntfs grown to fill its partition; Windows checks it once at its next start"
         ]
+
+    @property
+    def can_shrink(self) -> bool:
+        return True
+
+    def shrink_needs(self) -> list[Need]:
+        return [Need("ntfsresize", "to shrink NTFS onto a smaller target")]
+
+    def minimum_size(self, path: str) -> int:
+        # --info only reads; --force lets it answer for a volume marked for a check.
+        code, out = tools.run(
+            ["ntfsresize", "--info", "--force", "--no-progress-bar", path], timeout=600
+        )
+        found = re.search(r"You might resize at (\d+) bytes", out)
+        if found is not None:
+            return int(found.group(1))
+        last = out.splitlines()[-1] if out else f"exit code {code}"
+        raise Refused(f"ntfsresize cannot tell how small NTFS can get: {last}")
+
+    def shrink(self, path: str, new_size: int, step: Step) -> list[str]:
+        step(f"shrinking ntfs to {human_size(new_size)}")
+        code, out = tools.run(
+            ["ntfsresize", "--force", "--no-progress-bar", "--size", str(new_size), path],
+            input="y\n",
+            timeout=None,
+        )
+        return [result_line(path, f"ntfs shrunk to {human_size(new_size)}", code, out)]
 
     def check_needs(self) -> list[Need]:
         return [Need("ntfsfix", "to check NTFS on the target")]
