@@ -70,7 +70,7 @@ def plan_shrunk_layout(
     edge = min(after) if after else main_entry.end
     cut = short + (edge - short - alignment.offset) % alignment.grain
     new_main = main_entry.size - cut
-    minimum = -(-main_minimum // ss)
+    minimum = max(1, -(-main_minimum // ss))
     if new_main < minimum:
         missing = -(-(minimum - new_main) // alignment.grain) * alignment.grain
         need = target_size + missing * ss
@@ -89,6 +89,13 @@ def plan_shrunk_layout(
         elif e.start > main_entry.start:
             start -= cut
         new_entries.append(replace(e, start=start, size=size))
+    if any(e.end > dst_end for e in new_entries):
+        # Only a table whose partitions overlap gets here: one before the main one reaches
+        # past the target's end, which no shrink of the main one can cure.
+        raise Refused(
+            f"{what} is too small: the partitions before partition {main} reach beyond its "
+            "end; choose a larger disk; nothing was written"
+        )
     new_table = replace(
         table,
         entries=tuple(new_entries),
