@@ -18,6 +18,7 @@ source disk). The child is unmounted and reaped before the caller goes on.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
@@ -28,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from recovery.core.composed import ComposedFile, OverlayFull, Reader
 from recovery.core.layout import plan_shrunk_layout, smallest_unchanged
@@ -44,6 +46,7 @@ from recovery.filesystems.base import kind_of
 OVERLAY_LIMIT = 64 << 20
 """The most bytes a shrink may write beyond the new end (kept in memory, then dropped)."""
 READY_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1
 FILE = "partition"
 
 
@@ -149,14 +152,18 @@ class ServedFile:
 @contextlib.contextmanager
 def serve_composed(composed: ComposedFile) -> Iterator[ServedFile]:
     """``composed`` as a file under a private FUSE mount, for the duration of the block."""
+    fuse = _fuse()  # imported before the fork: another thread may hold the import lock
     base = "/run" if os.access("/run", os.W_OK) else None
     mountpoint = tempfile.mkdtemp(prefix="recovery-shrink-", dir=base)
     r, w = os.pipe()
+    parent = os.getpid()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
         try:
             os.close(r)
-            _child(composed, mountpoint, w)
+            # If the engine dies (kill -9), libfuse gets SIGTERM and unmounts.
+            _die_with_parent(parent)
+            _child(fuse, composed, mountpoint, w)
         finally:
             os._exit(0)
     os.close(w)
@@ -225,15 +232,29 @@ def _reap(child: int) -> None:
     os.waitpid(child, 0)
 
 
-def _child(composed: ComposedFile, mountpoint: str, w: int) -> None:  # pragma: no cover
+def _fuse() -> Any:
+    # libfuse 3 (Debian's fuse3 package: libfuse3-3 and fusermount3), chosen before import.
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    import mfusepy
+
+    return mfusepy
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked child
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
+
+
+def _child(mfusepy: Any, composed: ComposedFile, mountpoint: str, w: int) -> None:
     """The forked server: quiet, deaf to the terminal's Ctrl-C (the parent handles it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     null = os.open(os.devnull, os.O_RDWR)
     for n in (0, 1, 2):
         os.dup2(null, n)
     os.close(null)
-    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-    import mfusepy
 
     def tell(line: str) -> None:
         with contextlib.suppress(OSError):
