@@ -5,9 +5,10 @@ than libparted because it reads and writes every identifier a restored system bo
 disk GUID, partition GUIDs, names and attribute bits, and the MBR disk signature, in one script
 format for GPT and MBR alike (pyparted exposes none of the GUIDs).
 
-libparted (through pyparted, only here) answers one question sfdisk does not: where partitions
-should start on a given disk (:func:`alignment_of`, from the disk's topology), which the layout
-of a shrunk table follows (docs/SHRINK.md).
+Where partitions should start on a disk (:func:`alignment_of`, which a shrunk layout follows;
+docs/SHRINK.md) is read from the kernel's topology in sysfs, the same figures libparted reads;
+libparted itself is not used: it opens the disk read-write (and fsyncs it on close) just to
+answer that read-only question.
 
 After writing, the kernel is told about partitions with BLKPG (``partx``), never BLKRRPART: a
 kernel without partition parsers drops every partition on BLKRRPART, and on any kernel BLKPG
@@ -21,10 +22,11 @@ import math
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from recovery.core.layout import Alignment
 from recovery.core.table import ALIGN, InvalidTable, Table, sfdisk_script
-from recovery.devices.blockio import disk_lock
+from recovery.devices.blockio import disk_lock, sysfs_name
 from recovery.devices.tools import TOOLS
 from recovery.errors import DeviceError, MissingTool
 
@@ -36,24 +38,30 @@ def _run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProces
         raise MissingTool(f"{cmd[0]} is not installed: install {TOOLS[cmd[0]].package}") from e
 
 
-def alignment_of(disk: str, sector_size: int) -> Alignment:
-    """Where partitions should start on ``disk``: libparted's optimum alignment (its reading of
-    the disk's ``optimal_io_size`` and ``alignment_offset``), never finer than 1 MiB."""
-    mib = ALIGN // sector_size
-    try:
-        import parted
+MAX_GRAIN = 64 << 20
+"""A topology asking for a coarser grain than this is taken as a 1 MiB one (as libparted
+does with sizes it cannot use)."""
 
-        found = parted.getDevice(disk).optimumAlignment
-        grain, offset = int(found.grainSize), int(found.offset)
-    except ImportError as e:
-        raise MissingTool("pyparted is not installed: install python3-parted") from e
-    except Exception as e:  # pyparted raises its own exception classes, not one base
-        raise DeviceError(f"cannot read the topology of {disk}: {e}") from e
-    if grain <= 0:
-        grain, offset = mib, 0
-    # A grain that is a multiple of 1 MiB stays; anything finer is raised to 1 MiB.
-    grain = grain if grain % mib == 0 else math.lcm(grain, mib)
-    return Alignment(grain, offset % grain)
+
+def alignment_of(disk: str, sector_size: int) -> Alignment:
+    """Where partitions should start on ``disk``: every ``optimal_io_size`` bytes (never finer
+    than 1 MiB, the grain every partitioning tool uses by default), shifted by the disk's
+    ``alignment_offset``; read-only, from sysfs."""
+    name = sysfs_name(disk)
+    base = Path(f"/sys/class/block/{name}")
+    optimal = _sysfs_int(base / "queue" / "optimal_io_size")
+    offset = _sysfs_int(base / "alignment_offset")
+    grain = ALIGN if optimal <= 0 else math.lcm(ALIGN, optimal)
+    if grain > MAX_GRAIN or grain % sector_size:
+        grain = ALIGN
+    return Alignment(grain // sector_size, (offset % grain) // sector_size)
+
+
+def _sysfs_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0  # an old kernel, or a device without the attribute: no constraint
 
 
 def read_table(disk: str) -> Table | None:
