@@ -113,9 +113,15 @@ def write_table(fd: int, disk: str, table: Table) -> None:
 
 def tell_kernel(disk: str) -> None:
     """Bring the kernel's partitions of ``disk`` in line with its table, through BLKPG."""
-    _run(["partx", "--delete", disk])
-    r = _run(["partx", "--add", disk])
-    if r.returncode != 0 and "no partitions" not in r.stderr.lower():
+    for attempt in range(10):
+        # A partition that something (udev's probe) holds open is not deleted, and adding it
+        # then fails; it is let go within moments (seen here about once in ten restores).
+        _run(["partx", "--delete", disk])
+        r = _run(["partx", "--add", disk])
+        if r.returncode == 0 or "no partitions" in r.stderr.lower():
+            return
+        time.sleep(0.2 * (attempt + 1))
+    if r.returncode != 0:
         raise DeviceError(
             f"the kernel did not accept the new partitions of {disk}: {r.stderr.strip()}"
         )

@@ -262,3 +262,24 @@ def test_windows_restore_onto_a_smaller_disk(loop, tmp_path: Path) -> None:  # t
     for n in (2, 3):
         assert win.hidden_sectors(new[n]) == win.start_sector(new[n])
     assert fat_get(new[0], "bootmgfw.efi") == fat_get(parts[0], "bootmgfw.efi")
+
+
+def test_hibernated_windows_is_not_shrunk(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Shrunk under a hibernated Windows, C: would be damaged when Windows resumes: refused
+    before writing, saying how to get an image that can shrink."""
+    from tests.storage import test_windows as win
+
+    dev, part = win.single_partition_disk(loop, 96 * MiB)
+    win.mkntfs(part, "Windows")
+    with win.ntfs_mounted(part) as m:
+        (m / "Windows").mkdir()
+        (m / "hiberfil.sys").write_bytes(b"HIBR" + os.urandom(3 * MiB))
+    loopdev.settle(dev)
+    repo = tmp_path / "repo"
+    run_recovery("backup", dev, "--to", str(repo), "--name", "hib")
+    small = loop(64 * MiB)
+    before = sha256_of(small)
+    r = run_recovery("restore", f"{repo}::hib", small, "--yes", check=False)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "hibernated" in r.stderr and "shut it down fully" in r.stderr, r.stderr
+    assert sha256_of(small) == before
