@@ -283,3 +283,40 @@ def test_hibernated_windows_is_not_shrunk(loop, tmp_path: Path) -> None:  # type
     assert r.returncode == 3, r.stdout + r.stderr
     assert "hibernated" in r.stderr and "shut it down fully" in r.stderr, r.stderr
     assert sha256_of(small) == before
+
+
+def test_shrink_from_a_worker_thread_as_the_tui_runs_it(linux_disk: LinuxDisk, loop) -> None:  # type: ignore[no-untyped-def]
+    """The TUI plans and runs in thread workers while its own threads run: the shrink's FUSE
+    server is forked from such a process, and must neither hang nor take over its signals."""
+    import signal
+    import threading
+
+    from recovery.engine import api
+    from recovery.engine.progress import CancelToken, NullProgress
+
+    src = linux_disk
+    dst = loop(SOURCE_SIZE - 120 * MiB)
+    busy = threading.Event()
+    spinner = threading.Thread(target=lambda: busy.wait(600), daemon=True)
+    spinner.start()
+    handler = signal.getsignal(signal.SIGINT)
+    outcome: list[object] = []
+
+    def work() -> None:
+        try:
+            plan = api.restore_plan(str(src.repo), "linux", dst)
+            outcome.append(api.restore_run(plan, NullProgress(), CancelToken()))
+        except BaseException as e:  # reported below, in the test's thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(600)
+    busy.set()
+    assert not worker.is_alive(), "the restore hung"
+    (result,) = outcome
+    assert not isinstance(result, BaseException), result
+    assert result.ok, result  # type: ignore[attr-defined]
+    assert signal.getsignal(signal.SIGINT) is handler
+    loopdev.settle(dst)
+    check_linux_copy(src, dst, "\n".join(result.checks))  # type: ignore[attr-defined]
