@@ -48,6 +48,7 @@ OVERLAY_LIMIT = 64 << 20
 READY_TIMEOUT = 30.0
 PR_SET_PDEATHSIG = 1
 FILE = "partition"
+PREFIX = "recovery-shrink-"
 
 
 def plan_shrink(
@@ -153,8 +154,9 @@ class ServedFile:
 def serve_composed(composed: ComposedFile) -> Iterator[ServedFile]:
     """``composed`` as a file under a private FUSE mount, for the duration of the block."""
     fuse = _fuse()  # imported before the fork: another thread may hold the import lock
-    base = "/run" if os.access("/run", os.W_OK) else None
-    mountpoint = tempfile.mkdtemp(prefix="recovery-shrink-", dir=base)
+    base = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+    _remove_stale_mountpoints(base)
+    mountpoint = tempfile.mkdtemp(prefix=PREFIX, dir=base)
     r, w = os.pipe()
     parent = os.getpid()
     child = os.fork()
@@ -186,6 +188,18 @@ def serve_composed(composed: ComposedFile) -> Iterator[ServedFile]:
             for line in buf.decode(errors="replace").splitlines()
             if line.startswith("problem ")
         )
+
+
+def _remove_stale_mountpoints(base: str) -> None:
+    """Empty mount points left by an engine that was killed (its view went with it); only old
+    ones, so another engine's that is about to be mounted stays."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(base):
+            if not entry.name.startswith(PREFIX) or os.path.ismount(entry.path):
+                continue
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime > 600:
+                    os.rmdir(entry.path)  # only ever an empty directory
 
 
 def _wait_ready(r: int, child: int) -> bytes:

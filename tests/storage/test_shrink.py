@@ -320,3 +320,47 @@ def test_shrink_from_a_worker_thread_as_the_tui_runs_it(linux_disk: LinuxDisk, l
     assert signal.getsignal(signal.SIGINT) is handler
     loopdev.settle(dst)
     check_linux_copy(src, dst, "\n".join(result.checks))  # type: ignore[attr-defined]
+
+
+def shrink_mounts() -> list[str]:
+    return [
+        line for line in Path("/proc/mounts").read_text().splitlines() if "recovery-shrink" in line
+    ]
+
+
+def test_kill_during_shrink_leaves_no_view_and_the_rerun_works(linux_disk: LinuxDisk, loop) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of the engine while resize2fs runs over the composed file: the FUSE server dies
+    with it (its mount goes), and running the restore again gives a complete, clean disk."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.storage.disks import recovery_cmd
+
+    src = linux_disk
+    dst = loop(SOURCE_SIZE - 120 * MiB)
+    proc = subprocess.Popen(
+        [*recovery_cmd(), "restore", f"{src.repo}::linux", dst, "--yes", "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "shrinking ext4" in line:
+            break
+    else:
+        raise AssertionError("".join(seen) + proc.stderr.read())  # type: ignore[union-attr]
+    assert shrink_mounts(), "no view while shrinking"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    deadline = time.monotonic() + 30
+    while shrink_mounts() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not shrink_mounts(), "the view outlived the engine"
+    r = run_recovery("restore", f"{src.repo}::linux", dst, "--yes")
+    loopdev.settle(dst)
+    check_linux_copy(src, dst, r.stdout + r.stderr)
