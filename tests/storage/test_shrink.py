@@ -364,3 +364,40 @@ def test_kill_during_shrink_leaves_no_view_and_the_rerun_works(linux_disk: Linux
     r = run_recovery("restore", f"{src.repo}::linux", dst, "--yes")
     loopdev.settle(dst)
     check_linux_copy(src, dst, r.stdout + r.stderr)
+
+
+def test_mbr_disk_with_a_logical_partition_after_root(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An MBR disk (boot code, disk signature, active root, an extended partition holding swap
+    after it) restored onto a smaller disk: root shrinks, the extended partition and its logical
+    swap move, and the boot code, signature, active flag and swap UUID stay."""
+    dev = loop(400 * MiB)
+    parts = loopdev.partition(
+        dev,
+        "label: dos\nlabel-id: 0x5eed1234\nsize=300MiB, type=83, bootable\ntype=5\ntype=82\n",
+    )
+    root, swap = parts[0], parts[-1]
+    loopdev.mkfs(root, "ext4")
+    loopdev.mkfs(swap, "swap", "-L", "swap0")
+    fill_whole_partition(root)
+    boot_code = os.urandom(440)
+    with open(dev, "r+b") as f:
+        f.write(boot_code)
+    loopdev.settle(dev)
+    files = ext4_files(root)
+    repo = tmp_path / "repo"
+    run_recovery("backup", dev, "--to", str(repo), "--name", "mbr")
+    dst = loop(340 * MiB)
+    r = run_recovery("restore", f"{repo}::mbr", dst, "--yes")
+    out = r.stdout + r.stderr
+    assert "FAILED" not in out, out
+    assert re.search(r"partition 1 \(ext4\).*shrunk from 300.0 MiB", out), out
+    new = loopdev.partition_paths(dst)
+    with open(dst, "rb") as f:
+        assert f.read(440) == boot_code
+    assert ids(dst) == ids(dev)  # signature, types, active flag
+    loopdev.run("e2fsck", "-f", "-n", new[0])
+    assert ext4_files(new[0]) == files
+    assert blkid(new[-1])["UUID"] == blkid(swap)["UUID"]
+    table = json.loads(loopdev.run("sfdisk", "--json", dst).stdout)["partitiontable"]
+    ends = [p["start"] + p["size"] for p in table["partitions"]]
+    assert max(ends) <= 340 * MiB // 512
