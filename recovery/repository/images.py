@@ -12,6 +12,7 @@ from typing import Any
 
 from recovery import __version__
 from recovery.errors import IntegrityError
+from recovery.repository import filetree
 from recovery.repository.maps import DATA, RECORD, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name, utc_now
 
@@ -76,6 +77,9 @@ def collect_garbage(repo: Repository) -> int:
     for other in repo.image_names():
         body = repo.read_manifest(other)
         where = repo.manifest_where(other)
+        if filetree.is_file_image(body):
+            referenced.update(filetree.referenced_chunks(repo, body, where))
+            continue
         referenced.update(referenced_chunks(repo, streams_of(body, where), other))
     freed = 0
     for digest, size in list(repo.iter_chunks()):
