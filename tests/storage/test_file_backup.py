@@ -177,6 +177,22 @@ def test_ext4_backup_excludes_extract_and_unchanged_second(  # type: ignore[no-u
     kinds = {i["name"]: (i["kind"], i["files"]) for i in listing["images"]}
     assert kinds["first"] == ("files", 205)
 
+    # open: the tree at DIR/files/, read through the pieces.
+    view = tmp_path / "view"
+    view.mkdir()
+    run_recovery("open", f"{repo}::third", str(view))
+    try:
+        files = view / "files" / "home" / "alice"
+        assert (files / "docs" / "letter.txt").read_text() == "Dear reader,\n" * 300
+        assert os.readlink(files / "letter-link") == "docs/letter.txt"
+        assert os.getxattr(files / "docs" / "letter.txt", "user.origin") == b"scanner \x00\xff"
+        with mounted(ext4_part, readonly=True) as m:
+            want = (m / "home/alice/docs/photo.raw").read_bytes()
+        assert (files / "docs" / "photo.raw").read_bytes() == want
+        assert not (files / ".cache").exists()
+    finally:
+        run_recovery("close", str(view))
+
     # Removing images keeps what the others refer to (garbage collection counts file images).
     run_recovery("remove", f"{repo}::first", "--yes")
     run_recovery("remove", f"{repo}::second", "--yes")
