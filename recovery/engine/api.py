@@ -29,6 +29,7 @@ from recovery.engine.plans import (
     RemoveResult,
     RestorePlan,
     RestoreResult,
+    SourceFolders,
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
@@ -52,6 +53,7 @@ __all__ = [
     "RemoveResult",
     "RestorePlan",
     "RestoreResult",
+    "SourceFolders",
     "VerifyResult",
     "backup_plan",
     "backup_run",
@@ -69,6 +71,7 @@ __all__ = [
     "remove",
     "restore_plan",
     "restore_run",
+    "source_folders",
     "verify",
 ]
 
@@ -121,6 +124,14 @@ def file_backup_plan(
     return filebackup.plan_file_backup(
         sources, repo, name=name, excludes=excludes, preset=preset, level=level, encrypt=encrypt
     )
+
+
+def source_folders(source: str, depth: int = 3) -> SourceFolders:
+    """The folders of a file backup's SOURCE (mounted read-only for the look), and those the
+    user-data preset would save; for choosing what to back up."""
+    from recovery.engine import filebackup
+
+    return filebackup.source_folders(source, depth)
 
 
 def file_backup_run(

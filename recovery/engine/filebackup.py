@@ -32,7 +32,7 @@ from pyfastcdc import FastCDC
 from recovery import __version__
 from recovery.core.excludes import Excludes, Includes, user_data_preset
 from recovery.engine.images import image_info
-from recovery.engine.plans import FileBackupPlan, FileBackupResult, FileSource
+from recovery.engine.plans import FileBackupPlan, FileBackupResult, FileSource, SourceFolders
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.view import MOUNTS
 from recovery.engine.workers import WORKERS
@@ -572,7 +572,10 @@ def _ntfs_btime(path: bytes) -> int:
     return (int.from_bytes(raw, "little") - NTFS_EPOCH_DIFF) * 100
 
 
-def entry_of(found: Found, fstype: str | None) -> Entry:
+def entry_of(found: Found, fstype: str | None, old: Entry | None = None) -> Entry:
+    """The entry for ``found``; ``old`` is the previous image's entry for its path: when its
+    ctime is unchanged, so are its extended attributes and creation time (a change of either
+    moves the ctime), and they are taken from it instead of being read again."""
     st = found.st
     m = st.st_mode
     kind = (
@@ -602,8 +605,11 @@ def entry_of(found: Found, fstype: str | None) -> Entry:
         ctime_ns=st.st_ctime_ns,
         inode=st.st_ino,
         rdev=st.st_rdev if kind in (filetree.CHARDEV, filetree.BLOCKDEV) else 0,
-        xattrs=_xattrs(found.local),
     )
+    if old is not None and old.ctime_ns == st.st_ctime_ns and old.inode == st.st_ino:
+        e.xattrs, e.btime_ns = old.xattrs, old.btime_ns
+        return e
+    e.xattrs = _xattrs(found.local)
     if fstype == "ntfs":
         e.btime_ns = _ntfs_btime(found.local)
     return e
@@ -649,7 +655,7 @@ def run_file_backup(
                         cancel.check()
                         if f.image_path in emitted:
                             continue  # two sources of one file system overlap
-                        e = entry_of(f, sel.source.fstype)
+                        e = entry_of(f, sel.source.fstype, cache.get(f.image_path))
                         if e.type == filetree.FOLDER:
                             folders += 1
                             emitted.add(e.path)
@@ -771,3 +777,49 @@ def _save_file(
     assert last is not None
     skip(os.fsdecode(e.path), f"cannot read: {last.strerror or last}")
     return False, 0, 0
+
+
+# -- browsing a source (the TUI's folder tree) ------------------------------------------------
+
+MAX_FOLDERS = 4000
+
+
+def source_folders(spec: str, depth: int = 3) -> SourceFolders:
+    """Mount ``spec`` read-only, list its folders ``depth`` levels deep, unmount."""
+    (source,) = resolve_sources([spec])
+    folders: list[str] = []
+    truncated = False
+    with mounted(source) as root:
+        base = os.path.join(root, source.folder.lstrip("/"))
+        preset = user_data_preset(_root_names(root)) if source.folder == "/" else None
+        stack = [(source.folder, base, 0)]
+        while stack:
+            path, local, level = stack.pop()
+            if level >= depth:
+                continue
+            try:
+                with os.scandir(local) as it:
+                    subs = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+            for name in reversed(subs):
+                child = path.rstrip("/") + "/" + name
+                if len(folders) >= MAX_FOLDERS:
+                    truncated = True
+                    break
+                folders.append(child)
+                stack.append((child, os.path.join(local, name), level + 1))
+    folders.sort()
+    chosen: list[str] = []
+    if preset is not None:
+        inc = Includes(list(preset.include), source.case_insensitive)
+        for f in folders:
+            if inc.state(f) == "inside" and not any(_within(f, c) for c in chosen):
+                chosen.append(f)
+    return SourceFolders(
+        spec,
+        preset.system if preset is not None else None,
+        tuple(folders),
+        tuple(chosen),
+        truncated,
+    )

@@ -411,3 +411,17 @@ class FileBackupResult(JsonRecord):
     skipped: tuple[str, ...] = ()
     """``path: reason`` of each file that could not be read after retries."""
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceFolders:
+    """The folders of a file backup's source, for choosing what to save (the TUI's tree)."""
+
+    source: str
+    system: str | None
+    """``windows`` or ``linux`` when the user-data preset applies, else None."""
+    folders: tuple[str, ...]
+    """Absolute paths in the file system, folders only, a few levels deep, sorted."""
+    preset: tuple[str, ...]
+    """The folders the user-data preset would save (empty when it does not apply)."""
+    truncated: bool = False

@@ -163,10 +163,9 @@ def test_ext4_backup_excludes_extract_and_unchanged_second(  # type: ignore[no-u
     assert sorted(p.name for p in part_out.rglob("*")) == ["deep", "empty", "er"]
 
     # An edit in the middle of a big file stores only the changed region (content-defined).
-    with mounted(ext4_part) as m:
-        with open(m / "home/alice/docs/photo.raw", "r+b") as f:
-            f.seek(3 * MiB)
-            f.write(b"edited" * 100)
+    with mounted(ext4_part) as m, open(m / "home/alice/docs/photo.raw", "r+b") as f:
+        f.seek(3 * MiB)
+        f.write(b"edited" * 100)
     third = backup(ext4_part, "--to", str(repo), "--name", "third", *excl)
     assert third["read_bytes"] == 6 * MiB + 12345
     assert third["new_bytes"] < 3 * MiB

@@ -8,6 +8,8 @@ tree cut into chunks anywhere parses the same.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,7 @@ def blob_of(entries: list[Entry]) -> bytes:
 def cut(blob: bytes, points: list[int]) -> list[bytes]:
     at = sorted({p % (len(blob) + 1) for p in points})
     edges = [0, *at, len(blob)]
-    return [blob[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [blob[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @FUZZ
@@ -200,10 +202,8 @@ def test_fuzz_file_image_fields(location: Repository, data: st.DataObject) -> No
     body = file_body(location)
     key = data.draw(st.sampled_from(["tree", "files", "file_bytes", "sources", "skipped"]))
     body[key] = data.draw(json_values)
-    try:
+    with contextlib.suppress(RecoveryError):
         image_info(location, "f", body)
-    except RecoveryError:
-        pass
 
 
 def test_manifest_version_must_match_its_kind(location: Repository) -> None:
