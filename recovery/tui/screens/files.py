@@ -59,11 +59,11 @@ class FileSourceScreen(StepScreen):
             id="intro",
         )
         options = []
-        for d, p, role in rows:
+        for _d, p, role in rows:
             label = (p.label or p.partlabel or "")[:16]
             text = (
-                f"{p.path:<16} {human_size(p.size):>9}  {p.fstype or '-':<6} {role:<16} "
-                f"{label:<16} {(d.model or '')[:14]}"
+                f"{p.path:<16} {human_size(p.size):>9}  {p.fstype or '-':<6} {role:<17} "
+                f"{label}"
             )
             options.append(Option(Text(text), id=p.path))
         if not options:
