@@ -85,18 +85,15 @@ class Excludes:
         return any(p.matches(path, is_folder) for p in self.patterns)
 
 
-def _name_matches(pattern: str, name: str, case_insensitive: bool) -> bool:
-    flags = re.IGNORECASE if case_insensitive else 0
-    return re.fullmatch(_translate(pattern), name, flags | re.DOTALL) is not None
-
-
 class Includes:
     """Chosen folders and files (anchored paths, ``*`` allowed per name, no ``**``): whether
     a path is inside one, or on the way to one (then the walk goes on into it)."""
 
     def __init__(self, roots: list[str], case_insensitive: bool) -> None:
-        self.roots = [[p for p in r.split("/") if p] for r in roots]
-        self.ci = case_insensitive
+        flags = (re.IGNORECASE if case_insensitive else 0) | re.DOTALL
+        self.roots = [
+            [re.compile(_translate(p), flags) for p in r.split("/") if p] for r in roots
+        ]
 
     def state(self, path: str) -> str:
         """``inside``, ``towards`` (an ancestor of something chosen) or ``outside``."""
@@ -104,7 +101,7 @@ class Includes:
         towards = False
         for root in self.roots:
             n = min(len(root), len(names))
-            if all(_name_matches(root[i], names[i], self.ci) for i in range(n)):
+            if all(root[i].fullmatch(names[i]) for i in range(n)):
                 if len(names) >= len(root):
                     return "inside"
                 towards = True

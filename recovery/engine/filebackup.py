@@ -270,12 +270,13 @@ def walk(
         st = os.lstat(root_b)
         yield Found(place, root_b, st)
 
-    def visit(fs_path: str, st: os.stat_result) -> Iterator[Found]:
+    def visit(fs_path: str, st: os.stat_result, inside: bool) -> Iterator[Found]:
+        # ``inside``: an ancestor is inside a chosen folder, so this path is too.
         is_dir = stat.S_ISDIR(st.st_mode)
         if fs_path != "/":
             if keep_out is not None and _within(fs_path, keep_out):
                 return
-            state = sel.includes.state(fs_path)
+            state = "inside" if inside else sel.includes.state(fs_path)
             if state == "outside":
                 return
             if not (state == "towards" and is_dir) and sel.excludes.excluded(fs_path, is_dir):
@@ -284,6 +285,9 @@ def walk(
                 yield Found(image_path(fs_path), local_of(fs_path), st)
             if state == "towards" and not is_dir:
                 return
+            inside = state == "inside"
+        else:
+            inside = sel.includes.state("/") == "inside"
         if not is_dir:
             return
         if st.st_dev != root_dev:
@@ -291,7 +295,7 @@ def walk(
             return
         try:
             with os.scandir(local_of(fs_path)) as it:
-                names = sorted((e.name for e in it), key=bytes)
+                names = sorted(e.name for e in it)
         except OSError as e:
             skip(fs_path, f"cannot list the folder: {e.strerror}")
             return
@@ -302,9 +306,9 @@ def walk(
             except OSError as e:
                 skip(child, f"cannot read: {e.strerror}")
                 continue
-            yield from visit(child, cst)
+            yield from visit(child, cst, inside)
 
-    yield from visit("/", os.lstat(root_b))
+    yield from visit("/", os.lstat(root_b), False)
 
 
 def groups(sources: list[FileSource]) -> list[list[FileSource]]:
