@@ -91,9 +91,7 @@ class Includes:
 
     def __init__(self, roots: list[str], case_insensitive: bool) -> None:
         flags = (re.IGNORECASE if case_insensitive else 0) | re.DOTALL
-        self.roots = [
-            [re.compile(_translate(p), flags) for p in r.split("/") if p] for r in roots
-        ]
+        self.roots = [[re.compile(_translate(p), flags) for p in r.split("/") if p] for r in roots]
 
     def state(self, path: str) -> str:
         """``inside``, ``towards`` (an ancestor of something chosen) or ``outside``."""

@@ -474,24 +474,41 @@ class Saver:
         self.level = level
         self.tree = tree
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="files")
-        self.inflight: deque[Future[int]] = deque()
-        self.limit = 2 * WORKERS + 4
+        self.slots = threading.BoundedSemaphore(2 * WORKERS + 4)
+        """Chunks compressing or being written at once (each holds at most 4 MiB)."""
+        self.futures: list[Future[int]] = []
         self.submitted: set[bytes] = set()
-        self.new_bytes = 0
         self.pack = bytearray()
         self.waiting: list[Entry] = []
         self.small: dict[bytes, Piece] = {}
-        self.cdc = FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self.written = 0
 
     def store(self, data: bytes | bytearray) -> bytes:
+        """Store a chunk (from any thread); its hash. Blocks while too many are in flight."""
         digest = self.repo.hash(data)
-        if digest not in self.submitted:
+        with self._lock:
+            if digest in self.submitted:
+                return digest
             self.submitted.add(digest)
-            while len(self.inflight) >= self.limit:
-                self.new_bytes += self.inflight.popleft().result()
-            self.inflight.append(self.pool.submit(self.repo.put_chunk, digest, data, self.level))
+        self.slots.acquire()
+        try:
+            future = self.pool.submit(self._put, digest, data)
+        except BaseException:
+            self.slots.release()
+            raise
+        future.add_done_callback(lambda _: self.slots.release())
+        with self._lock:
+            self.futures = [f for f in self.futures if not f.done() or f.exception()]
+            self.futures.append(future)
         return digest
+
+    def _put(self, digest: bytes, data: bytes | bytearray) -> int:
+        n = self.repo.put_chunk(digest, data, self.level)
+        with self._lock:
+            self.written += n
+        return n
 
     def add_entry(self, e: Entry) -> None:
         if self.waiting:
@@ -533,9 +550,12 @@ class Saver:
 
     def large(self, f: Any) -> tuple[list[Piece], int]:
         """Cut an open file into content-defined chunks: its pieces and bytes read."""
+        cdc = getattr(self._local, "cdc", None)
+        if cdc is None:  # a FastCDC object is not to be shared between threads
+            cdc = self._local.cdc = FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
         pieces = []
         n = 0
-        for c in self.cdc.cut_stream(f):
+        for c in cdc.cut_stream(f):
             data = bytes(c.data)
             pieces.append(Piece(self.store(data), 0, len(data)))
             n += len(data)
@@ -543,10 +563,10 @@ class Saver:
 
     def finish(self) -> int:
         self.seal()
-        while self.inflight:
-            self.new_bytes += self.inflight.popleft().result()
-        self.pool.shutdown()
-        return self.new_bytes
+        self.pool.shutdown(wait=True)
+        for f in self.futures:
+            f.result()  # a chunk that could not be written fails the backup here
+        return self.written
 
     def abort(self) -> None:
         self.pool.shutdown(cancel_futures=True)
@@ -653,49 +673,87 @@ def run_file_backup(
                     mounts.append(stack.enter_context(mounted(group[0])))
                 links: dict[tuple[int, int], bytes] = {}
                 emitted: set[bytes] = set()
+                saved: set[bytes] = set()
+                readers = stack.enter_context(
+                    ThreadPoolExecutor(READERS, thread_name_prefix="read")
+                )
+                pending: deque[tuple[Entry, Found | None, Future[Content] | None]] = deque()
+
+                def settle_head() -> None:
+                    """The oldest pending entry into the tree, its content read by now."""
+                    nonlocal files, total, read, reused
+                    e, f, job = pending.popleft()
+                    if e.type == filetree.HARDLINK and e.target not in saved:
+                        # The file it shares its content with could not be read: try this
+                        # name on its own.
+                        assert f is not None
+                        e.type, e.target, e.size = filetree.REGULAR, b"", f.st.st_size
+                        job = readers.submit(read_content, saver, f.local, e.size)
+                    if job is not None:
+                        c = job.result()
+                        if c.failed is not None:
+                            skip(os.fsdecode(e.path), c.failed)
+                            return
+                        read += c.size
+                        e.size = c.size
+                        if c.data is not None:
+                            if c.data:
+                                saver.add_small(e, c.data)
+                            else:
+                                saver.add_entry(e)
+                        else:
+                            e.pieces = c.pieces or []
+                            saver.add_entry(e)
+                    else:
+                        saver.add_entry(e)
+                        if e.type == filetree.REGULAR:
+                            reused += 1
+                    if e.type == filetree.REGULAR:
+                        saved.add(e.path)
+                        files += 1
+                        total += e.size
+                        progress.advance(e.size)
+
                 for sel, m in zip(sels, mounts, strict=True):
                     keep_out = _repo_inside(local, sel.source, m)
                     for f in walk(sel, m, skip, keep_out):
                         cancel.check()
                         if f.image_path in emitted:
                             continue  # two sources of one file system overlap
-                        e = entry_of(f, sel.source.fstype, cache.get(f.image_path))
+                        old = cache.get(f.image_path)
+                        e = entry_of(f, sel.source.fstype, old)
+                        job: Future[Content] | None = None
                         if e.type == filetree.FOLDER:
                             folders += 1
-                            emitted.add(e.path)
-                            saver.add_entry(e)
-                            continue
-                        if e.type == filetree.SYMLINK:
+                        elif e.type == filetree.SYMLINK:
                             try:
                                 e.target = os.readlink(f.local)
                             except OSError as err:
                                 skip(os.fsdecode(e.path), f"cannot read the link: {err.strerror}")
                                 continue
-                            emitted.add(e.path)
-                            saver.add_entry(e)
-                            continue
-                        if e.type != filetree.REGULAR:
-                            emitted.add(e.path)
-                            saver.add_entry(e)
-                            continue
-                        ino = (f.st.st_dev, f.st.st_ino)
-                        if f.st.st_nlink > 1 and ino in links:
-                            e.type, e.target, e.size = filetree.HARDLINK, links[ino], 0
-                            emitted.add(e.path)
-                            saver.add_entry(e)
-                            continue
-                        ok, nread, hit = _save_file(saver, e, f, sel.source, cache, skip)
-                        if not ok:
-                            continue
-                        if f.st.st_nlink > 1:
-                            links[ino] = e.path
+                        elif e.type == filetree.REGULAR:
+                            ino = (f.st.st_dev, f.st.st_ino)
+                            if f.st.st_nlink > 1 and ino in links:
+                                e.type, e.target, e.size = filetree.HARDLINK, links[ino], 0
+                            else:
+                                if f.st.st_nlink > 1:
+                                    links[ino] = e.path
+                                pieces = cached_pieces(e, old, sel.source.stable_inodes)
+                                if pieces is not None:
+                                    e.pieces = pieces
+                                else:
+                                    job = readers.submit(read_content, saver, f.local, e.size)
                         emitted.add(e.path)
-                        files += 1
-                        total += e.size
-                        read += nread
-                        reused += hit
-                        progress.advance(e.size)
+                        pending.append((e, f, job))
+                        while pending and (
+                            len(pending) > LOOKAHEAD
+                            or pending[0][2] is None
+                            or pending[0][2].done()
+                        ):
+                            settle_head()
                     notes.extend(sel.notes)
+                while pending:
+                    settle_head()
             new_bytes = saver.finish()
         except BaseException:
             saver.abort()
@@ -735,52 +793,53 @@ def run_file_backup(
     )
 
 
-def _save_file(
-    saver: Saver,
-    e: Entry,
-    f: Found,
-    source: FileSource,
-    cache: dict[bytes, Entry],
-    skip: Callable[[str, str], None],
-) -> tuple[bool, int, int]:
-    """Save one regular file: (saved, bytes read, 1 when the files cache vouched for it)."""
-    old = cache.get(e.path)
-    if (
-        old is not None
-        and old.size == e.size
-        and old.mtime_ns == e.mtime_ns
-        and (old.inode == e.inode or not source.stable_inodes)
-    ):
-        e.pieces = list(old.pieces)
-        saver.add_entry(e)
-        return True, 0, 1
+READERS = 4
+"""Files read at once: reads of many files overlap their waits on the disk."""
+LOOKAHEAD = 128
+"""Entries the walk may run ahead of the tree (each a small file's bytes at most)."""
+
+
+@dataclass
+class Content:
+    """What reading one regular file gave: a small file's bytes, or a large file's pieces
+    (already stored), or why it could not be read."""
+
+    data: bytes | None = None
+    pieces: list[Piece] | None = None
+    size: int = 0
+    failed: str | None = None
+
+
+def read_content(saver: Saver, local: bytes, size: int) -> Content:
+    """Read one file (on a reader thread), retried RETRIES times before it counts as failed."""
     last: OSError | None = None
     for _ in range(1 + RETRIES):
         try:
-            with open(f.local, "rb", buffering=0) as fh:
-                if e.size < SMALL_FILE:
+            with open(local, "rb", buffering=0) as fh:
+                if size < SMALL_FILE:
                     data = fh.read(SMALL_FILE)
-                    if len(data) >= SMALL_FILE:  # grew meanwhile: cut it as a large file
-                        fh.seek(0)
-                        e.pieces, e.size = saver.large(fh)
-                        saver.add_entry(e)
-                        return True, e.size, 0
-                    e.size = len(data)
-                    if data:
-                        saver.add_small(e, data)
-                    else:
-                        e.pieces = []
-                        saver.add_entry(e)
-                    return True, len(data), 0
-                e.pieces, e.size = saver.large(fh)
-                saver.add_entry(e)
-                return True, e.size, 0
+                    if len(data) < SMALL_FILE:
+                        return Content(data=data, size=len(data))
+                    fh.seek(0)  # grew meanwhile: cut it as a large file
+                pieces, n = saver.large(fh)
+                return Content(pieces=pieces, size=n)
         except OSError as err:
             last = err
             time.sleep(0.05)
     assert last is not None
-    skip(os.fsdecode(e.path), f"cannot read: {last.strerror or last}")
-    return False, 0, 0
+    return Content(failed=f"cannot read: {last.strerror or last}")
+
+
+def cached_pieces(e: Entry, old: Entry | None, stable_inodes: bool) -> list[Piece] | None:
+    """The previous image's pieces for ``e`` when the files cache vouches it unchanged."""
+    if (
+        old is not None
+        and old.size == e.size
+        and old.mtime_ns == e.mtime_ns
+        and (old.inode == e.inode or not stable_inodes)
+    ):
+        return list(old.pieces)
+    return None
 
 
 # -- browsing a source (the TUI's folder tree) ------------------------------------------------

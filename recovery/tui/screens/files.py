@@ -61,10 +61,7 @@ class FileSourceScreen(StepScreen):
         options = []
         for _d, p, role in rows:
             label = (p.label or p.partlabel or "")[:16]
-            text = (
-                f"{p.path:<16} {human_size(p.size):>9}  {p.fstype or '-':<6} {role:<17} "
-                f"{label}"
-            )
+            text = f"{p.path:<16} {human_size(p.size):>9}  {p.fstype or '-':<6} {role:<17} {label}"
             options.append(Option(Text(text), id=p.path))
         if not options:
             yield Static("No partition with a file system recovery can read was found.")
