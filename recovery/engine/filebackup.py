@@ -793,7 +793,7 @@ def run_file_backup(
     )
 
 
-READERS = 4
+READERS = 8
 """Files read at once: reads of many files overlap their waits on the disk."""
 LOOKAHEAD = 128
 """Entries the walk may run ahead of the tree (each a small file's bytes at most)."""
