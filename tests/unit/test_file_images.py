@@ -102,3 +102,12 @@ def test_damaged_content_chunk_is_reported(tree: Path, tmp_path: Path) -> None:
     result = api.extract_run(api.extract_plan(str(repo), "one", ["/"], str(out)))
     assert not result.ok and any("big.bin" in p for p in result.problems)
     assert not list(out.rglob("big.bin"))  # no partial copy left looking complete
+
+
+def test_a_file_image_is_not_restored_onto_a_disk(tree: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    backup(tree, repo, "one")
+    target = tmp_path / "disk.img"
+    target.write_bytes(bytes(1 << 20))
+    with pytest.raises(UsageError, match="is a file image"):
+        api.restore_plan(str(repo), "one", str(target))
