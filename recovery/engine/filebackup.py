@@ -86,7 +86,7 @@ def _fstype_of_folder(folder: str) -> str | None:
 
 def parse_source(spec: str) -> tuple[str | None, str]:
     """``(device, folder)`` of a SOURCE: ``/dev/X``, ``/dev/X:/folder`` or a folder here."""
-    if spec.startswith("/dev/"):
+    if spec.startswith("/dev/") and not os.path.isdir(spec):
         device, sep, folder = spec.partition(":")
         folder = "/" + folder.strip("/") if sep else "/"
         return device, os.path.normpath(folder)
@@ -255,7 +255,7 @@ def walk(
     root_b = os.fsencode(root.rstrip("/") or "/")
     place = src.place.encode()
     try:
-        root_dev = os.lstat(root_b).st_dev
+        os.lstat(root_b)
     except OSError as e:
         raise FileSystemError(f"{src.spec}: cannot read its root: {e.strerror}") from e
 
@@ -270,8 +270,10 @@ def walk(
         st = os.lstat(root_b)
         yield Found(place, root_b, st)
 
-    def visit(fs_path: str, st: os.stat_result, inside: bool) -> Iterator[Found]:
-        # ``inside``: an ancestor is inside a chosen folder, so this path is too.
+    def visit(fs_path: str, st: os.stat_result, inside: bool, dev: int | None) -> Iterator[Found]:
+        # ``inside``: an ancestor is inside a chosen folder, so this path is too. ``dev``: the
+        # file system of the chosen folder above, which the walk does not leave (a folder on
+        # the way to it may be on another one: /home mounted apart from /).
         is_dir = stat.S_ISDIR(st.st_mode)
         if fs_path != "/":
             if keep_out is not None and _within(fs_path, keep_out):
@@ -290,7 +292,9 @@ def walk(
             inside = sel.includes.state("/") == "inside"
         if not is_dir:
             return
-        if st.st_dev != root_dev:
+        if inside and dev is None:
+            dev = st.st_dev
+        elif dev is not None and st.st_dev != dev:
             sel.notes.append(f"{fs_path} is another file system: not crossed")
             return
         try:
@@ -306,9 +310,9 @@ def walk(
             except OSError as e:
                 skip(child, f"cannot read: {e.strerror}")
                 continue
-            yield from visit(child, cst, inside)
+            yield from visit(child, cst, inside, dev)
 
-    yield from visit("/", os.lstat(root_b), False)
+    yield from visit("/", os.lstat(root_b), False, None)
 
 
 def groups(sources: list[FileSource]) -> list[list[FileSource]]:
@@ -404,7 +408,7 @@ def plan_file_backup(
             include_pairs += [(group[0].place, i) for i in include]
             sel = selection(group, include, all_excludes)
             keep_out = _repo_inside(local, sel.source, root)
-            if keep_out:
+            if keep_out and sel.includes.state(keep_out) == "inside":
                 notes.append(f"the backup location ({keep_out}) is left out")
             for f in walk(sel, root, lambda p, why: skipped.append(p), keep_out):
                 if stat.S_ISREG(f.st.st_mode):
