@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -93,14 +94,21 @@ def du(path: Path) -> int:
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of ``cmd``, read cold (the page cache dropped first). CPU seconds
+    sway less than wall time when other work shares the machine."""
     drop_caches()
-    t0 = time.monotonic()
+    cpu0, t0 = children_cpu(), time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    took = time.monotonic() - t0
+    took, cpu = time.monotonic() - t0, children_cpu() - cpu0
     if r.returncode not in (0, 1):  # borg exits 1 on warnings
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return took
+    return took, cpu
 
 
 def change_two_percent(tree: Path, seed: int = 13) -> int:
@@ -200,9 +208,11 @@ def main() -> None:
     ratios = {
         "first_time_vs_restic": o["first"]["seconds"] / r["first"]["seconds"],
         "first_size_vs_restic": o["first"]["new_bytes"] / r["first"]["new_bytes"],
+        "first_cpu_vs_restic": o["first"]["cpu_seconds"] / r["first"]["cpu_seconds"],
         "first_time_vs_borg": o["first"]["seconds"] / b["first"]["seconds"],
         "first_size_vs_borg": o["first"]["new_bytes"] / b["first"]["new_bytes"],
         "second_time_vs_first": o["second"]["seconds"] / o["first"]["seconds"],
+        "second_cpu_vs_first": o["second"]["cpu_seconds"] / o["first"]["cpu_seconds"],
         "second_new_bytes_share": o["second"]["new_bytes"] / o["first"]["new_bytes"],
         "third_new_bytes_share": o["third"]["new_bytes"] / o["first"]["new_bytes"],
         "third_time_vs_restic": o["third"]["seconds"] / r["third"]["seconds"],
