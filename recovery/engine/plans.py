@@ -397,6 +397,8 @@ class FileBackupPlan:
 @dataclass(frozen=True)
 class FileBackupResult(JsonRecord):
     image: ImageInfo
+    """The new file image; its ``stored_size`` is 0 here (counting it stats every chunk the
+    image names: ``images`` does)."""
     files: int
     folders: int
     total_bytes: int
