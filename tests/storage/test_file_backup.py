@@ -10,6 +10,7 @@ skipped and listed while every other file is saved.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -213,6 +214,8 @@ def fill_windows(m: Path) -> None:
     (m / "Windows" / "System32").mkdir(parents=True)
     (m / "Windows" / "System32" / "kernel32.dll").write_bytes(os.urandom(200_000))
     (m / "pagefile.sys").write_bytes(os.urandom(MiB))
+    # Hibernated: ntfs-3g mounts it read-only only, and nothing may write to it.
+    (m / "hiberfil.sys").write_bytes(b"HIBR" + os.urandom(MiB))
     (m / "$RECYCLE.BIN" / "S-1-5-21").mkdir(parents=True)
     (m / "$RECYCLE.BIN" / "S-1-5-21" / "$R1.docx").write_text("deleted")
     for user in ("alice", "bob"):
@@ -247,8 +250,10 @@ def test_ntfs_user_data_preset_extracts_the_profiles(loop, tmp_path: Path) -> No
     finally:
         loopdev.run("umount", str(m))
     repo = tmp_path / "repo"
+    before = hashlib.sha256(Path(part).read_bytes()).hexdigest()
     first = backup(part, "--to", str(repo), "--preset", "user-data", "--exclude", "*.bak")
     assert first["rc"] == 0, first
+    assert hashlib.sha256(Path(part).read_bytes()).hexdigest() == before, "the source changed"
     out = tmp_path / "out"
     name = first["image"]["name"]
     run_recovery("extract", f"{repo}::{name}", "/", "--to", str(out))
@@ -278,7 +283,13 @@ def test_ntfs_user_data_preset_extracts_the_profiles(loop, tmp_path: Path) -> No
         assert have == want, rel
     # Only the profiles' user folders, and the folders on the way to them.
     assert "Users/alice/Documents/Old Report.BAK" not in got  # case-insensitive exclude
-    for absent in ("pagefile.sys", "Windows", "$RECYCLE.BIN", "Users/alice/AppData"):
+    for absent in (
+        "pagefile.sys",
+        "hiberfil.sys",
+        "Windows",
+        "$RECYCLE.BIN",
+        "Users/alice/AppData",
+    ):
         assert absent not in got, absent
     assert set(got) - kept == {"Users", "Users/alice", "Users/bob"}
 
