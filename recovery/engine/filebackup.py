@@ -259,6 +259,8 @@ def walk(
     src = sel.source
     root_b = os.fsencode(root.rstrip("/") or "/")
     place = src.place.encode()
+    # fusefat shows a FAT volume's label as an empty file at the root: it is not a file.
+    fat_label = os.fsencode(src.label) if src.fstype == "vfat" and src.label else None
     try:
         os.lstat(root_b)
     except OSError as e:
@@ -315,6 +317,9 @@ def walk(
             except OSError as e:
                 skip(child, f"cannot read: {e.strerror}")
                 continue
+            if fs_path == "/" and name == fat_label and stat.S_ISREG(cst.st_mode):
+                if cst.st_size == 0:
+                    continue
             yield from visit(child, cst, inside, dev)
 
     yield from visit("/", os.lstat(root_b), False, None)

@@ -325,3 +325,25 @@ def test_unreadable_file_is_skipped_and_listed(tmp_path: Path) -> None:
         assert tree_digest(out) == want
         body = json.loads(run_recovery("images", str(repo), "--json").stdout)
         assert body["images"][0]["files"] == len([v for v in want.values() if v != "dir"])
+
+
+@pytest.mark.skipif(not loopdev.have("fusefat"), reason="needs fusefat (no vfat in this kernel)")
+def test_fat_partition_through_the_fuse_driver(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.storage.disks import fat_put
+
+    dev = loop(64 * MiB)
+    (part,) = loopdev.partition(dev, "label: gpt\ntype=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n")
+    loopdev.mkfs(part, "vfat", "-F", "32", "-n", "STICK")
+    photo = os.urandom(700_000)
+    fat_put(part, "PHOTO.JPG", photo)
+    fat_put(part, "NOTES.TXT", b"remember\r\n")
+    fat_put(part, "CACHE.TMP", b"junk")
+    repo = tmp_path / "repo"
+    first = backup(part, "--to", str(repo), "--exclude", "*.tmp", "--name", "fat")
+    assert first["rc"] == 0 and first["files"] == 2, first  # *.tmp matched CACHE.TMP
+    out = tmp_path / "out"
+    run_recovery("extract", f"{repo}::fat", "/", "--to", str(out))
+    names = {p.name.upper(): p for p in out.iterdir()}
+    assert names["PHOTO.JPG"].read_bytes() == photo
+    assert names["NOTES.TXT"].read_bytes() == b"remember\r\n"
+    assert "CACHE.TMP" not in names
