@@ -189,11 +189,17 @@ def main() -> None:
                 ),
             ):
                 before = du(repo) if repo.exists() else 0
-                took = timed(cmd, env)
+                took, cpu = timed(cmd, env)
                 grown = du(repo) - before
-                runs[name][label] = {"seconds": round(took, 2), "new_bytes": grown}
+                runs[name][label] = {
+                    "seconds": round(took, 2),
+                    "cpu_seconds": round(cpu, 2),
+                    "new_bytes": grown,
+                }
                 print(
-                    f"  {label:<8} {name:<7} {took:7.1f} s  +{grown / 2**20:8.1f} MiB", flush=True
+                    f"  {label:<8} {name:<7} {took:7.1f} s  CPU {cpu:6.1f} s  "
+                    f"+{grown / 2**20:8.1f} MiB",
+                    flush=True,
                 )
 
         print("first backup (page cache dropped before each):")

@@ -317,9 +317,13 @@ def walk(
             except OSError as e:
                 skip(child, f"cannot read: {e.strerror}")
                 continue
-            if fs_path == "/" and name == fat_label and stat.S_ISREG(cst.st_mode):
-                if cst.st_size == 0:
-                    continue
+            if (
+                fs_path == "/"
+                and name == fat_label
+                and stat.S_ISREG(cst.st_mode)
+                and cst.st_size == 0
+            ):
+                continue
             yield from visit(child, cst, inside, dev)
 
     yield from visit("/", os.lstat(root_b), False, None)
