@@ -33,8 +33,14 @@ FILES = "files"
 class FileImageView:
     """The tree of a file image, by path, with its contents readable piece by piece."""
 
-    def __init__(self, repo_path: str, image: str, body: dict[str, Any] | None = None) -> None:
-        self.repo = Repository.open(repo_path)
+    def __init__(
+        self,
+        repo_path: str,
+        image: str,
+        body: dict[str, Any] | None = None,
+        repo: Repository | None = None,
+    ) -> None:
+        self.repo = repo if repo is not None else Repository.open(repo_path)
         self.image = check_name(image)
         self.body = body if body is not None else self.repo.read_manifest(image)
         where = self.repo.manifest_where(image)
@@ -102,7 +108,7 @@ def open_view(repo_path: str, image: str) -> ImageView | FileImageView:
     repo = Repository.open(repo_path)
     body = repo.read_manifest(check_name(image))
     if filetree.is_file_image(body):
-        return FileImageView(repo_path, image, body)
+        return FileImageView(repo_path, image, body, repo)
     return ImageView(repo_path, image)
 
 
