@@ -347,3 +347,28 @@ def test_fat_partition_through_the_fuse_driver(loop, tmp_path: Path) -> None:  #
     assert names["PHOTO.JPG"].read_bytes() == photo
     assert names["NOTES.TXT"].read_bytes() == b"remember\r\n"
     assert "CACHE.TMP" not in names
+
+
+@pytest.mark.parametrize(("fstype", "size"), [("xfs", 320 * MiB), ("btrfs", 160 * MiB)])
+def test_xfs_and_btrfs_are_read_without_log_replay(  # type: ignore[no-untyped-def]
+    loop, tmp_path: Path, fstype: str, size: int
+) -> None:
+    if not loopdev.have(f"mkfs.{fstype}"):
+        pytest.skip(f"needs mkfs.{fstype}")
+    dev = loop(size)
+    (part,) = loopdev.partition(dev, "label: gpt\ntype=linux\n")
+    loopdev.run(f"mkfs.{fstype}", "-f", part)
+    data = os.urandom(1_500_000)
+    with mounted(part) as m:
+        (m / "home" / "bob").mkdir(parents=True)
+        (m / "home" / "bob" / "thesis.pdf").write_bytes(data)
+        os.symlink("thesis.pdf", m / "home" / "bob" / "latest")
+    before = hashlib.sha256(Path(part).read_bytes()).hexdigest()
+    repo = tmp_path / "repo"
+    result = backup(f"{part}:/home", "--to", str(repo), "--name", fstype)
+    assert result["rc"] == 0 and result["files"] == 1, result
+    assert hashlib.sha256(Path(part).read_bytes()).hexdigest() == before, "the source changed"
+    out = tmp_path / "out"
+    run_recovery("extract", f"{repo}::{fstype}", "/home/bob", "--to", str(out))
+    assert (out / "bob" / "thesis.pdf").read_bytes() == data
+    assert os.readlink(out / "bob" / "latest") == "thesis.pdf"
