@@ -100,10 +100,12 @@ def backup_run(
 
 
 def restore_plan(
-    repo: str, image: str, target: str, partitions: list[int] | None = None
+    repo: str, image: str, target: str, partitions: list[int] | None = None, full: bool = False
 ) -> RestorePlan:
-    """Check the target (size, mounted, holds the repository) and lay out partitions."""
-    return restore.plan_restore(repo, image, target, partitions=partitions)
+    """Check the target (size, mounted, holds the repository) and lay out partitions; when the
+    target already holds an earlier state of the disk, measure what matches (``full``: don't,
+    write everything)."""
+    return restore.plan_restore(repo, image, target, partitions=partitions, full=full)
 
 
 def restore_run(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
     from recovery.core.table import Layout
+    from recovery.engine.delta import Delta
     from recovery.engine.sources import SourcePlan, StreamPlan
     from recovery.engine.targets import Target
     from recovery.repository.maps import StreamInfo
@@ -197,6 +198,9 @@ class RestorePlan:
     disk_stream: StreamInfo | None
     cell_size: int
     notes: tuple[str, ...] = ()
+    delta: Delta | None = None
+    """What the target already holds, measured while planning (engine/delta.py); None: every
+    cell is written."""
 
     @classmethod
     def without_table(
@@ -218,10 +222,20 @@ class RestorePlan:
 
     @property
     def total_bytes(self) -> int:
-        return sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
+        full = sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
+        if self.delta is None:
+            return full
+        measured = sum(
+            int(w.stream.raw.get("data_bytes", 0))
+            for w in self.writes
+            if w.stream.id in self.delta.streams
+        )
+        return full - measured + self.delta.write_bytes
 
     def describe(self) -> list[str]:
         lines = [f"Restore image '{self.image}' from {self.repo}", *self.target_info.describe()]
+        if self.delta is not None:
+            lines.extend(f"  {line}" for line in self.delta.describe())
         if self.layout is not None:
             lines.append(
                 f"  write a new {self.layout.table.label} partition table"
@@ -249,6 +263,8 @@ class RestoreResult(JsonRecord):
     checks: tuple[str, ...]
     """One line per file system: which check ran and what it said."""
     ok: bool
+    matched_bytes: int = 0
+    """Bytes a delta restore found already on the target and did not write."""
 
 
 # Clone ---------------------------------------------------------------------------------------

@@ -238,6 +238,15 @@ def plan_sources(
         os.close(fd)
 
 
+def layout_extents(table: Table, disk_size: int) -> list[tuple[int, int]]:
+    """The byte ranges of the disk that its layout stream holds: the table, boot code and the
+    gaps between partitions (large gaps only at their ends)."""
+    occupied = [
+        (e.start * table.sector_size, e.size * table.sector_size) for e in table.data_entries
+    ]
+    return [tuple(e) for e in merge(gaps(disk_size, occupied, GAP_CAP, GAP_KEEP))]  # type: ignore[misc]
+
+
 def _choose_method(sp: StreamPlan, fd: int) -> None:
     kind = kind_of(sp.fstype)
     if kind.header_only:
