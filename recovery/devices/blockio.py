@@ -14,7 +14,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from recovery.errors import DeviceError, Refused
@@ -321,3 +321,33 @@ class DirectReader:
                 raise DeviceError(f"the device ended at byte {offset + done}")
             done += got
         return view
+
+
+def writable_mounts(disk: str, numbers: Collection[int] | None = None) -> dict[str, str]:
+    """``{device node: mount point}`` of the file systems on ``disk`` (only its partitions
+    ``numbers`` when given) that are mounted read-write now.
+
+    Read-write is the file system's own state (the super options of /proc/self/mountinfo),
+    not one mount's: a read-only bind of a file system mounted read-write elsewhere still
+    changes under a reader. Swap is not a mount and is not listed.
+    """
+    name = sysfs_name(disk)
+    base = Path("/sys/class/block") / name
+    wanted: dict[str, str] = {}
+    if numbers is None:
+        wanted[(base / "dev").read_text().strip()] = f"/dev/{name}"
+    for child in base.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            number = int((child / "partition").read_text())
+            if numbers is None or number in numbers:
+                wanted[(child / "dev").read_text().strip()] = f"/dev/{child.name}"
+    found: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            parts, after = left.split(), right.split()
+            if len(parts) < 5 or len(after) < 3 or parts[2] not in wanted:
+                continue
+            if "rw" in after[2].split(","):
+                found.setdefault(wanted[parts[2]], parts[4].replace("\\040", " "))
+    return found

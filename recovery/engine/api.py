@@ -75,9 +75,11 @@ def backup_plan(
     system: bool = False,
     keep_system_files: bool = False,
     encrypt: bool = False,
+    force: bool = False,
 ) -> BackupPlan:
     """Validate sources and repository; return a plan (``describe()`` gives lines to show).
-    ``encrypt``: a new location is created encrypted (docs/FORMAT.md)."""
+    ``encrypt``: a new location is created encrypted (docs/FORMAT.md). ``force``: image
+    partitions mounted read-write too (refused otherwise; the image may be inconsistent)."""
     return backup.plan_backup(
         sources,
         repo,
@@ -86,6 +88,7 @@ def backup_plan(
         system=system,
         keep_system_files=keep_system_files,
         encrypt=encrypt,
+        force=force,
     )
 
 
@@ -128,9 +131,18 @@ def remove(repo: str, image: str) -> RemoveResult:
     return images.remove_image(repo, image)
 
 
-def clone_plan(source: str, target: str, system: bool = False, new_ids: bool = False) -> ClonePlan:
-    """Check source and target and lay out the target; ``describe()`` gives lines to show."""
-    return clone.plan_clone(source, target, system=system, new_ids=new_ids)
+def clone_plan(
+    source: str,
+    target: str,
+    system: bool = False,
+    new_ids: bool = False,
+    full: bool = False,
+    force: bool = False,
+) -> ClonePlan:
+    """Check source and target and lay out the target; ``describe()`` gives lines to show.
+    ``full``: copy everything even onto an earlier clone; ``force``: copy partitions mounted
+    read-write too (refused otherwise)."""
+    return clone.plan_clone(source, target, system=system, new_ids=new_ids, full=full, force=force)
 
 
 def clone_run(

@@ -48,7 +48,9 @@ def plan_backup(
     system: bool = False,
     keep_system_files: bool = False,
     encrypt: bool = False,
+    force: bool = False,
 ) -> BackupPlan:
+    """``force``: image partitions mounted read-write too (the image may be inconsistent)."""
     if not 1 <= level <= 19:
         raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
     partitions = None
@@ -56,7 +58,7 @@ def plan_backup(
         from recovery.engine.system import system_partitions
 
         partitions = system_partitions(sources)
-    source = plan_sources(sources, partitions, keep_system_files)
+    source = plan_sources(sources, partitions, keep_system_files, force)
     backend = open_backend(repo)
     local = backend.local_path()
     if local is not None and blockio.holds_path(source.disk, local):
@@ -91,7 +93,9 @@ def run_backup(
             for sp in plan.source.streams:
                 cancel.check()
                 desc = sp.manifest_fields()
-                reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, ask=ask)
+                reader = SourceReader(
+                    fd, plan.source.disk, sp.start, CELL_SIZE, ask=ask, overlay=sp.overlay
+                )
                 try:
                     written, mapinfo = _save_stream(
                         repo, reader, fd, sp, plan.level, progress, cancel

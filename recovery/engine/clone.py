@@ -23,6 +23,7 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
 from recovery.devices.tools import require
+from recovery.engine.delta import Delta, measure_clone, same_table
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
 from recovery.engine.progress import CancelToken, Progress
@@ -43,7 +44,16 @@ def _new_ids(table: Table) -> Table:
     return replace(table, id=f"0x{int.from_bytes(os.urandom(4), 'little') or 1:08x}")
 
 
-def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = False) -> ClonePlan:
+def plan_clone(
+    source: str,
+    target: str,
+    system: bool = False,
+    new_ids: bool = False,
+    full: bool = False,
+    force: bool = False,
+) -> ClonePlan:
+    """``full``: copy every used cell even onto an earlier clone (engine/delta.py); ``force``:
+    copy partitions mounted read-write too (the copy may be inconsistent)."""
     blockio.require_block_device(source)
     blockio.require_block_device(target)
     src_disk = blockio.whole_disk_of(source)
@@ -63,7 +73,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
         from recovery.engine.system import system_partitions
 
         partitions = system_partitions([source])
-    src = plan_sources([source], partitions)
+    src = plan_sources([source], partitions, force=force)
 
     notes = [n for sp in src.streams for n in sp.notes]
     by_number = {sp.number: sp for sp in src.streams if sp.number is not None}
@@ -108,7 +118,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
             if found is not None:
                 copies.append(CloneStream(found, m.number, m.new_start, m.new_size))
     require(finish_needs(((c.stream.fstype, c.grows) for c in copies), layout is not None))
-    return ClonePlan(
+    plan = ClonePlan(
         source=src,
         target_info=tgt,
         layout=layout,
@@ -117,6 +127,30 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
         new_ids=new_ids,
         notes=tuple(notes),
     )
+    if not full and layout is not None and same_table(target, layout.table):
+        plan = replace(plan, delta=_measure(plan))
+    return plan
+
+
+def _measure(plan: ClonePlan) -> Delta:
+    """What the target, an earlier clone of this source, already holds (engine/delta.py)."""
+    fd = blockio.open_read(plan.source.disk)
+    readers: list[SourceReader] = []
+    try:
+        placed = []
+        for c in plan.copies:
+            if c.grows:
+                continue  # grown again after the copy: copied whole
+            sp = c.stream
+            reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, overlay=sp.overlay)
+            readers.append(reader)
+            todo = cells(stream_extents(sp, fd), CELL_SIZE, sp.size)
+            placed.append((sp.id, sp.size, c.target_start, reader.read_cell, todo))
+        return measure_clone(plan.target, CELL_SIZE, placed)
+    finally:
+        for reader in readers:
+            reader.close()
+        os.close(fd)
 
 
 def run_clone(
@@ -126,7 +160,7 @@ def run_clone(
     on without asking)."""
     started = time.monotonic()
     copied = 0
-    notes: list[str] = []
+    notes = [line for sp in plan.source.streams for line in sp.result_notes()]
     src_fd = blockio.open_read(plan.source.disk)
     try:
         dst_fd = blockio.open_exclusive_write(plan.target)
@@ -149,6 +183,7 @@ def run_clone(
                             plan.source.disk,
                             ask,
                             notes,
+                            plan.delta,
                         )
                 finally:
                     writer.close()
@@ -181,6 +216,7 @@ def run_clone(
         time.monotonic() - started,
         tuple(notes + checks),
         ok,
+        plan.delta.matching_bytes if plan.delta is not None else 0,
     )
 
 
@@ -219,6 +255,7 @@ def _copy_stream(
     disk: str,
     ask: Question | None,
     notes: list[str],
+    delta: Delta | None = None,
 ) -> int:
     """Copy the used cells of one partition, each checked by reading it back from the target.
 
@@ -227,7 +264,7 @@ def _copy_stream(
     """
     sp = c.stream
     progress.step(f"copying partition {c.number} ({sp.fstype or 'unknown'})", sp.used_bytes)
-    reader = SourceReader(src_fd, disk, sp.start, CELL_SIZE, ask=ask)
+    reader = SourceReader(src_fd, disk, sp.start, CELL_SIZE, ask=ask, overlay=sp.overlay)
 
     def work(cell: Cell) -> int:
         buf = reader.read_cell(cell)
@@ -250,6 +287,8 @@ def _copy_stream(
 
     copied = 0
     todo = cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size)
+    if delta is not None:
+        todo = (cell for cell in todo if delta.writes(sp.id, cell.number))
     with (
         contextlib.closing(reader),
         contextlib.closing(in_order(work, todo, COPY_WORKERS, "clone", cancel)) as done,

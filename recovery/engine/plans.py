@@ -185,6 +185,27 @@ def unreadable_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+def image_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The plan's notes about how the image was taken: unreadable areas, a journal replayed
+    into it, a partition imaged while mounted read-write (``--force``)."""
+    notes = list(unreadable_notes(body))
+    streams = body.get("streams")
+    for s in streams if isinstance(streams, list) else []:
+        if not isinstance(s, dict):
+            continue
+        where = f"partition {s.get('number')}" if s.get("number") else "the disk"
+        if s.get("journal_replayed") is True:
+            notes.append(
+                f"{where}: its journal needed recovery when imaged and was replayed into the image"
+            )
+        if isinstance(s.get("mounted_rw"), str):
+            notes.append(
+                f"{where} was mounted read-write at {s['mounted_rw']} when imaged (--force): "
+                "the image may be inconsistent"
+            )
+    return tuple(notes)
+
+
 @dataclass(frozen=True)
 class RestorePlan:
     repo: str
@@ -214,7 +235,7 @@ class RestorePlan:
     ) -> RestorePlan:
         """A plan that writes no partition table: into the target's existing partitions, or
         an image of a disk that had none."""
-        return cls(repo, image, target, body, None, writes, None, cell_size, unreadable_notes(body))
+        return cls(repo, image, target, body, None, writes, None, cell_size, image_notes(body))
 
     @property
     def target(self) -> str:
@@ -292,6 +313,9 @@ class ClonePlan:
     system: bool
     new_ids: bool
     notes: tuple[str, ...] = ()
+    delta: Delta | None = None
+    """What the target (an earlier clone) already holds, measured while planning; None: every
+    used cell is copied."""
 
     @property
     def target(self) -> str:
@@ -299,7 +323,13 @@ class ClonePlan:
 
     @property
     def total_bytes(self) -> int:
-        return sum(c.stream.used_bytes for c in self.copies)
+        full = sum(c.stream.used_bytes for c in self.copies)
+        if self.delta is None:
+            return full
+        measured = sum(
+            c.stream.used_bytes for c in self.copies if c.stream.id in self.delta.streams
+        )
+        return full - measured + self.delta.write_bytes
 
     def describe(self) -> list[str]:
         s = self.source
@@ -308,6 +338,8 @@ class ClonePlan:
             f"({s.identity.get('model') or 'unknown model'}, {human_size(s.disk_size)})",
             *self.target_info.describe(),
         ]
+        if self.delta is not None:
+            lines.extend(f"  {line}" for line in self.delta.describe())
         if self.layout is not None:
             lines.append(
                 f"  write a {self.layout.table.label} partition table"
@@ -334,3 +366,5 @@ class CloneResult(JsonRecord):
     seconds: float
     checks: tuple[str, ...]
     ok: bool
+    matched_bytes: int = 0
+    """Bytes a delta clone found already on the target and did not copy."""

@@ -25,7 +25,7 @@ from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, w
 from recovery.devices.tools import require
 from recovery.engine.delta import Delta, cover_overwritten, measure_restore, same_table
 from recovery.engine.finish import Written, finish, finish_needs
-from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, unreadable_notes
+from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, image_notes
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.sources import layout_extents
 from recovery.engine.targets import Target, check_still_same, check_target
@@ -149,7 +149,7 @@ def _plan_restore(
                 found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
             )
         )
-    notes = list(unreadable_notes(body))
+    notes = list(image_notes(body))
     if not body.get("whole_disk", True):
         missing = [m.number for m in layout.moves if f"p{m.number}" not in by_id]
         if missing:
