@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import loopdev
-from tests.storage.disks import MiB, REAL_FILES, ext4_digest, run_recovery, tree_digest
+from tests.storage.disks import REAL_FILES, MiB, ext4_digest, run_recovery, tree_digest
 
 
 def sha256_of(dev: str) -> str:
@@ -61,7 +61,7 @@ def live_ext4(loop, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:  # type:
 
 
 def test_ext4_copied_while_mounted_is_imaged_replayed(loop, tmp_path: Path, live_ext4) -> None:  # type: ignore[no-untyped-def]
-    dev, part, mnt = live_ext4
+    dev, _part, mnt = live_ext4
     want = tree_digest(mnt)
     # The crash: the disk's bytes as they are while the file system is mounted.
     crashed_file = tmp_path / "crashed.img"
@@ -111,7 +111,7 @@ def test_ext4_copied_while_mounted_is_imaged_replayed(loop, tmp_path: Path, live
 
 
 def test_mounted_read_write_is_refused_unless_forced(loop, tmp_path: Path, live_ext4) -> None:  # type: ignore[no-untyped-def]
-    dev, part, mnt = live_ext4
+    dev, _part, mnt = live_ext4
     repo = tmp_path / "repo"
     r = run_recovery("backup", dev, "--to", str(repo), check=False)
     assert r.returncode == 3, r.stderr
