@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="copy partitions that are mounted read-write too (refused otherwise: the copy may "
         "be inconsistent; the plan and the result say so)",
     )
+    p.add_argument(
+        "--no-boot-entry",
+        action="store_true",
+        help="on a UEFI machine, do not add a firmware boot entry for the target's EFI system "
+        "partition (added by default when no entry points at it)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         new_ids=args.new_ids,
         full=args.full,
         force=args.force,
+        boot_entry=not args.no_boot_entry,
     )
     return overwrite(
         args,

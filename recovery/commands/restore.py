@@ -24,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write every cell, even when the target already holds an earlier state of the "
         "same disk (by default only the cells that differ are written)",
     )
+    p.add_argument(
+        "--no-boot-entry",
+        action="store_true",
+        help="on a UEFI machine, do not add a firmware boot entry for the target's EFI system "
+        "partition (added by default when no entry points at it)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
@@ -48,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if peer_images.is_clonezilla(repo, image):
         return peer_images.restore(args, repo, image)
     plan = api.restore_plan(
-        repo, image, args.target, parse_numbers(args.partitions), full=args.full
+        repo,
+        image,
+        args.target,
+        parse_numbers(args.partitions),
+        full=args.full,
+        boot_entry=not args.no_boot_entry,
     )
     return overwrite(
         args,

@@ -51,6 +51,11 @@ TOOLS: dict[str, Tool] = {
         Tool("ntfsresize", "ntfs-3g", "growing NTFS"),
         Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
         Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+        Tool(
+            "efibootmgr",
+            "efibootmgr",
+            "adding a UEFI boot entry for a restored or cloned EFI system partition",
+        ),
     )
 }
 """Every program the engine runs, by command name."""

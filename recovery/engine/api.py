@@ -103,12 +103,19 @@ def backup_run(
 
 
 def restore_plan(
-    repo: str, image: str, target: str, partitions: list[int] | None = None, full: bool = False
+    repo: str,
+    image: str,
+    target: str,
+    partitions: list[int] | None = None,
+    full: bool = False,
+    boot_entry: bool = True,
 ) -> RestorePlan:
     """Check the target (size, mounted, holds the repository) and lay out partitions; when the
     target already holds an earlier state of the disk, measure what matches (``full``: don't,
-    write everything)."""
-    return restore.plan_restore(repo, image, target, partitions=partitions, full=full)
+    write everything). ``boot_entry``: offer a missing UEFI boot entry (on UEFI machines)."""
+    return restore.plan_restore(
+        repo, image, target, partitions=partitions, full=full, boot_entry=boot_entry
+    )
 
 
 def restore_run(
@@ -138,11 +145,20 @@ def clone_plan(
     new_ids: bool = False,
     full: bool = False,
     force: bool = False,
+    boot_entry: bool = True,
 ) -> ClonePlan:
     """Check source and target and lay out the target; ``describe()`` gives lines to show.
     ``full``: copy everything even onto an earlier clone; ``force``: copy partitions mounted
-    read-write too (refused otherwise)."""
-    return clone.plan_clone(source, target, system=system, new_ids=new_ids, full=full, force=force)
+    read-write too (refused otherwise); ``boot_entry``: offer a missing UEFI boot entry."""
+    return clone.plan_clone(
+        source,
+        target,
+        system=system,
+        new_ids=new_ids,
+        full=full,
+        force=force,
+        boot_entry=boot_entry,
+    )
 
 
 def clone_run(

@@ -23,6 +23,7 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
 from recovery.devices.tools import require
+from recovery.engine.bootentry import add_entry, plan_offer
 from recovery.engine.delta import Delta, measure_clone, same_table
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
@@ -51,9 +52,11 @@ def plan_clone(
     new_ids: bool = False,
     full: bool = False,
     force: bool = False,
+    boot_entry: bool = True,
 ) -> ClonePlan:
     """``full``: copy every used cell even onto an earlier clone (engine/delta.py); ``force``:
-    copy partitions mounted read-write too (the copy may be inconsistent)."""
+    copy partitions mounted read-write too (the copy may be inconsistent); ``boot_entry``: offer
+    a UEFI boot entry when one is missing (engine/bootentry.py)."""
     blockio.require_block_device(source)
     blockio.require_block_device(target)
     src_disk = blockio.whole_disk_of(source)
@@ -129,6 +132,9 @@ def plan_clone(
     )
     if not full and layout is not None and same_table(target, layout.table):
         plan = replace(plan, delta=_measure(plan))
+    offer, note = plan_offer(layout.table if layout is not None else None, boot_entry)
+    if offer is not None or note is not None:
+        plan = replace(plan, boot_entry=offer, notes=plan.notes + ((note,) if note else ()))
     return plan
 
 
@@ -209,6 +215,8 @@ def run_clone(
     ]
     checks = finish(plan.target, written, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
+    if plan.boot_entry is not None:
+        checks.append(add_entry(plan.target, plan.boot_entry))
     return CloneResult(
         plan.source.disk,
         plan.target,

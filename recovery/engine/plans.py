@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     # cheap, so the UI can name these types without loading the engine.
     from _typeshed import DataclassInstance
 
+    from recovery.core.bootentries import BootEntryOffer
     from recovery.core.table import Layout
     from recovery.engine.delta import Delta
     from recovery.engine.sources import SourcePlan, StreamPlan
@@ -222,6 +223,8 @@ class RestorePlan:
     delta: Delta | None = None
     """What the target already holds, measured while planning (engine/delta.py); None: every
     cell is written."""
+    boot_entry: BootEntryOffer | None = None
+    """A UEFI boot entry to add for the target's EFI system partition (engine/bootentry.py)."""
 
     @classmethod
     def without_table(
@@ -271,6 +274,8 @@ class RestorePlan:
             if w.grows:
                 what += f" (grown from {human_size(w.source_size)})"
             lines.append(what)
+        if self.boot_entry is not None:
+            lines.append(f"  {self.boot_entry.describe(self.target)}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
 
@@ -316,6 +321,8 @@ class ClonePlan:
     delta: Delta | None = None
     """What the target (an earlier clone) already holds, measured while planning; None: every
     used cell is copied."""
+    boot_entry: BootEntryOffer | None = None
+    """A UEFI boot entry to add for the target's EFI system partition (engine/bootentry.py)."""
 
     @property
     def target(self) -> str:
@@ -354,6 +361,8 @@ class ClonePlan:
             if c.grows:
                 line += f" (grown from {human_size(c.stream.size)})"
             lines.append(line)
+        if self.boot_entry is not None:
+            lines.append(f"  {self.boot_entry.describe(self.target)}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
 

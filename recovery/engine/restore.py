@@ -23,6 +23,7 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
 from recovery.devices.tools import require
+from recovery.engine.bootentry import add_entry, plan_offer
 from recovery.engine.delta import Delta, cover_overwritten, measure_restore, same_table
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, image_notes
@@ -43,8 +44,10 @@ def plan_restore(
     target: str,
     partitions: list[int] | None = None,
     full: bool = False,
+    boot_entry: bool = True,
 ) -> RestorePlan:
-    """``full``: write every cell even when the target already holds some (engine/delta.py)."""
+    """``full``: write every cell even when the target already holds some (engine/delta.py);
+    ``boot_entry``: offer a UEFI boot entry when one is missing (engine/bootentry.py)."""
     try:
         plan = _plan_restore(repo_path, image, target, partitions)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
@@ -55,6 +58,10 @@ def plan_restore(
     require(finish_needs(((w.fstype, w.grows) for w in plan.writes), plan.layout is not None))
     if not full:
         plan = _with_delta(plan)
+    table = plan.layout.table if plan.layout is not None else None
+    offer, note = plan_offer(table, boot_entry)
+    if offer is not None or note is not None:
+        plan = replace(plan, boot_entry=offer, notes=plan.notes + ((note,) if note else ()))
     return plan
 
 
@@ -275,6 +282,8 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
     refresh_udev(plan.target)
     checks = _after_write(plan, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
+    if plan.boot_entry is not None:
+        checks.append(add_entry(plan.target, plan.boot_entry))
     return RestoreResult(
         plan.image,
         plan.target,

@@ -215,6 +215,11 @@ class Kind:
         """Whether ``path`` exists in the file system on ``node``, read without mounting it."""
         return False
 
+    def names_in(self, node: str, path: str) -> set[str]:
+        """Names in the folder ``path`` of the file system on ``node``, lower case, read
+        without mounting it (empty when it cannot tell)."""
+        return set()
+
     def replay_journal_needs(self) -> list[Need]:
         return []
 
