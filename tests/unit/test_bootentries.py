@@ -31,10 +31,14 @@ OUTPUT = (
     "BootCurrent: 0001\n"
     "Timeout: 1 seconds\n"
     "BootOrder: 0001,0000,0002\n"
-    "Boot0000* UiApp\tFvVol(7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1)/FvFile(462caa21-7614-4503-836e-8ab6f4662331)\n"
-    f"Boot0001* debian\tHD(1,GPT,{ESP_GUID.lower()},0x800,0x100000)/File(\\EFI\\debian\\shimx64.efi)\n"
-    "Boot0002  Windows Boot Manager\tHD(2,MBR,0x5eedbeef,0x800,0x32000)/File(\\EFI\\Microsoft\\Boot\\bootmgfw.efi)WINDOWS.x.\n"
-    "Boot0003* UEFI PXEv4 (MAC:525400123456)\tPciRoot(0x0)/Pci(0x3,0x0)/MAC(525400123456,1)/IPv4(0.0.0.00.0.0.0,0,0)N.....YM....R,Y.\n"
+    "Boot0000* UiApp\tFvVol(7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1)"
+    "/FvFile(462caa21-7614-4503-836e-8ab6f4662331)\n"
+    f"Boot0001* debian\tHD(1,GPT,{ESP_GUID.lower()},0x800,0x100000)"
+    "/File(\\EFI\\debian\\shimx64.efi)\n"
+    "Boot0002  Windows Boot Manager\tHD(2,MBR,0x5eedbeef,0x800,0x32000)"
+    "/File(\\EFI\\Microsoft\\Boot\\bootmgfw.efi)WINDOWS.x.\n"
+    "Boot0003* UEFI PXEv4 (MAC:525400123456)\tPciRoot(0x0)/Pci(0x3,0x0)"
+    "/MAC(525400123456,1)/IPv4(0.0.0.00.0.0.0,0,0)N.....YM....R,Y.\n"
 )
 
 
