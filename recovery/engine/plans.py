@@ -260,7 +260,9 @@ class RestorePlan:
         lines = [f"Restore image '{self.image}' from {self.repo}", *self.target_info.describe()]
         if self.delta is not None:
             lines.extend(f"  {line}" for line in self.delta.describe())
-        if self.layout is not None:
+        if self.layout is not None and self.delta is not None:
+            lines.append(f"  keep the {self.layout.table.label} partition table: it is the same")
+        elif self.layout is not None:
             lines.append(
                 f"  write a new {self.layout.table.label} partition table"
                 + (" (identical layout)" if self.layout.same_geometry else "")

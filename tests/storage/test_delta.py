@@ -61,8 +61,10 @@ def test_delta_restore_writes_only_the_change(loop, tmp_path: Path) -> None:  # 
     delta = last_json(r.stdout)
     assert delta["ok"], delta
     # Written: the change, rounded up to whole 4 MiB cells, plus the cells of the metadata and
-    # journal blocks the change touched; far below the full write, never below the change.
-    assert change <= delta["written_bytes"] < full["written_bytes"] // 3, (change, delta, full)
+    # journal blocks the change touched (on this small disk, 1.5 MB changed wrote 5-8 cells of
+    # 26); never below the change, far below the full write. bench/delta_restore.py measures it
+    # at scale: 94 MiB changed, 300 MiB written of 3.4 GB.
+    assert change <= delta["written_bytes"] <= full["written_bytes"] // 2, (change, delta, full)
     assert delta["matched_bytes"] >= full["written_bytes"] - delta["written_bytes"] - 8 * MiB
 
     tparts = loopdev.partition_paths(tgt)
@@ -82,3 +84,24 @@ def test_delta_restore_writes_only_the_change(loop, tmp_path: Path) -> None:  # 
     assert forced["matched_bytes"] == 0
     assert forced["written_bytes"] == full["written_bytes"]
     assert ext4_digest(loopdev.partition_paths(tgt)[1]) == want_b
+
+
+def test_delta_clone_onto_an_earlier_clone(loop) -> None:  # type: ignore[no-untyped-def]
+    src, parts = make_gpt_system_disk(loop)
+    dst = loop(512 * MiB)
+    first = last_json(run_recovery("clone", src, dst, "--yes", "--json").stdout)
+    assert first["matched_bytes"] == 0
+    with mounted(parts[1]) as m:
+        (m / "new.bin").write_bytes(os.urandom(2 * MiB))
+    want = ext4_digest(parts[1])
+    r = run_recovery("clone", src, dst, "--yes", "--json")
+    again = last_json(r.stdout)
+    assert again["ok"], again
+    assert 2 * MiB <= again["copied_bytes"] < first["copied_bytes"] // 3, (first, again)
+    assert again["matched_bytes"] > first["copied_bytes"] // 2
+    dparts = loopdev.partition_paths(dst)
+    assert ext4_digest(dparts[1]) == want
+    loopdev.run("e2fsck", "-fn", dparts[1])
+    full = last_json(run_recovery("clone", src, dst, "--yes", "--full", "--json").stdout)
+    assert full["matched_bytes"] == 0
+    assert full["copied_bytes"] == again["copied_bytes"] + again["matched_bytes"]
