@@ -126,6 +126,9 @@ def main() -> int:
         f"full restore of B:         {full.seconds:.1f} s ({full.cpu_seconds:.1f} s CPU), "
         f"{ref.human(section['full']['written_bytes'] or 0)} written"
     )
+    for label, timed in (("delta", delta), ("full", full)):
+        steps = ", ".join(f"{t:.1f} s {name}" for t, name in timed.events)
+        print(f"  {label} steps (seconds since start): {steps}")
     verdict = "ok" if ratio <= TARGET else "MISSED"
     print(
         f"delta restore time / full restore time: {ratio:.2f}x (target <= {TARGET}x: {verdict}); "
