@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import replace
 from typing import Any
 
 from recovery.core.layout import fits_unchanged
@@ -23,10 +24,13 @@ from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
 from recovery.devices.tools import require
+from recovery.engine.bootentry import add_entry, plan_offer
+from recovery.engine.delta import Delta, cover_overwritten, measure_restore, same_table
 from recovery.engine.finish import Written, finish, finish_needs
-from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, unreadable_notes
+from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, image_notes
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.shrink import minimum_of_stream, plan_shrink, shrink_partition
+from recovery.engine.sources import layout_extents
 from recovery.engine.targets import Target, check_still_same, check_target
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
@@ -37,8 +41,15 @@ from recovery.repository.store import Repository, check_name
 
 
 def plan_restore(
-    repo_path: str, image: str, target: str, partitions: list[int] | None = None
+    repo_path: str,
+    image: str,
+    target: str,
+    partitions: list[int] | None = None,
+    full: bool = False,
+    boot_entry: bool = True,
 ) -> RestorePlan:
+    """``full``: write every cell even when the target already holds some (engine/delta.py);
+    ``boot_entry``: offer a UEFI boot entry when one is missing (engine/bootentry.py)."""
     try:
         plan = _plan_restore(repo_path, image, target, partitions)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
@@ -47,7 +58,32 @@ def plan_restore(
             f"image {image}: its description is damaged ({e!r}); nothing was written"
         ) from e
     require(finish_needs(((w.fstype, w.grows) for w in plan.writes), plan.layout is not None))
+    if not full:
+        plan = _with_delta(plan)
+    table = plan.layout.table if plan.layout is not None else None
+    offer, note = plan_offer(table, boot_entry)
+    if offer is not None or note is not None:
+        plan = replace(plan, boot_entry=offer, notes=plan.notes + ((note,) if note else ()))
     return plan
+
+
+def _with_delta(plan: RestorePlan) -> RestorePlan:
+    """The plan with what its target already holds measured, when it has the very table the
+    plan writes (an earlier restore of the same disk); unchanged otherwise."""
+    if plan.layout is None or not same_table(plan.target, plan.layout.table):
+        return plan
+    # A partition resized after writing (grown or shrunk) is written whole.
+    placed = [(w.stream, w.target_start) for w in plan.writes if not (w.grows or w.shrinks)]
+    kept: dict[str, list[tuple[int, int]]] = {}
+    if plan.layout.same_geometry and plan.disk_stream is not None:
+        placed.append((plan.disk_stream, 0))
+        kept[plan.disk_stream.id] = layout_extents(plan.layout.table, plan.disk_stream.size)
+    repo = Repository.open(plan.repo)
+    delta = measure_restore(repo, plan.image, plan.cell_size, plan.target, placed, kept)
+    if plan.disk_stream is not None:
+        over = {w.stream.id: w.target_start for w in plan.writes}
+        delta = cover_overwritten(delta, plan.disk_stream.id, 0, plan.cell_size, over)
+    return replace(plan, delta=delta)
 
 
 def _plan_restore(
@@ -126,7 +162,7 @@ def _plan_restore(
                 found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
             )
         )
-    notes = list(unreadable_notes(body))
+    notes = list(image_notes(body))
     if not body.get("whole_disk", True):
         missing = [m.number for m in layout.moves if f"p{m.number}" not in by_id]
         if missing:
@@ -217,7 +253,7 @@ def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
         reader = StreamReader(repo, s, plan.cell_size, plan.image)
         for cell in range(s.cells):
             rec = reader.record(cell)  # map damage raises: nothing written yet
-            if rec.kind == DATA:
+            if rec.kind == DATA and (plan.delta is None or plan.delta.writes(s.id, cell)):
                 try:
                     repo.check_chunk_header(rec.digest, reader.where(cell))
                 except IntegrityError as e:
@@ -274,8 +310,16 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
     refresh_udev(plan.target)
     checks = _after_write(plan, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
+    if plan.boot_entry is not None:
+        checks.append(add_entry(plan.target, plan.boot_entry))
     return RestoreResult(
-        plan.image, plan.target, written, time.monotonic() - started, tuple(checks), ok
+        plan.image,
+        plan.target,
+        written,
+        time.monotonic() - started,
+        tuple(checks),
+        ok,
+        plan.delta.matching_bytes if plan.delta is not None else 0,
     )
 
 
@@ -287,7 +331,16 @@ def _write_layout(
     progress.step("writing the partition table and boot area", 0)
     if plan.layout.same_geometry:
         # Same disk size, same places: the saved table, boot code and gaps go back byte for byte.
-        n = _write_cells(reader, fd, 0, plan.disk_stream.size, plan.cell_size, progress, cancel)
+        n = _write_cells(
+            reader,
+            fd,
+            0,
+            plan.disk_stream.size,
+            plan.cell_size,
+            progress,
+            cancel,
+            delta=plan.delta,
+        )
         return n
     first = min((m.new_start for m in plan.layout.moves), default=plan.disk_stream.size)
     head = reader.pread(0, first)
@@ -308,10 +361,11 @@ def _write_stream(
     writer: blockio.DirectWriter | None = None,
 ) -> int:
     reader = StreamReader(repo, w.stream, plan.cell_size, plan.image)
-    progress.step(
-        f"restoring partition {w.number} ({w.fstype or 'unknown'})",
-        int(w.stream.raw.get("data_bytes", 0)),
-    )
+    total = int(w.stream.raw.get("data_bytes", 0))
+    measured = plan.delta.streams.get(w.stream.id) if plan.delta is not None else None
+    if measured is not None:
+        total = measured.writing
+    progress.step(f"restoring partition {w.number} ({w.fstype or 'unknown'})", total)
     return _write_cells(
         reader,
         fd,
@@ -321,6 +375,7 @@ def _write_stream(
         progress,
         cancel,
         writer,
+        plan.delta,
     )
 
 
@@ -333,12 +388,15 @@ def _write_cells(
     progress: Progress,
     cancel: CancelToken,
     writer: blockio.DirectWriter | None = None,
+    delta: Delta | None = None,
 ) -> int:
     """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first.
 
     Only the stream's first ``size`` bytes are written (a partition shrunk onto a smaller disk
-    gets its front here; docs/SHRINK.md)."""
+    gets its front here; docs/SHRINK.md). With a ``delta``, only the cells it says differ on
+    the target."""
     written = 0
+    sid = reader.stream.id
 
     def fetch_and_write(item: tuple[int, bytes, int]) -> int:
         cell, digest, length = item
@@ -367,6 +425,8 @@ def _write_cells(
         """The DATA cells to fetch and write; ZERO cells are zeroed here, runs merged."""
         nonlocal zero_start, zero_len
         for cell in range(min(reader.stream.cells, -(-size // cell_size))):
+            if delta is not None and not delta.writes(sid, cell):
+                continue
             rec = reader.record(cell)
             if rec.kind == ZERO:
                 pos = base + cell * cell_size
