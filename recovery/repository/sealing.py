@@ -72,8 +72,8 @@ class KdfParams:
         return cls(salt, iterations, lanes, memory)
 
     def derive(self, passphrase: str) -> bytes:
-        # One derivation at a time: two threads deriving at once (cryptography 50 with lanes
-        # > 1, OpenSSL's Argon2 thread pool) hang for good; found by two creators racing.
+        # One derivation at a time: two threads deriving at once with lanes > 1 hang for good
+        # (cryptography 50.0.2; two bare Argon2id.derive calls in two threads are enough).
         with _derive_lock:
             return self._derive(passphrase)
 

@@ -239,8 +239,8 @@ def test_two_creators_at_once_share_one_key(
 
 
 def test_two_threads_derive_keys_at_once() -> None:
-    """Argon2id in two threads at once hung for good (OpenSSL's thread pool under
-    cryptography, lanes > 1): the TUI opens locations from worker threads."""
+    """Argon2id in two threads at once hung for good (cryptography 50.0.2, lanes > 1): the
+    TUI opens locations from worker threads."""
     params = [sealing.KdfParams(os.urandom(16), 1, 4, 8 * 1024) for _ in range(2)]
     out: list[bytes] = []
     threads = [
