@@ -21,12 +21,15 @@ from recovery.engine.plans import (
     BackupResult,
     ClonePlan,
     CloneResult,
+    FileBackupPlan,
+    FileBackupResult,
     ImageInfo,
     PartitionSummary,
     Question,
     RemoveResult,
     RestorePlan,
     RestoreResult,
+    SourceFolders,
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
@@ -42,12 +45,15 @@ __all__ = [
     "BackupResult",
     "ClonePlan",
     "CloneResult",
+    "FileBackupPlan",
+    "FileBackupResult",
     "ImageInfo",
     "PartitionSummary",
     "Question",
     "RemoveResult",
     "RestorePlan",
     "RestoreResult",
+    "SourceFolders",
     "VerifyResult",
     "backup_plan",
     "backup_run",
@@ -58,12 +64,15 @@ __all__ = [
     "close_image",
     "extract_plan",
     "extract_run",
+    "file_backup_plan",
+    "file_backup_run",
     "list_images",
     "lvm_volume_group",
     "open_image",
     "remove",
     "restore_plan",
     "restore_run",
+    "source_folders",
     "verify",
 ]
 
@@ -76,9 +85,11 @@ def backup_plan(
     system: bool = False,
     keep_system_files: bool = False,
     encrypt: bool = False,
+    force: bool = False,
 ) -> BackupPlan:
     """Validate sources and repository; return a plan (``describe()`` gives lines to show).
-    ``encrypt``: a new location is created encrypted (docs/FORMAT.md)."""
+    ``encrypt``: a new location is created encrypted (docs/FORMAT.md). ``force``: image
+    partitions mounted read-write too (refused otherwise; the image may be inconsistent)."""
     return backup.plan_backup(
         sources,
         repo,
@@ -87,6 +98,7 @@ def backup_plan(
         system=system,
         keep_system_files=keep_system_files,
         encrypt=encrypt,
+        force=force,
     )
 
 
@@ -100,11 +112,55 @@ def backup_run(
     return backup.run_backup(plan, progress or NullProgress(), cancel or CancelToken(), ask)
 
 
+def file_backup_plan(
+    sources: list[str],
+    repo: str,
+    name: str | None = None,
+    excludes: list[str] | None = None,
+    preset: str | None = None,
+    level: int = 3,
+    encrypt: bool = False,
+) -> FileBackupPlan:
+    """Resolve and mount the sources read-only, count what will be saved, unmount; return a
+    plan (``describe()`` gives lines to show). SOURCE: ``/dev/X``, ``/dev/X:/folder``, a folder."""
+    from recovery.engine import filebackup
+
+    return filebackup.plan_file_backup(
+        sources, repo, name=name, excludes=excludes, preset=preset, level=level, encrypt=encrypt
+    )
+
+
+def source_folders(source: str, depth: int = 3) -> SourceFolders:
+    """The folders of a file backup's SOURCE (mounted read-only for the look), and those the
+    user-data preset would save; for choosing what to back up."""
+    from recovery.engine import filebackup
+
+    return filebackup.source_folders(source, depth)
+
+
+def file_backup_run(
+    plan: FileBackupPlan, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> FileBackupResult:
+    """Save the plan's files as a file image; unreadable files are skipped and listed."""
+    from recovery.engine import filebackup
+
+    return filebackup.run_file_backup(plan, progress or NullProgress(), cancel or CancelToken())
+
+
 def restore_plan(
-    repo: str, image: str, target: str, partitions: list[int] | None = None
+    repo: str,
+    image: str,
+    target: str,
+    partitions: list[int] | None = None,
+    full: bool = False,
+    boot_entry: bool = True,
 ) -> RestorePlan:
-    """Check the target (size, mounted, holds the repository) and lay out partitions."""
-    return restore.plan_restore(repo, image, target, partitions=partitions)
+    """Check the target (size, mounted, holds the repository) and lay out partitions; when the
+    target already holds an earlier state of the disk, measure what matches (``full``: don't,
+    write everything). ``boot_entry``: offer a missing UEFI boot entry (on UEFI machines)."""
+    return restore.plan_restore(
+        repo, image, target, partitions=partitions, full=full, boot_entry=boot_entry
+    )
 
 
 def restore_run(
@@ -127,9 +183,27 @@ def remove(repo: str, image: str) -> RemoveResult:
     return images.remove_image(repo, image)
 
 
-def clone_plan(source: str, target: str, system: bool = False, new_ids: bool = False) -> ClonePlan:
-    """Check source and target and lay out the target; ``describe()`` gives lines to show."""
-    return clone.plan_clone(source, target, system=system, new_ids=new_ids)
+def clone_plan(
+    source: str,
+    target: str,
+    system: bool = False,
+    new_ids: bool = False,
+    full: bool = False,
+    force: bool = False,
+    boot_entry: bool = True,
+) -> ClonePlan:
+    """Check source and target and lay out the target; ``describe()`` gives lines to show.
+    ``full``: copy everything even onto an earlier clone; ``force``: copy partitions mounted
+    read-write too (refused otherwise); ``boot_entry``: offer a missing UEFI boot entry."""
+    return clone.plan_clone(
+        source,
+        target,
+        system=system,
+        new_ids=new_ids,
+        full=full,
+        force=force,
+        boot_entry=boot_entry,
+    )
 
 
 def clone_run(
@@ -163,17 +237,28 @@ def close_image(directory: str) -> list[str]:
 def extract_plan(
     repo: str, image: str, paths: list[str], to: str, overwrite: bool = False
 ) -> ExtractPlan:
-    """Check the paths and the destination (nothing is copied); ``describe()`` gives lines."""
-    from recovery.engine import extract
+    """Check the paths and the destination (nothing is copied); ``describe()`` gives lines.
+    A file image takes plain paths (``/Users/alice``), a disk image ``pN:/path``."""
+    from recovery.engine import extract, fileextract
+    from recovery.repository.filetree import is_file_image
+    from recovery.repository.store import check_name
 
+    r = Repository.open(repo)
+    body = r.read_manifest(check_name(image))
+    if is_file_image(body):
+        return fileextract.plan_file_extract(r, image, body, paths, to, overwrite)
     return extract.plan_extract(repo, image, paths, to, overwrite=overwrite)
 
 
 def extract_run(
     plan: ExtractPlan, progress: Progress | None = None, cancel: CancelToken | None = None
 ) -> ExtractResult:
-    from recovery.engine import extract
+    from recovery.engine import extract, fileextract
 
+    if isinstance(plan, fileextract.FileExtractPlan):
+        return fileextract.run_file_extract(
+            Repository.open(plan.repo), plan, progress or NullProgress(), cancel or CancelToken()
+        )
     return extract.run_extract(plan, progress or NullProgress(), cancel or CancelToken())
 
 

@@ -122,7 +122,8 @@ def test_manifest_round_trip_and_tamper(new_repo: NewRepo) -> None:
 
 def test_manifest_from_newer_version_is_refused_clearly() -> None:
     body = b"{}"
-    head = MANIFEST_HEADER.pack(b"RIMG", 2, 0, len(body))
+    # Version 2 is a file image's (FORMAT.md, "File images"): 3 is the first one unknown.
+    head = MANIFEST_HEADER.pack(b"RIMG", 3, 0, len(body))
     blob = head + body + hash_bytes(head + body)
     with pytest.raises(UnsupportedVersion, match="newer recovery"):
         parse_manifest(blob, "m")
@@ -320,4 +321,6 @@ def test_a_fresh_file_systems_root_counts_as_empty(entries: list[str], tmp_path:
         (tmp_path / "stick" / e).mkdir(parents=True)
     r = Repository.open(tmp_path / "stick", create=True)
     assert Repository.open(tmp_path / "stick").info.id == r.info.id
-    assert sorted(os.listdir(tmp_path / "stick")) == sorted([*entries, "recovery-repo", "tmp"])
+    # "lock": creating a location takes the writers' lock (FORMAT.md, "Locking").
+    expected = [*entries, "lock", "recovery-repo", "tmp"]
+    assert sorted(os.listdir(tmp_path / "stick")) == sorted(expected)
