@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if peer_images.is_clonezilla(repo, image):
         return peer_images.restore(args, repo, image)
     plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
+    assert isinstance(plan, api.RestorePlan)  # a Clonezilla image went to peer_images above
     return overwrite(
         args,
         plan,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recovery.engine import backup, clone, images, restore
+from recovery.engine import backup, clone, clonezilla, images, restore
+from recovery.engine.clonezilla import ClonezillaRestorePlan
 from recovery.engine.plans import (
     BackupPlan,
     BackupResult,
@@ -30,6 +31,7 @@ from recovery.engine.plans import (
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
+from recovery.errors import NotARepository, UsageError
 from recovery.repository.store import Repository
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ __all__ = [
     "BackupResult",
     "ClonePlan",
     "CloneResult",
+    "ClonezillaRestorePlan",
     "ImageInfo",
     "PartitionSummary",
     "Question",
@@ -101,24 +104,51 @@ def backup_run(
 
 def restore_plan(
     repo: str, image: str, target: str, partitions: list[int] | None = None
-) -> RestorePlan:
-    """Check the target (size, mounted, holds the repository) and lay out partitions."""
+) -> RestorePlan | ClonezillaRestorePlan:
+    """Check the target (size, mounted, holds the repository) and lay out partitions. When
+    ``repo::image`` is a Clonezilla image folder (see :func:`list_images`) the plan is a
+    :class:`ClonezillaRestorePlan`, always of the whole disk."""
+    if clonezilla.is_clonezilla_ref(repo, image):
+        if partitions is not None:
+            raise UsageError(
+                f"'{image}' is a Clonezilla image: it is restored as a whole disk, not by partition"
+            )
+        return clonezilla.plan_restore(repo, image, target)
     return restore.plan_restore(repo, image, target, partitions=partitions)
 
 
 def restore_run(
-    plan: RestorePlan, progress: Progress | None = None, cancel: CancelToken | None = None
+    plan: RestorePlan | ClonezillaRestorePlan,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
 ) -> RestoreResult:
+    if isinstance(plan, ClonezillaRestorePlan):
+        return clonezilla.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
     return restore.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
 
 
 def list_images(repo: str) -> list[ImageInfo]:
-    return images.list_images(repo)
+    """Our images at ``repo``, then the Clonezilla image folders in it (status ``clonezilla``:
+    they can be verified, restored and imported, not opened or removed). NotARepository when it
+    holds neither."""
+    peers = clonezilla.list_images(repo) if "://" not in repo else []
+    try:
+        ours = images.list_images(repo)
+    except NotARepository:
+        if not peers:
+            raise
+        ours = []
+    return ours + peers
 
 
 def verify(
     repo: str, image: str, progress: Progress | None = None, cancel: CancelToken | None = None
 ) -> VerifyResult:
+    """Every chunk's hash (ours), or every partclone checksum (a Clonezilla image)."""
+    if clonezilla.is_clonezilla_ref(repo, image):
+        return clonezilla.verify_image(
+            repo, image, progress or NullProgress(), cancel or CancelToken()
+        )
     return images.verify_image(repo, image, progress or NullProgress(), cancel or CancelToken())
 
 

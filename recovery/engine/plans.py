@@ -82,8 +82,15 @@ class ImageInfo(JsonRecord):
     stored_size: int
     """Compressed bytes of the chunks it refers to (shared ones counted in full)."""
     status: str
-    """``complete`` or ``verified``."""
+    """``complete`` or ``verified``; ``clonezilla`` (or ``clonezilla (...)``) for a Clonezilla
+    image folder listed beside ours; ``damaged: ...`` for one that cannot be read."""
     verified_at: str | None = None
+
+    @property
+    def clonezilla(self) -> bool:
+        """A Clonezilla image folder: it can be verified, restored (whole disk) and imported,
+        not opened or removed."""
+        return self.status.startswith("clonezilla")
 
 
 @dataclass(frozen=True)
