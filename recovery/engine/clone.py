@@ -15,10 +15,12 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from recovery.core.cells import Cell, cells
-from recovery.core.table import Table, plan_layout
+from recovery.core.layout import fits_unchanged
+from recovery.core.table import Table, partition_node, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
@@ -27,11 +29,12 @@ from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
+from recovery.engine.shrink import plan_shrink, shrink_partition
 from recovery.engine.sources import plan_sources, stream_extents
 from recovery.engine.targets import check_still_same, check_target
 from recovery.engine.workers import COPY_WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
-from recovery.filesystems.base import growable_numbers
+from recovery.filesystems.base import growable_numbers, kind_of
 
 CELL_SIZE = 4 << 20  # large sequential reads and writes
 
@@ -100,7 +103,10 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
                 )
         fstypes = {n: sp.fstype for n, sp in by_number.items()}
         growable = growable_numbers(fstypes)
-        layout = plan_layout(table, src.disk_size, target_size, growable, fill=system)
+        if fits_unchanged(table, target_size):
+            layout = plan_layout(table, src.disk_size, target_size, growable, fill=system)
+        else:
+            layout = plan_shrink(table, tgt, fstypes, _minimum_on(source, fstypes))
         if new_ids:
             layout = replace(layout, table=_new_ids(layout.table), same_geometry=False)
         for m in layout.moves:
@@ -152,6 +158,12 @@ def run_clone(
                         )
                 finally:
                     writer.close()
+                for c in plan.copies:
+                    if c.shrinks:  # its front is copied; the rest is read from the source
+                        shrink_partition(
+                            dst_fd, plan.target, c.number, c.stream.fstype, c.target_start,
+                            c.target_size, c.stream.size, _source_reader(src_fd, c), progress,
+                        )  # fmt: skip
                 os.fsync(dst_fd)
                 if plan.layout is not None:
                     tell_kernel(plan.target)
@@ -182,6 +194,35 @@ def run_clone(
         tuple(notes + checks),
         ok,
     )
+
+
+def _minimum_on(source: str, fstypes: dict[int, str | None]) -> Callable[[int], int]:
+    """How small partition N's file system can get, asked of its tool on the source."""
+
+    def minimum(number: int) -> int:
+        return kind_of(fstypes.get(number)).minimum_size(partition_node(source, number))
+
+    return minimum
+
+
+def _source_reader(src_fd: int, c: CloneStream) -> Callable[[int, int], bytes]:
+    def read(offset: int, length: int) -> bytes:
+        return os.pread(src_fd, length, c.stream.start + offset)
+
+    return read
+
+
+def _front_cells(todo: Iterable[Cell], limit: int) -> Iterator[Cell]:
+    for cell in todo:
+        start = cell.number * CELL_SIZE
+        if start >= limit:
+            return
+        if start + cell.size <= limit:
+            yield cell
+            continue
+        size = limit - start
+        pieces = tuple((o, min(n, size - o)) for o, n in cell.pieces if o < size)
+        yield cell._replace(size=size, pieces=pieces)
 
 
 def _write_layout(src_fd: int, dst_fd: int, plan: ClonePlan) -> None:
@@ -250,6 +291,8 @@ def _copy_stream(
 
     copied = 0
     todo = cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size)
+    if c.shrinks:  # only the front: the next partition may lie beyond (docs/SHRINK.md)
+        todo = _front_cells(todo, c.target_size)
     with (
         contextlib.closing(reader),
         contextlib.closing(in_order(work, todo, COPY_WORKERS, "clone", cancel)) as done,

@@ -167,6 +167,27 @@ class BackupResult:
 # Restore -------------------------------------------------------------------------------------
 
 
+def resize_text(grows: bool, shrinks: bool, old_size: int) -> str:
+    """What a plan line adds for a partition whose size changes on the target."""
+    if grows:
+        return f" (grown from {human_size(old_size)})"
+    if shrinks:
+        return f" (shrunk from {human_size(old_size)})"
+    return ""
+
+
+def moved_text(old_start: int, new_start: int) -> str:
+    return ", moved" if new_start != old_start else ""
+
+
+def shrink_lines(shrunk: list[tuple[int, str | None]]) -> list[str]:
+    """The plan's word on each partition (number, TYPE) shrunk onto a smaller disk."""
+    return [
+        f"  partition {n}: its {fstype} is shrunk to fit; the data beyond the new end is moved"
+        for n, fstype in shrunk
+    ]
+
+
 @dataclass(frozen=True)
 class PartitionWrite:
     stream: StreamInfo
@@ -179,6 +200,11 @@ class PartitionWrite:
     @property
     def grows(self) -> bool:
         return self.target_size > self.source_size
+
+    @property
+    def shrinks(self) -> bool:
+        """Onto a smaller disk: its file system is shrunk to fit (docs/SHRINK.md)."""
+        return self.target_size < self.source_size
 
 
 def unreadable_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -244,9 +270,10 @@ class RestorePlan:
                 f"{human_size(int(w.stream.raw.get('data_bytes', 0)))} of data at byte "
                 f"{w.target_start}, size {human_size(w.target_size)}"
             )
-            if w.grows:
-                what += f" (grown from {human_size(w.source_size)})"
+            what += resize_text(w.grows, w.shrinks, w.source_size)
+            what += moved_text(int(w.stream.raw.get("start", w.target_start)), w.target_start)
             lines.append(what)
+        lines.extend(shrink_lines([(w.number, w.fstype) for w in self.writes if w.shrinks]))
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
 
@@ -275,6 +302,10 @@ class CloneStream:
     @property
     def grows(self) -> bool:
         return self.target_size > self.stream.size
+
+    @property
+    def shrinks(self) -> bool:
+        return self.target_size < self.stream.size
 
 
 @dataclass(frozen=True)
@@ -314,9 +345,10 @@ class ClonePlan:
                 f"{human_size(c.stream.used_bytes)} to copy, at byte {c.target_start}, "
                 f"size {human_size(c.target_size)}"
             )
-            if c.grows:
-                line += f" (grown from {human_size(c.stream.size)})"
+            line += resize_text(c.grows, c.shrinks, c.stream.size)
+            line += moved_text(c.stream.start, c.target_start)
             lines.append(line)
+        lines.extend(shrink_lines([(c.number, c.stream.fstype) for c in self.copies if c.shrinks]))
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
 

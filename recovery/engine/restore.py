@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
 
+from recovery.core.layout import fits_unchanged
 from recovery.core.table import Move, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
@@ -25,6 +26,7 @@ from recovery.devices.tools import require
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, unreadable_notes
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.shrink import minimum_of_stream, plan_shrink, shrink_partition
 from recovery.engine.targets import Target, check_still_same, check_target
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
@@ -102,7 +104,10 @@ def _plan_restore(
         return RestorePlan.without_table(repo_path, image, tgt, body, whole, cell_size)
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
-    layout = plan_layout(table, source_size, target_size, growable_numbers(fstypes))
+    if fits_unchanged(table, target_size):
+        layout = plan_layout(table, source_size, target_size, growable_numbers(fstypes))
+    else:
+        layout = plan_shrink(table, tgt, fstypes, _minimum_in_image(repo, image, by_id, cell_size))
     disk = by_id.get("disk")
     if layout.same_geometry and disk is not None and disk.size > target_size:
         raise IntegrityError(f"image {image}: its layout stream is larger than the disk it says")
@@ -111,7 +116,7 @@ def _plan_restore(
         found = by_id.get(f"p{m.number}")
         if found is None:
             continue  # partition not in a partial image: created empty
-        if found.size > m.new_size:
+        if found.size > m.new_size and m.number != layout.shrunk:
             raise IntegrityError(
                 f"image {image}: partition {m.number} holds {found.size} bytes but its table "
                 f"entry has room for {m.new_size}: the image is damaged; nothing was written"
@@ -140,6 +145,21 @@ def _plan_restore(
         cell_size,
         tuple(notes),
     )
+
+
+def _minimum_in_image(
+    repo: Repository, image: str, by_id: dict[str, StreamInfo], cell_size: int
+) -> Callable[[int], int]:
+    """How small partition N's file system can get, asked of its tool over the image."""
+
+    def minimum(number: int) -> int:
+        s = by_id.get(f"p{number}")
+        if s is None:
+            return 0  # not in a partial image: created empty
+        reader = StreamReader(repo, s, cell_size, image)
+        return minimum_of_stream(s.raw.get("fstype"), s.size, reader.pread)
+
+    return minimum
 
 
 def _plan_partitions(
@@ -234,6 +254,13 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
             finally:
                 if writer is not None:
                     writer.close()
+            for w in plan.writes:
+                if w.shrinks:  # its front is written; the rest comes from the image
+                    tail = StreamReader(repo, w.stream, plan.cell_size, plan.image)
+                    shrink_partition(
+                        fd, plan.target, w.number, w.fstype, w.target_start, w.target_size,
+                        w.source_size, tail.pread, progress,
+                    )  # fmt: skip
             os.fsync(fd)
             if plan.layout is not None:
                 tell_kernel(plan.target)
@@ -286,7 +313,14 @@ def _write_stream(
         int(w.stream.raw.get("data_bytes", 0)),
     )
     return _write_cells(
-        reader, fd, w.target_start, w.stream.size, plan.cell_size, progress, cancel, writer
+        reader,
+        fd,
+        w.target_start,
+        min(w.stream.size, w.target_size),
+        plan.cell_size,
+        progress,
+        cancel,
+        writer,
     )
 
 
@@ -300,7 +334,10 @@ def _write_cells(
     cancel: CancelToken,
     writer: blockio.DirectWriter | None = None,
 ) -> int:
-    """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first."""
+    """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first.
+
+    Only the stream's first ``size`` bytes are written (a partition shrunk onto a smaller disk
+    gets its front here; docs/SHRINK.md)."""
     written = 0
 
     def fetch_and_write(item: tuple[int, bytes, int]) -> int:
@@ -310,6 +347,7 @@ def _write_cells(
             raise IntegrityError(
                 f"{reader.where(cell)}: chunk length differs from the map; the target is incomplete"
             )
+        data = data[: size - cell * cell_size]
         try:
             if writer is not None:
                 writer.write(data, base + cell * cell_size)
@@ -320,23 +358,24 @@ def _write_cells(
                 f"cannot write to the target at byte {base + cell * cell_size}: "
                 f"{e.strerror}; was the disk removed?"
             ) from e
-        progress.advance(length)
-        return length
+        progress.advance(len(data))
+        return len(data)
 
     zero_start = zero_len = 0
 
     def data_cells() -> Iterator[tuple[int, bytes, int]]:
         """The DATA cells to fetch and write; ZERO cells are zeroed here, runs merged."""
         nonlocal zero_start, zero_len
-        for cell in range(reader.stream.cells):
+        for cell in range(min(reader.stream.cells, -(-size // cell_size))):
             rec = reader.record(cell)
             if rec.kind == ZERO:
                 pos = base + cell * cell_size
+                length = min(rec.length, size - cell * cell_size)
                 if zero_len and zero_start + zero_len == pos:
-                    zero_len += rec.length
+                    zero_len += length
                 else:
                     blockio.zero_range(fd, zero_start, zero_len)
-                    zero_start, zero_len = pos, rec.length
+                    zero_start, zero_len = pos, length
             elif rec.kind == DATA:
                 yield cell, rec.digest, rec.length
 

@@ -167,6 +167,26 @@ class Kind:
         """Grow the file system on ``node`` to fill its partition; lines only for the notable."""
         return []
 
+    @property
+    def can_shrink(self) -> bool:
+        """Whether :meth:`shrink` can make the file system smaller (docs/SHRINK.md)."""
+        return False
+
+    def shrink_needs(self) -> list[Need]:
+        """The programs :meth:`minimum_size` and :meth:`shrink` run."""
+        return []
+
+    def minimum_size(self, path: str) -> int:
+        """The fewest bytes the file system on ``path`` (a device or a regular file) can shrink
+        to, asked of its tool without writing. Raises :class:`~recovery.errors.Refused` when
+        the tool cannot tell (a damaged or hibernated volume), saying why."""
+        raise NotImplementedError(self.name)
+
+    def shrink(self, path: str, new_size: int, step: Step) -> list[str]:
+        """Shrink the file system on ``path`` (a regular file) to ``new_size`` bytes, moving
+        what lies beyond into the front; FAILED lines say why it could not."""
+        raise NotImplementedError(self.name)
+
     def check_needs(self) -> list[Need]:
         return []
 
@@ -240,6 +260,11 @@ def kind_of(fstype: str | None) -> Kind:
 def kinds() -> list[Kind]:
     _load_all()
     return list(_KINDS.values())
+
+
+def shrinkable(fstype: str | None) -> bool:
+    """Whether the file system of blkid's TYPE ``fstype`` can be shrunk by its home."""
+    return kind_of(fstype).can_shrink
 
 
 def growable_numbers(fstypes: Mapping[int, str | None]) -> Collection[int]:
