@@ -56,6 +56,11 @@ TOOLS: dict[str, Tool] = {
         Tool("umount", "mount", "unmounting the view a file system is shrunk on"),
         Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
         Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+        Tool(
+            "efibootmgr",
+            "efibootmgr",
+            "adding a UEFI boot entry for a restored or cloned EFI system partition",
+        ),
     )
 }
 """Every program the engine runs, by command name."""

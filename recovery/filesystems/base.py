@@ -81,6 +81,9 @@ class FileSystem(ABC):
     """blkid TYPE values this reader handles (defaults to ``(name,)``)."""
     takes_keep_system_files: ClassVar[bool] = False
     """``open`` accepts ``keep_system_files`` (see :func:`open_filesystem`)."""
+    journal_needs_recovery: bool = False
+    """The journal holds committed work not yet written in place (a crash, or mounted now):
+    the used blocks are known only after it is replayed (:meth:`Kind.replay_journal`)."""
 
     def __init__(self, source: BlockSource, geometry: Geometry) -> None:
         self.source = source
@@ -231,6 +234,20 @@ class Kind:
     def has_path(self, node: str, path: str) -> bool:
         """Whether ``path`` exists in the file system on ``node``, read without mounting it."""
         return False
+
+    def names_in(self, node: str, path: str) -> set[str]:
+        """Names in the folder ``path`` of the file system on ``node``, lower case, read
+        without mounting it (empty when it cannot tell)."""
+        return set()
+
+    def replay_journal_needs(self) -> list[Need]:
+        return []
+
+    def replay_journal(self, path: str) -> str | None:
+        """Replay the journal of the file system in the file ``path`` (a copy-on-write view of
+        the partition, never the partition itself); None when done, else why not (one line).
+        Asked only when the reader says ``journal_needs_recovery``."""
+        return f"{self.name or 'this file system'}: no journal replay known"
 
 
 def result_line(node: str, what: str, code: int, out: str) -> str:

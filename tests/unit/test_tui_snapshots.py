@@ -179,6 +179,13 @@ def test_restore_plan_confirmation(snap_compare: Any, size: tuple[int, int]) -> 
     assert snap_compare(make_app(), terminal_size=size, run_before=run)
 
 
+def test_restore_plan_delta(snap_compare: Any) -> None:
+    """Onto a disk that holds an earlier state: what already matches, what will be written."""
+    run = keys("3", "down", "enter", "enter", "enter", "down", "enter")
+    app = make_app(engine=FakeEngine(delta_restore=True))
+    assert snap_compare(app, terminal_size=(80, 25), run_before=run)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_error_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
     engine = FakeEngine(
