@@ -42,6 +42,7 @@ TOOLS: dict[str, Tool] = {
         Tool("mount", "mount", "mounting backup locations, and the file systems of an open image"),
         Tool("umount", "mount", "unmounting backup locations and closing an open image"),
         Tool("findmnt", "util-linux", "finding where a file backup's source is mounted"),
+        Tool("fusermount3", "fuse3", "serving FUSE views (open, and a shrinking restore's view)"),
         Tool("losetup", "mount", "attaching a virtual disk file, and an open image's partitions"),
         Tool("qemu-img", "qemu-utils", "exporting to, and backing up, virtual disk files"),
         Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
