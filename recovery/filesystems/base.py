@@ -15,7 +15,7 @@ from typing import ClassVar, Protocol
 
 from recovery.core.extents import Extent
 from recovery.devices.tools import Need
-from recovery.errors import NotThisFileSystem
+from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
 
 
 class BlockSource(Protocol):
@@ -105,6 +105,34 @@ class FileSystem(ABC):
     def restore_note(self) -> str | None:
         """What restore must do beyond writing the used ranges (swap: recreate), or None."""
         return None
+
+
+def damaged(fs: str, what: str, check: str) -> DamagedFileSystem:
+    """The error of a reader that met inconsistent metadata: what, and what the person can do."""
+    return DamagedFileSystem(
+        f"{fs} metadata is damaged: {what}. Run `{check}` on the partition to see what is "
+        "wrong, or image it whole (every sector) instead."
+    )
+
+
+def read_exact(
+    source: BlockSource, offset: int, length: int, what: str, fs: str, check: str
+) -> bytes:
+    """``length`` bytes at ``offset``: a read error is the device's, a short read is damage
+    (the metadata points past the partition's end)."""
+    try:
+        data = source.pread(offset, length)
+    except OSError as e:
+        raise DeviceError(f"cannot read the {fs} {what} at byte {offset}: {e}") from e
+    if len(data) != length:
+        raise damaged(
+            fs, f"the {what} at byte {offset} lies beyond the end of the partition", check
+        )
+    return data
+
+
+def power_of_two(value: int, low: int, high: int) -> bool:
+    return low <= value <= high and value & (value - 1) == 0
 
 
 _REGISTRY: list[type[FileSystem]] = []

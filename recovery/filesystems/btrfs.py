@@ -42,15 +42,18 @@ from typing import NamedTuple
 from recovery.core.extents import Extent, merge
 from recovery.devices import tools
 from recovery.devices.tools import Need
-from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
+from recovery.errors import DamagedFileSystem, NotThisFileSystem
 from recovery.filesystems.base import (
     BlockSource,
     FileSystem,
     Geometry,
     Kind,
     Step,
+    damaged,
     grow_while_mounted,
     look_while_mounted,
+    power_of_two,
+    read_exact,
     register,
     register_kind,
     result_line,
@@ -204,24 +207,11 @@ class Chunk:
 
 
 def _damaged(what: str) -> DamagedFileSystem:
-    return DamagedFileSystem(
-        f"btrfs metadata is damaged: {what}. Run `btrfs check --readonly` on the partition to "
-        "see what is wrong, or image it whole (every sector) instead."
-    )
+    return damaged("btrfs", what, "btrfs check --readonly")
 
 
 def _read(source: BlockSource, offset: int, length: int, what: str) -> bytes:
-    try:
-        data = source.pread(offset, length)
-    except OSError as e:
-        raise DeviceError(f"cannot read the btrfs {what} at byte {offset}: {e}") from e
-    if len(data) != length:
-        raise _damaged(f"the {what} at byte {offset} lies beyond the end of the partition")
-    return data
-
-
-def _power_of_two(value: int, low: int, high: int) -> bool:
-    return low <= value <= high and value & (value - 1) == 0
+    return read_exact(source, offset, length, what, "btrfs", "btrfs check --readonly")
 
 
 def parse_chunk(logical: int, data: bytes, where: str) -> Chunk:
@@ -258,9 +248,9 @@ class Btrfs(FileSystem):
         sb = Superblock(*_SB.unpack_from(raw))
         if sb.bytenr != SUPER_OFFSET:
             raise _damaged(f"the superblock says it lies at byte {sb.bytenr}")
-        if not _power_of_two(sb.sector_size, 4096, 65536):
+        if not power_of_two(sb.sector_size, 4096, 65536):
             raise _damaged(f"sector size {sb.sector_size}")
-        if not _power_of_two(sb.node_size, sb.sector_size, 65536):
+        if not power_of_two(sb.node_size, sb.sector_size, 65536):
             raise _damaged(f"node size {sb.node_size}")
         if not 0 < sb.sys_chunk_array_size <= SYS_CHUNK_ARRAY_MAX:
             raise _damaged(f"system chunk array of {sb.sys_chunk_array_size} bytes")

@@ -38,7 +38,7 @@ from recovery.core.extents import Extent, merge
 from recovery.devices import tools
 from recovery.devices.loops import range_device
 from recovery.devices.tools import Need
-from recovery.errors import DamagedFileSystem, DeviceError, FileSystemError, NotThisFileSystem
+from recovery.errors import DamagedFileSystem, FileSystemError, NotThisFileSystem
 from recovery.filesystems.base import (
     BlockSource,
     FileSource,
@@ -46,8 +46,10 @@ from recovery.filesystems.base import (
     Geometry,
     Kind,
     Step,
+    damaged,
     kind_of,
     open_filesystem,
+    read_exact,
     register,
     register_kind,
     result_line,
@@ -75,20 +77,11 @@ def lvm_crc(data: bytes, seed: int = INITIAL_CRC) -> int:
 
 
 def _damaged(what: str) -> DamagedFileSystem:
-    return DamagedFileSystem(
-        f"LVM metadata is damaged: {what}. Run `pvck` on the partition to see what is wrong, or "
-        "image it whole (every sector) instead."
-    )
+    return damaged("LVM", what, "pvck")
 
 
 def _read(source: BlockSource, offset: int, length: int, what: str) -> bytes:
-    try:
-        data = source.pread(offset, length)
-    except OSError as e:
-        raise DeviceError(f"cannot read the LVM {what} at byte {offset}: {e}") from e
-    if len(data) != length:
-        raise _damaged(f"the {what} at byte {offset} lies beyond the end of the partition")
-    return data
+    return read_exact(source, offset, length, what, "LVM", "pvck")
 
 
 @dataclass(frozen=True)

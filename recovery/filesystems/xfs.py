@@ -36,15 +36,18 @@ from typing import NamedTuple
 from recovery.core.extents import Extent, merge
 from recovery.devices import tools
 from recovery.devices.tools import Need
-from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
+from recovery.errors import DamagedFileSystem, NotThisFileSystem
 from recovery.filesystems.base import (
     BlockSource,
     FileSystem,
     Geometry,
     Kind,
     Step,
+    damaged,
     grow_while_mounted,
     look_while_mounted,
+    power_of_two,
+    read_exact,
     register,
     register_kind,
     result_line,
@@ -137,24 +140,11 @@ _BLOCK_HEADER = struct.Struct(">4sHHII")  # magic, level, numrecs, leftsib, righ
 
 
 def _damaged(what: str) -> DamagedFileSystem:
-    return DamagedFileSystem(
-        f"XFS metadata is damaged: {what}. Run `xfs_repair -n` on the partition to see what is "
-        "wrong, or image it whole (every sector) instead."
-    )
+    return damaged("XFS", what, "xfs_repair -n")
 
 
 def _read(source: BlockSource, offset: int, length: int, what: str) -> bytes:
-    try:
-        data = source.pread(offset, length)
-    except OSError as e:
-        raise DeviceError(f"cannot read the XFS {what} at byte {offset}: {e}") from e
-    if len(data) != length:
-        raise _damaged(f"the {what} at byte {offset} lies beyond the end of the partition")
-    return data
-
-
-def _power_of_two(value: int, low: int, high: int) -> bool:
-    return low <= value <= high and value & (value - 1) == 0
+    return read_exact(source, offset, length, what, "XFS", "xfs_repair -n")
 
 
 def _log2(value: int) -> int:
@@ -185,9 +175,9 @@ class Xfs(FileSystem):
         version = sb.version & 0xF
         if version not in (4, 5):
             raise _damaged(f"superblock version {version} (only 4 and 5 exist)")
-        if not _power_of_two(sb.block_size, 512, 65536) or sb.block_log != _log2(sb.block_size):
+        if not power_of_two(sb.block_size, 512, 65536) or sb.block_log != _log2(sb.block_size):
             raise _damaged(f"block size {sb.block_size} (log {sb.block_log})")
-        if not _power_of_two(sb.sector_size, 512, 32768) or sb.sector_size > sb.block_size:
+        if not power_of_two(sb.sector_size, 512, 32768) or sb.sector_size > sb.block_size:
             raise _damaged(f"sector size {sb.sector_size}")
         if sb.sector_log != _log2(sb.sector_size):
             raise _damaged(f"sector log {sb.sector_log} for sector size {sb.sector_size}")
