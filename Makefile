@@ -85,6 +85,7 @@ iso-test: iso
 bench: venv
 	$(SUDO) $(BIN)/python bench/bench.py
 	$(SUDO) $(BIN)/python bench/open_read.py
+	$(SUDO) $(BIN)/python bench/network.py
 
 clean:
 	rm -rf build dist $(VENV) .mypy_cache .ruff_cache .pytest_cache
