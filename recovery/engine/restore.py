@@ -186,24 +186,43 @@ def _plan_partitions(
     return RestorePlan.without_table(repo_path, image, tgt, body, tuple(writes), cell_size)
 
 
-def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
-    """Check every map and every chunk header the plan needs, before writing anything."""
+def _preflight(
+    repo: Repository, plan: RestorePlan, progress: Progress, cancel: CancelToken
+) -> None:
+    """Check every map and every chunk header the plan needs, before writing anything.
+
+    Each distinct chunk once; on a network location several checks are in flight at once (each
+    is a round trip or two: one at a time, they took seconds on loopback)."""
     streams = [w.stream for w in plan.writes]
     if plan.disk_stream is not None:
         streams.append(plan.disk_stream)
     progress.step("checking the image before writing", 0)
+
+    def chunks() -> Iterator[tuple[bytes, str]]:
+        seen: set[bytes] = set()
+        for s in streams:
+            reader = StreamReader(repo, s, plan.cell_size, plan.image)
+            for cell in range(s.cells):
+                rec = reader.record(cell)  # map damage raises: nothing written yet
+                if rec.kind == DATA and rec.digest not in seen:
+                    seen.add(rec.digest)
+                    yield rec.digest, reader.where(cell)
+
+    def check(item: tuple[bytes, str]) -> str | None:
+        try:
+            repo.check_chunk_header(*item)
+        except IntegrityError as e:
+            return e.message
+        return None
+
     problems: list[str] = []
-    for s in streams:
-        reader = StreamReader(repo, s, plan.cell_size, plan.image)
-        for cell in range(s.cells):
-            rec = reader.record(cell)  # map damage raises: nothing written yet
-            if rec.kind == DATA:
-                try:
-                    repo.check_chunk_header(rec.digest, reader.where(cell))
-                except IntegrityError as e:
-                    problems.append(e.message)
-                    if len(problems) >= 5:
-                        break
+    workers = max(1, repo.backend.parallel_requests)
+    with closing(in_order(check, chunks(), workers, "preflight", cancel)) as done:
+        for _, problem in done:
+            if problem:
+                problems.append(problem)
+                if len(problems) >= 5:
+                    break
     if problems:
         raise IntegrityError(
             "the image is damaged, nothing was written: "
@@ -215,7 +234,7 @@ def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
 def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> RestoreResult:
     started = time.monotonic()
     repo = Repository.open(plan.repo)
-    _preflight(repo, plan, progress)
+    _preflight(repo, plan, progress, cancel)
     cancel.check()
     written = 0
     fd = blockio.open_exclusive_write(plan.target)
