@@ -227,6 +227,13 @@ class Uploads:
         for future in futures:
             future.result()
 
+    def settle(self) -> None:
+        """Before a durable write (a manifest, a lease): wait for every upload, and raise a
+        failure without forgetting it (a lease refresh ignores errors; the flush still sees
+        it)."""
+        self.wait_all()
+        self._raise_failure()
+
     def flush(self) -> None:
         """Wait for every upload; raise the first failure (once)."""
         self.wait_all()

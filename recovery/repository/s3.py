@@ -189,7 +189,7 @@ class S3Backend(Backend):
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
         if durable:  # after every chunk written before it (a manifest, a lease)
-            self._uploads.wait_all()
+            self._uploads.settle()
             self._write_now(name, data, durable)
         else:
             blob = bytes(data)  # the caller may reuse its buffer

@@ -152,7 +152,10 @@ def test_a_failure_is_not_lost_to_a_durable_write_and_a_new_writer_starts_clean(
         raise ConnectionResetError(errno.ECONNRESET, "reset")
 
     u.submit("chunks/a", fails)
-    u.wait_all()  # what a durable write (a lease refresh) does: the failure stays
+    with pytest.raises(OSError):
+        u.settle()  # what a durable write does: refused, and the failure stays
+    with pytest.raises(OSError):
+        u.settle()  # (a lease refresh ignores it; the manifest's write would not)
     with pytest.raises(OSError):
         u.flush()
     u.submit("chunks/a", fails)
