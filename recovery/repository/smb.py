@@ -117,7 +117,10 @@ class SmbBackend(Backend):
 
         smbprotocol waits for the session setup answer without a time limit, and smbd was seen
         (rarely, here on loopback, with several logins at once) never to answer one; logins are
-        therefore one at a time, and one that hangs is abandoned and retried.
+        therefore one at a time, and one that hangs is abandoned and retried. The share's tree
+        connect, the next request, is made here too, under the same limit: once smbd logged
+        "client used more credits than granted" on it (message 3) and a restore then waited on
+        that connection for good.
         """
         done = threading.Event()
         failed: list[BaseException] = []
@@ -133,6 +136,8 @@ class SmbBackend(Backend):
                     connection_cache=cache,
                     auth_protocol="ntlm",
                 )
+                share = f"\\\\{self.address.host}\\{self.address.share}"
+                smbclient.stat(share, port=self.port, connection_cache=cache)
             except BaseException as e:
                 failed.append(e)
             finally:
