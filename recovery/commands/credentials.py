@@ -17,7 +17,16 @@ import sys
 
 from recovery.repository.credentials import EnvironmentCredentials, use_credentials
 
-TAKES_LOCATION = ("backup", "images", "verify", "restore", "remove", "passphrase")
+TAKES_LOCATION = (
+    "backup",
+    "images",
+    "verify",
+    "restore",
+    "remove",
+    "passphrase",
+    "open",
+    "extract",
+)
 """The commands whose REPO may be a network location."""
 
 

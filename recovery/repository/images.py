@@ -8,6 +8,7 @@ Called by the engine's list/verify/restore/remove. Reads and deletes only throug
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from recovery import __version__
@@ -59,14 +60,14 @@ def referenced_chunks(repo: Repository, streams: list[StreamInfo], image: str) -
 
 def stored_size(repo: Repository, streams: list[StreamInfo]) -> int:
     """Compressed bytes of the distinct chunks an image refers to (maps included)."""
-    seen: set[bytes] = set()
-    total = 0
-    for d in referenced_chunks(repo, streams, ""):
-        if d in seen:
-            continue
-        seen.add(d)
-        total += repo.chunk_size(d) or 0
-    return total
+    distinct = list(dict.fromkeys(referenced_chunks(repo, streams, "")))
+    requests = repo.backend.parallel_requests
+    if requests <= 1:
+        return sum(repo.chunk_size(d) or 0 for d in distinct)
+    # A network location answers each size in a round trip: keep several in flight (one at a
+    # time, listing or backing up a 600 MB disk spent ~2 s here on loopback).
+    with ThreadPoolExecutor(requests, thread_name_prefix="sizes") as pool:
+        return sum(n or 0 for n in pool.map(repo.chunk_size, distinct))
 
 
 def remove_image(repo: Repository, name: str) -> int:

@@ -8,13 +8,17 @@ location lives before creating it). Adding a kind of location is one module impl
 from __future__ import annotations
 
 import os
+import threading
 
 from recovery.errors import UsageError
 from recovery.repository.address import KINDS, parse_address, scheme_of
 from recovery.repository.backend import Backend
-from recovery.repository.credentials import current_credentials
+from recovery.repository.credentials import Credentials, current_credentials
 
 __all__ = ["KINDS", "open_backend"]
+
+_opened: dict[tuple[str, int], tuple[Credentials, Backend]] = {}
+_opened_lock = threading.Lock()
 
 
 def open_backend(address: str | os.PathLike[str]) -> Backend:
@@ -31,8 +35,22 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
         from recovery.repository.local import LocalFolder
 
         return LocalFolder(text)
-    where = parse_address(text)
     credentials = current_credentials()
+    # A network backend is kept for the process, per address and credentials provider: a plan
+    # and its run (and each command of a TUI session) share its logged-in connections; a new
+    # login costs a key exchange and an authentication (~0.2 s idle, over 1 s on a busy machine).
+    with _opened_lock:
+        kept = _opened.get((text, id(credentials)))
+        if kept is None:  # (the provider is kept with it, so its id stays its own)
+            kept = _opened[(text, id(credentials))] = (
+                credentials,
+                _network_backend(text, credentials),
+            )
+    return kept[1]
+
+
+def _network_backend(text: str, credentials: Credentials) -> Backend:
+    where = parse_address(text)
     # One line per kind of location; imported here so a build without a client library still
     # opens folders, and so PyInstaller sees every import.
     if where.kind == "sftp":

@@ -1,10 +1,15 @@
-"""What every network backend (SFTP, SMB, S3) shares: bounded retries, and the lease lock.
+"""What every network backend (SFTP, SMB, S3) shares: bounded retries, background uploads,
+a pool of connections, and the lease lock.
 
 Called by :mod:`recovery.repository.sftp`, :mod:`~recovery.repository.smb` and
 :mod:`~recovery.repository.s3`. Promises: :func:`retrying` turns every failure into an
 ``OSError`` with an errno and a clear ``strerror`` (never a library exception, never a
-secret); :func:`lease` implements docs/FORMAT.md, "Network locations", on any backend's
-write, list, read and delete.
+secret); :class:`Uploads` runs writes that need not be durable yet in the background (the
+engine compresses the next chunk while this one travels), and a failed one is always raised
+by the flush that precedes a manifest; :class:`Pool` lends each thread a connection of its own
+for one operation and keeps it for the next (a plan and its run, or one worker pool after
+another, log in once); :func:`lease` implements docs/FORMAT.md, "Network locations", on any
+backend's write, list, read and delete.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from recovery.repository.backend import Backend
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
 from recovery.repository.backend import LockHeld
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 PARALLEL_REQUESTS = 6
 """Worker threads for a network location: with one per core (2 here), restore waited on round
@@ -70,6 +78,180 @@ def retrying(
             wait *= 2
     reason = str(last) or type(last).__name__
     raise OSError(errno.EIO, f"no answer to '{what}' after {tries} tries: {reason}")
+
+
+_FORKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def forget_after_fork(holder: Any) -> None:
+    """Have ``holder._after_fork()`` called in a forked child (``open`` forks its server): a
+    connection made before the fork belongs to the parent (its socket is shared, its reader
+    thread did not come along), so the child drops it, unclosed, and makes its own."""
+    _FORKED.add(holder)
+
+
+def _after_fork_in_child() -> None:
+    for holder in list(_FORKED):
+        holder._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Pool(Generic[C]):
+    """Connections to one server, each used by one thread at a time.
+
+    :meth:`run` takes an idle connection (or opens one with ``connect``), runs the operation on
+    it and gives it back; a connection whose operation failed in a way ``keep`` does not accept
+    (the network, the server going away) is closed with ``close`` instead, so the next try opens
+    a fresh one. At most as many connections exist as operations ever ran at once.
+    """
+
+    def __init__(self, connect: Callable[[], C], close: Callable[[C], None]) -> None:
+        self._connect = connect
+        self._close = close
+        self._idle: list[C] = []
+        self._lock = threading.Lock()
+        forget_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._idle, self._lock = [], threading.Lock()
+
+    def run(self, operation: Callable[[C], T], keep: Callable[[BaseException], bool]) -> T:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            result = operation(conn)
+        except BaseException as e:
+            if keep(e):
+                self._give_back(conn)
+            else:
+                with contextlib.suppress(Exception):
+                    self._close(conn)
+            raise
+        self._give_back(conn)
+        return result
+
+    def _give_back(self, conn: C) -> None:
+        with self._lock:
+            self._idle.append(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                self._close(conn)
+
+
+UPLOAD_THREADS = 8
+"""Background uploads at once: with the engine's workers waiting for each upload, a network
+location was idle while they compressed, and they while it answered."""
+QUEUED_UPLOADS = 16
+"""Uploads started and not finished, at most (each holds its chunk: <= 16 x 4 MiB)."""
+
+
+class Uploads:
+    """Writes that need be durable only after a flush (docs/FORMAT.md), run in the background.
+
+    :meth:`submit` returns at once (waiting only for room in the queue); every other operation
+    of the backend on a name waits for that name's upload first (:meth:`wait_for`), a listing
+    or a flush for all of them (:meth:`wait_all`), so the backend reads what it wrote. A failed
+    upload is kept: the next :meth:`submit` raises it (the backup stops early), and
+    :meth:`flush` raises it, which is what keeps a manifest from naming a chunk that never
+    arrived. :meth:`forget` clears it when a new writer starts (the lock's owner changes).
+    """
+
+    def __init__(self, threads: int = UPLOAD_THREADS, queued: int = QUEUED_UPLOADS) -> None:
+        self._threads = threads
+        self._room = threading.BoundedSemaphore(queued)
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future[None]] = {}
+        self._failed: OSError | None = None
+        self._queued = queued
+        forget_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # The upload threads stayed in the parent, whose uploads these are.
+        self._room = threading.BoundedSemaphore(self._queued)
+        self._lock = threading.Lock()
+        self._pool, self._pending = None, {}
+
+    def submit(self, name: str, upload: Callable[[], None]) -> None:
+        self._raise_failure()
+        self.wait_for(name)  # a name's writes stay in order
+        self._room.acquire()
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="upload")
+            future: Future[None] = Future()
+            self._pending[name] = future
+        try:
+            self._pool.submit(self._run, name, upload, future)
+        except BaseException:
+            self._finish(name, future)
+            raise
+
+    def _run(self, name: str, upload: Callable[[], None], future: Future[None]) -> None:
+        try:
+            if self._failed is None:  # after a failure the rest are dropped: the backup stops
+                upload()
+        except OSError as e:
+            with self._lock:
+                self._failed = self._failed or e
+        except BaseException as e:
+            with self._lock:
+                self._failed = self._failed or OSError(errno.EIO, f"upload failed: {e}")
+        finally:
+            self._finish(name, future)
+
+    def _finish(self, name: str, future: Future[None]) -> None:
+        with self._lock:
+            if self._pending.get(name) is future:
+                del self._pending[name]
+        self._room.release()
+        future.set_result(None)
+
+    def wait_for(self, name: str) -> None:
+        with self._lock:
+            future = self._pending.get(name)
+        if future is not None:
+            future.result()
+
+    def wait_all(self) -> None:
+        with self._lock:
+            futures = list(self._pending.values())
+        for future in futures:
+            future.result()
+
+    def settle(self) -> None:
+        """Before a durable write (a manifest, a lease): wait for every upload, and raise a
+        failure without forgetting it (a lease refresh ignores errors; the flush still sees
+        it)."""
+        self.wait_all()
+        self._raise_failure()
+
+    def flush(self) -> None:
+        """Wait for every upload; raise the first failure (once)."""
+        self.wait_all()
+        with self._lock:
+            failed, self._failed = self._failed, None
+        if failed is not None:
+            raise OSError(failed.errno, failed.strerror)
+
+    def forget(self) -> None:
+        """Wait for every upload and drop a failure that an earlier writer was told of."""
+        self.wait_all()
+        with self._lock:
+            self._failed = None
+
+    def _raise_failure(self) -> None:
+        failed = self._failed
+        if failed is not None:
+            raise OSError(failed.errno, failed.strerror)
 
 
 # -- the lease lock (docs/FORMAT.md, "Network locations") --------------------------------

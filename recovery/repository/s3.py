@@ -29,7 +29,13 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from recovery.repository.address import Address
 from recovery.repository.backend import Backend, StoredFile
 from recovery.repository.credentials import Credentials
-from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
+from recovery.repository.remote import (
+    PARALLEL_REQUESTS,
+    Uploads,
+    forget_after_fork,
+    lease,
+    retrying,
+)
 
 T = TypeVar("T")
 
@@ -66,9 +72,14 @@ class S3Backend(Backend):
     def __init__(self, address: Address, credentials: Credentials) -> None:
         self.address = address
         self.location = str(address)
+        self._uploads = Uploads()
         self.bucket = address.share
         self.prefix = f"{address.path}/" if address.path else ""
         self._client: Minio | None = None
+        forget_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._client = None  # its pooled sockets are the parent's
 
     # -- the connection ------------------------------------------------------------------
 
@@ -145,6 +156,7 @@ class S3Backend(Backend):
     # -- the operations ------------------------------------------------------------------
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self._uploads.wait_for(name)
         if length == 0:
             return b""
 
@@ -166,6 +178,7 @@ class S3Backend(Backend):
         return self._call(f"read {name}", get)
 
     def size(self, name: str) -> int | None:
+        self._uploads.wait_for(name)
         try:
             stat: Any = self._call(
                 f"size of {name}", lambda: self._minio().stat_object(self.bucket, self._key(name))
@@ -175,6 +188,14 @@ class S3Backend(Backend):
         return int(stat.size)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
+        if durable:  # after every chunk written before it (a manifest, a lease)
+            self._uploads.settle()
+            self._write_now(name, data, durable)
+        else:
+            blob = bytes(data)  # the caller may reuse its buffer
+            self._uploads.submit(name, lambda: self._write_now(name, blob, durable))
+
+    def _write_now(self, name: str, data: bytes | bytearray | memoryview, durable: bool) -> None:
         blob = bytes(data)
         part = max(len(blob), MIN_PART)
 
@@ -186,9 +207,12 @@ class S3Backend(Backend):
         self._call(f"write {name}", put)
 
     def flush(self) -> None:
-        """Nothing to do: an acknowledged PUT is durable."""
+        """Wait for the background uploads (an acknowledged PUT is durable); raise the first
+        that failed."""
+        self._uploads.flush()
 
     def list(self, folder: str) -> Iterator[StoredFile]:
+        self._uploads.wait_all()
         prefix = self._key(f"{folder}/" if folder else "")
 
         def listing() -> list[StoredFile]:
@@ -206,12 +230,14 @@ class S3Backend(Backend):
             return
 
     def delete(self, name: str) -> None:
+        self._uploads.wait_for(name)
         with suppress(FileNotFoundError):
             self._call(
                 f"delete {name}", lambda: self._minio().remove_object(self.bucket, self._key(name))
             )
 
     def lock(self, note: str) -> AbstractContextManager[None]:
+        self._uploads.forget()  # a new writer: an earlier one was told of its failures
         return lease(self, note)
 
     def exists(self) -> bool:

@@ -6,11 +6,13 @@ secret can reach another process's command line, and the host key decision is ou
 
 How it meets docs/FORMAT.md ("Network locations"): a write goes to ``tmp/`` and is renamed into
 place with ``posix-rename@openssh.com``; a durable write first calls ``fsync@openssh.com`` when
-the server has it; the lock is the lease of :mod:`recovery.repository.remote`. Each thread gets
-its own SSH connection (backup writes chunks from several worker threads; paramiko's SFTP client
-serialises requests per channel). Host keys are checked against ``~/.ssh/known_hosts`` and
-``/etc/ssh/ssh_known_hosts``; an unknown one is accepted only through the credentials provider
-(and then remembered in ``~/.ssh/known_hosts``); a changed one is always refused.
+the server has it; the lock is the lease of :mod:`recovery.repository.remote`. Each operation
+borrows an SSH connection of its own from the backend's pool (backup writes chunks from several
+worker threads; paramiko's SFTP client serialises requests per channel), so a plan and its run,
+and one worker pool after another, log in once. Host keys are checked against
+``~/.ssh/known_hosts`` and ``/etc/ssh/ssh_known_hosts``; an unknown one is accepted only through
+the credentials provider (and then remembered in ``~/.ssh/known_hosts``); a changed one is
+always refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import getpass
+import logging
 import os
 import posixpath
 import socket
@@ -34,9 +37,13 @@ import paramiko
 from recovery.repository.address import Address
 from recovery.repository.backend import Backend, StoredFile
 from recovery.repository.credentials import Credentials
-from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
+from recovery.repository.remote import PARALLEL_REQUESTS, Pool, Uploads, lease, retrying
 
 T = TypeVar("T")
+
+# The library logs a connection's failures from its own threads (with tracebacks); with no
+# handler, Python would print them on stderr. Ours is the one clear line the caller gets.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 CONNECT_TIMEOUT = 15.0
@@ -65,16 +72,21 @@ def fingerprint(key: paramiko.PKey) -> str:
     return str(key.fingerprint)
 
 
+def _close(client: paramiko.SFTPClient) -> None:
+    client.get_channel().get_transport().close()
+
+
 class SftpBackend(Backend):
     parallel_requests = PARALLEL_REQUESTS
 
     def __init__(self, address: Address, credentials: Credentials) -> None:
         self.address = address
         self.location = str(address)
+        self._uploads = Uploads()
         self.credentials = credentials
         self.port = address.port or 22
         self.user = address.user or getpass.getuser()
-        self._local = threading.local()
+        self._pool: Pool[paramiko.SFTPClient] = Pool(self._connect, _close)
         self._mutex = threading.Lock()
         self._root: str | None = None
         self._trusted_key: str | None = None
@@ -84,7 +96,6 @@ class SftpBackend(Backend):
         self._has_fsync = True
         self._openssh = False
         self._made_dirs: set[str] = set()
-        self._connections: list[paramiko.Transport] = []
 
     # -- connections ---------------------------------------------------------------------
 
@@ -212,29 +223,17 @@ class SftpBackend(Backend):
             if client is None:
                 raise paramiko.SSHException("the server offers no SFTP")
             client.get_channel().settimeout(120)
-        except BaseException:
+        except BaseException as e:
             t.close()
+            if isinstance(e, _Refused) and e.errno == errno.EACCES:
+                with self._mutex:  # ask again next time (this backend is kept)
+                    self._keys, self._asked_password = None, False
             raise
         with self._mutex:
-            self._connections.append(t)
             if self._root is None:
                 home = client.normalize(".") if self.address.home else "/"
                 self._root = posixpath.join(home, self.address.path).rstrip("/") or "/"
         return client
-
-    def _sftp(self) -> paramiko.SFTPClient:
-        client: paramiko.SFTPClient | None = getattr(self._local, "client", None)
-        if client is None:
-            client = self._connect()
-            self._local.client = client
-        return client
-
-    def _drop(self) -> None:
-        client: paramiko.SFTPClient | None = getattr(self._local, "client", None)
-        self._local.client = None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.get_channel().get_transport().close()
 
     def _translate(self, e: BaseException) -> OSError | None:
         if isinstance(e, _Refused):
@@ -256,9 +255,8 @@ class SftpBackend(Backend):
     def _call(self, what: str, operation: Callable[[paramiko.SFTPClient], T]) -> T:
         return retrying(
             what,
-            lambda: operation(self._sftp()),
+            lambda: self._pool.run(operation, keep=lambda e: self._translate(e) is not None),
             self._translate,
-            reconnect=self._drop,
         )
 
     def _path(self, name: str) -> str:
@@ -279,6 +277,8 @@ class SftpBackend(Backend):
     # -- the operations ------------------------------------------------------------------
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self._uploads.wait_for(name)
+
         def get(c: paramiko.SFTPClient) -> bytes:
             with c.open(self._path(name), "rb") as f:
                 if self._openssh:
@@ -295,6 +295,7 @@ class SftpBackend(Backend):
         return self._call(f"read {name}", get)
 
     def size(self, name: str) -> int | None:
+        self._uploads.wait_for(name)
         try:
             attrs = self._call(f"size of {name}", lambda c: c.stat(self._path(name)))
         except FileNotFoundError:
@@ -302,6 +303,14 @@ class SftpBackend(Backend):
         return int(attrs.st_size or 0)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
+        if durable:  # after every chunk written before it (a manifest, a lease)
+            self._uploads.settle()
+            self._write_now(name, data, durable)
+        else:
+            blob = bytes(data)  # the caller may reuse its buffer
+            self._uploads.submit(name, lambda: self._write_now(name, blob, durable))
+
+    def _write_now(self, name: str, data: bytes | bytearray | memoryview, durable: bool) -> None:
         unique = f"tmp/{name.rpartition('/')[2]}.{uuid.uuid4().hex}.new"
 
         def put(c: paramiko.SFTPClient) -> None:
@@ -335,9 +344,13 @@ class SftpBackend(Backend):
             self._has_fsync = False  # "Operation unsupported": this server cannot
 
     def flush(self) -> None:
-        """Nothing more to do: each file was closed on the server (see FORMAT.md's limits)."""
+        """Wait for the background uploads (each file is closed on the server when its upload
+        ends: see FORMAT.md's limits); raise the first that failed."""
+        self._uploads.flush()
 
     def list(self, folder: str) -> Iterator[StoredFile]:
+        self._uploads.wait_all()
+
         def walk(c: paramiko.SFTPClient) -> list[StoredFile]:
             found: list[StoredFile] = []
             stack = [folder]
@@ -359,10 +372,14 @@ class SftpBackend(Backend):
         yield from self._call(f"list {folder or '/'}", walk)
 
     def delete(self, name: str) -> None:
+        self._uploads.wait_for(name)
         with contextlib.suppress(FileNotFoundError):
             self._call(f"delete {name}", lambda c: c.remove(self._path(name)))
 
     def move(self, src: str, dst: str) -> None:
+        self._uploads.wait_for(src)
+        self._uploads.wait_for(dst)
+
         def rename(c: paramiko.SFTPClient) -> None:
             self._makedirs(c, dst.rpartition("/")[0])
             c.posix_rename(self._path(src), self._path(dst))
@@ -370,6 +387,7 @@ class SftpBackend(Backend):
         self._call(f"move {src}", rename)
 
     def lock(self, note: str) -> AbstractContextManager[None]:
+        self._uploads.forget()  # a new writer: an earlier one was told of its failures
         return lease(self, note)
 
     def exists(self) -> bool:

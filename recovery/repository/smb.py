@@ -7,8 +7,9 @@ with no ``mount`` child process that could show a password in its command line.
 
 How it meets docs/FORMAT.md ("Network locations"): a write goes to ``tmp/`` and is renamed into
 place with replace semantics; a durable write sends an SMB2 FLUSH before closing; the lock is
-the lease of :mod:`recovery.repository.remote`. Each thread has its own SMB connection (a
-connection cache per thread), so chunk writes from the backup's workers run side by side.
+the lease of :mod:`recovery.repository.remote`. Each operation borrows an SMB connection of its
+own (a connection cache) from the backend's pool, so chunk writes from the backup's workers run
+side by side, and a plan and its run log in once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import getpass
+import logging
 import socket
 import stat
 import threading
@@ -25,6 +27,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import smbclient
+from smbclient._io import SMBFileTransaction, set_info
 from smbprotocol.exceptions import (
     SMBAuthenticationError,
     SMBConnectionClosed,
@@ -32,16 +35,26 @@ from smbprotocol.exceptions import (
     SMBOSError,
     SMBResponseException,
 )
+from smbprotocol.file_info import FileRenameInformation
 from smbprotocol.header import NtStatus
+from smbprotocol.open import FilePipePrinterAccessMask as Access
 
 from recovery.repository.address import Address
 from recovery.repository.backend import Backend, StoredFile
 from recovery.repository.credentials import Credentials
-from recovery.repository.remote import PARALLEL_REQUESTS, lease, retrying
+from recovery.repository.remote import PARALLEL_REQUESTS, Pool, Uploads, lease, retrying
 
 T = TypeVar("T")
 
+# The library logs a connection's failures from its own threads (with tracebacks); with no
+# handler, Python would print them on stderr. Ours is the one clear line the caller gets.
+for _library in ("smbprotocol", "smbclient", "spnego"):
+    logging.getLogger(_library).addHandler(logging.NullHandler())
+
 CONNECT_TIMEOUT = 15
+WRITE_AND_RENAME = (
+    Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | Access.DELETE
+)
 LOGIN_TIMEOUT = 20.0
 
 _REFUSED = {
@@ -58,18 +71,23 @@ _ERRNO = {
 }
 
 
+def _close(kw: dict[str, Any]) -> None:
+    smbclient.reset_connection_cache(fail_on_error=False, connection_cache=kw["connection_cache"])
+
+
 class SmbBackend(Backend):
     parallel_requests = PARALLEL_REQUESTS
 
     def __init__(self, address: Address, credentials: Credentials) -> None:
         self.address = address
         self.location = str(address)
+        self._uploads = Uploads()
         self.credentials = credentials
         self.port = address.port or 445
         self.user = address.user or getpass.getuser()
         unc_path = "\\".join(p for p in address.path.split("/") if p)
         self.root = f"\\\\{address.host}\\{address.share}" + (f"\\{unc_path}" if unc_path else "")
-        self._local = threading.local()
+        self._pool: Pool[dict[str, Any]] = Pool(self._open, _close)
         self._mutex = threading.Lock()
         self._login_lock = threading.Lock()
         self._password: str | None = None
@@ -78,18 +96,20 @@ class SmbBackend(Backend):
 
     # -- connections ---------------------------------------------------------------------
 
-    def _kwargs(self) -> dict[str, Any]:
-        """What every smbclient call takes: this thread's connection and the login."""
-        cache: dict[str, Any] | None = getattr(self._local, "cache", None)
-        if cache is None:
-            with self._mutex:
-                if not self._asked:
-                    self._password = self.credentials.password(self.location)
-                    self._asked = True
-            cache = {}
-            with self._login_lock:
+    def _open(self) -> dict[str, Any]:
+        """A new connection and session: what every smbclient call of one operation takes."""
+        with self._mutex:
+            if not self._asked:
+                self._password = self.credentials.password(self.location)
+                self._asked = True
+        cache: dict[str, Any] = {}
+        with self._login_lock:
+            try:
                 self._login(cache)
-            self._local.cache = cache
+            except BaseException as e:
+                if isinstance(self._translate(e), PermissionError):
+                    self._asked = False  # refused: ask again next time (this backend is kept)
+                raise
         return {"port": self.port, "connection_cache": cache}
 
     def _login(self, cache: dict[str, Any]) -> None:
@@ -97,7 +117,10 @@ class SmbBackend(Backend):
 
         smbprotocol waits for the session setup answer without a time limit, and smbd was seen
         (rarely, here on loopback, with several logins at once) never to answer one; logins are
-        therefore one at a time, and one that hangs is abandoned and retried.
+        therefore one at a time, and one that hangs is abandoned and retried. The share's tree
+        connect, the next request, is made here too, under the same limit: once smbd logged
+        "client used more credits than granted" on it (message 3) and a restore then waited on
+        that connection for good.
         """
         done = threading.Event()
         failed: list[BaseException] = []
@@ -113,6 +136,8 @@ class SmbBackend(Backend):
                     connection_cache=cache,
                     auth_protocol="ntlm",
                 )
+                share = f"\\\\{self.address.host}\\{self.address.share}"
+                smbclient.stat(share, port=self.port, connection_cache=cache)
             except BaseException as e:
                 failed.append(e)
             finally:
@@ -125,13 +150,6 @@ class SmbBackend(Backend):
             raise TimeoutError("the SMB server did not answer the login")
         if failed:
             raise failed[0]
-
-    def _drop(self) -> None:
-        cache = getattr(self._local, "cache", None)
-        self._local.cache = None
-        if cache is not None:
-            with contextlib.suppress(Exception):
-                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
 
     def _translate(self, e: BaseException) -> OSError | None:
         status = getattr(e, "ntstatus", None) or getattr(e, "status", None)
@@ -165,13 +183,16 @@ class SmbBackend(Backend):
     def _call(self, what: str, operation: Callable[[dict[str, Any]], T]) -> T:
         return retrying(
             what,
-            lambda: operation(self._kwargs()),
+            lambda: self._pool.run(operation, keep=lambda e: self._translate(e) is not None),
             self._translate,
-            reconnect=self._drop,
         )
 
     def _path(self, name: str) -> str:
         return self.root + ("\\" + name.replace("/", "\\") if name else "")
+
+    def _in_share(self, name: str) -> str:
+        """``name`` as a path inside the share (what a rename names its target by)."""
+        return "\\".join(p for p in [*self.address.path.split("/"), *name.split("/")] if p)
 
     def _makedirs(self, folder: str, kw: dict[str, Any]) -> None:
         if not folder or folder in self._made_dirs:
@@ -183,6 +204,8 @@ class SmbBackend(Backend):
     # -- the operations ------------------------------------------------------------------
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self._uploads.wait_for(name)
+
         def get(kw: dict[str, Any]) -> bytes:
             # Shared for reading, writing and deleting: worker threads read the same chunk at
             # once (a disk repeats content), and a remove may delete it meanwhile.
@@ -204,6 +227,7 @@ class SmbBackend(Backend):
         return self._call(f"read {name}", get)
 
     def size(self, name: str) -> int | None:
+        self._uploads.wait_for(name)
         try:
             st = self._call(f"size of {name}", lambda kw: smbclient.stat(self._path(name), **kw))
         except FileNotFoundError:
@@ -211,6 +235,14 @@ class SmbBackend(Backend):
         return int(st.st_size)
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
+        if durable:  # after every chunk written before it (a manifest, a lease)
+            self._uploads.settle()
+            self._write_now(name, data, durable)
+        else:
+            blob = bytes(data)  # the caller may reuse its buffer
+            self._uploads.submit(name, lambda: self._write_now(name, blob, durable))
+
+    def _write_now(self, name: str, data: bytes | bytearray | memoryview, durable: bool) -> None:
         unique = f"tmp/{name.rpartition('/')[2]}.{uuid.uuid4().hex}.new"
 
         def put(kw: dict[str, Any]) -> None:
@@ -219,13 +251,21 @@ class SmbBackend(Backend):
             tmp = self._path(unique)
             try:
                 view = memoryview(data).cast("B")
-                with smbclient.open_file(tmp, "wb", buffering=0, **kw) as f:
+                with smbclient.open_file(
+                    tmp, "wb", buffering=0, desired_access=WRITE_AND_RENAME, **kw
+                ) as f:
                     done = 0
                     while done < len(view):
                         done += f.write(view[done:]) or 0
                     if durable:
                         f.flush()  # an SMB2 FLUSH: the server puts the file on its disk
-                smbclient.replace(tmp, self._path(name), **kw)
+                    # Renamed through the handle that wrote it: smbclient.replace opens the
+                    # file again and probes the target, two more round trips per chunk.
+                    with SMBFileTransaction(f) as transaction:
+                        rename = FileRenameInformation()
+                        rename["replace_if_exists"] = True
+                        rename["file_name"] = self._in_share(name)
+                        set_info(transaction, rename)
             except BaseException:
                 with contextlib.suppress(Exception):
                     smbclient.remove(tmp, **kw)
@@ -234,9 +274,13 @@ class SmbBackend(Backend):
         self._call(f"write {name}", put)
 
     def flush(self) -> None:
-        """Nothing more to do: each file was closed on the server (see FORMAT.md's limits)."""
+        """Wait for the background uploads (each file is closed on the server when its upload
+        ends: see FORMAT.md's limits); raise the first that failed."""
+        self._uploads.flush()
 
     def list(self, folder: str) -> Iterator[StoredFile]:
+        self._uploads.wait_all()
+
         def walk(kw: dict[str, Any]) -> list[StoredFile]:
             found: list[StoredFile] = []
             stack = [folder]
@@ -260,10 +304,14 @@ class SmbBackend(Backend):
             return
 
     def delete(self, name: str) -> None:
+        self._uploads.wait_for(name)
         with contextlib.suppress(FileNotFoundError):
             self._call(f"delete {name}", lambda kw: smbclient.remove(self._path(name), **kw))
 
     def move(self, src: str, dst: str) -> None:
+        self._uploads.wait_for(src)
+        self._uploads.wait_for(dst)
+
         def rename(kw: dict[str, Any]) -> None:
             self._makedirs(dst.rpartition("/")[0], kw)
             smbclient.replace(self._path(src), self._path(dst), **kw)
@@ -271,6 +319,7 @@ class SmbBackend(Backend):
         self._call(f"move {src}", rename)
 
     def lock(self, note: str) -> AbstractContextManager[None]:
+        self._uploads.forget()  # a new writer: an earlier one was told of its failures
         return lease(self, note)
 
     def exists(self) -> bool:

@@ -35,6 +35,7 @@ from tests.storage.disks import (
     MiB,
     ext4_digest,
     make_gpt_system_disk,
+    mounted,
     recovery_cmd,
     sfdisk_dump,
 )
@@ -212,9 +213,15 @@ def test_wrong_secret_is_one_clear_line(loop, location: Location) -> None:  # ty
 
 
 def test_server_going_away_mid_backup_then_a_rerun_works(loop, location: Location) -> None:  # type: ignore[no-untyped-def]
+    """The server is killed while chunks travel (several uploads in flight at once): one clear
+    line, no image appears, the image already there still verifies, and a rerun succeeds."""
     src, _ = make_gpt_system_disk(loop)
     loc = location
     service = loc.server.service  # type: ignore[attr-defined]
+    before = loop(64 * MiB)
+    loopdev.run("dd", "if=/dev/urandom", f"of={before}", "bs=1M", "count=8", "conv=fsync")
+    recovery(loc, "backup", before, "--to", loc.address, "--name", "before", *loc.options)
+    stored_before = loc.stored_bytes()
     args = ["backup", src, "--to", loc.address, "--name", "gone", *loc.options]
     proc = subprocess.Popen(
         [*recovery_cmd(), *args],
@@ -227,7 +234,7 @@ def test_server_going_away_mid_backup_then_a_rerun_works(loop, location: Locatio
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            if loc.stored_bytes() > 0:
+            if loc.stored_bytes() > stored_before:
                 break
             time.sleep(0.02)
         service.stop()
@@ -242,9 +249,11 @@ def test_server_going_away_mid_backup_then_a_rerun_works(loop, location: Locatio
     assert loc.secret not in err
 
     listing = json.loads(recovery(loc, "images", loc.address, "--json", *loc.options).stdout)
-    assert listing["images"] == []
+    assert [i["name"] for i in listing["images"]] == ["before"]
+    assert "intact" in recovery(loc, "verify", f"{loc.address}::before", *loc.options).stdout
     recovery(loc, *args)
-    assert "intact" in recovery(loc, "verify", f"{loc.address}::gone", *loc.options).stdout
+    for name in ("before", "gone"):
+        assert "intact" in recovery(loc, "verify", f"{loc.address}::{name}", *loc.options).stdout
 
 
 @pytest.mark.parametrize("location", ["s3"], indirect=True)
@@ -279,3 +288,29 @@ def test_two_machines_backing_up_to_one_prefix_at_once(loop, location: Location)
     assert names == sorted(["first"] + [f"pc{i}" for i, c in enumerate(codes) if c == 0])
     for name in names:
         assert "intact" in recovery(loc, "verify", f"{loc.address}::{name}", *loc.options).stdout
+
+
+def test_open_reads_a_file_and_its_server_shows_no_secret(  # type: ignore[no-untyped-def]
+    loop, location: Location, tmp_path: Path
+) -> None:
+    """``open`` on a network image: a file read through the view is the source's; the view's
+    server (a daemon: not below the command, so checked by its pid), its children (FUSE
+    drivers, mount) and its log file never hold the secret."""
+    src, parts = make_gpt_system_disk(loop)
+    loc = location
+    with mounted(parts[1], readonly=True) as m:
+        want = (m / "etc" / "os-release").read_bytes()
+    recovery(loc, "backup", src, "--to", loc.address, "--name", "img", *loc.options)
+    run_dir, view = tmp_path / "run", tmp_path / "view"
+    view.mkdir()
+    env = {**loc.env, "RECOVERY_RUN_DIR": str(run_dir)}
+    r = recovery(loc, "open", f"{loc.address}::img", str(view), "--json", *loc.options, env=env)
+    opened = json.loads(r.stdout[r.stdout.index("{") :])
+    try:
+        assert (view / "p2" / "etc" / "os-release").read_bytes() == want
+        seen = cmdlines(int(opened["pid"]))
+        assert seen and not [c for c in seen if loc.secret in c], seen
+        logs = list(run_dir.rglob("*.log"))
+        assert logs and all(loc.secret not in f.read_text(errors="replace") for f in logs)
+    finally:
+        recovery(loc, "close", str(view), env=env)

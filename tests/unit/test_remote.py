@@ -1,6 +1,7 @@
 """What every network backend shares (recovery/repository/remote.py): bounded retries that end in
-an OSError with an errno, and the lease lock of docs/FORMAT.md ("Network locations"), run here
-over the in-memory backend (no server needed)."""
+an OSError with an errno, background uploads whose failures always reach the flush, and the
+lease lock of docs/FORMAT.md ("Network locations"), run here over the in-memory backend (no
+server needed)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import errno
 import json
 import os
 import socket
+import threading
+from collections.abc import Callable
 
 import pytest
 
 from recovery.repository import remote
 from recovery.repository.backend import LockHeld
-from recovery.repository.remote import LOCKS_FOLDER, is_stale, lease, retrying
+from recovery.repository.remote import LOCKS_FOLDER, Uploads, is_stale, lease, retrying
 from tests.unit.memory_backend import MemoryBackend
 
 
@@ -101,3 +104,60 @@ def test_a_fresh_lease_of_another_machine_is_respected() -> None:
     assert not is_stale(other)
     with pytest.raises(LockHeld, match="pc2"), lease(b, "backup"):
         pass
+
+
+def test_uploads_run_behind_the_caller_and_are_read_back() -> None:
+    started, release = threading.Event(), threading.Event()
+    stored: dict[str, bytes] = {}
+
+    def slow(name: str, data: bytes) -> Callable[[], None]:
+        def upload() -> None:
+            started.set()
+            release.wait(10)
+            stored[name] = data
+
+        return upload
+
+    u = Uploads(threads=2, queued=4)
+    u.submit("chunks/a", slow("chunks/a", b"A"))
+    assert started.wait(10) and "chunks/a" not in stored  # submit did not wait
+    release.set()
+    u.wait_for("chunks/a")  # what every read, size and delete of the backends does first
+    assert stored == {"chunks/a": b"A"}
+    u.flush()
+
+
+def test_a_failed_upload_stops_the_rest_and_reaches_the_flush_once() -> None:
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise OSError(errno.EIO, "no answer to 'write chunks/a' after 5 tries")
+
+    u = Uploads(threads=1, queued=4)
+    u.submit("chunks/a", fails)
+    u.wait_all()
+    with pytest.raises(OSError, match="no answer"):
+        u.submit("chunks/b", lambda: ran.append("b"))  # the backup stops early
+    with pytest.raises(OSError, match="no answer") as flushed:
+        u.flush()  # before a manifest: it never names a chunk that did not arrive
+    assert flushed.value.errno == errno.EIO
+    u.flush()  # told once
+    assert ran == []
+
+
+def test_a_failure_is_not_lost_to_a_durable_write_and_a_new_writer_starts_clean() -> None:
+    u = Uploads(threads=1, queued=2)
+
+    def fails() -> None:
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+    u.submit("chunks/a", fails)
+    with pytest.raises(OSError):
+        u.settle()  # what a durable write does: refused, and the failure stays
+    with pytest.raises(OSError):
+        u.settle()  # (a lease refresh ignores it; the manifest's write would not)
+    with pytest.raises(OSError):
+        u.flush()
+    u.submit("chunks/a", fails)
+    u.forget()  # what taking the lock does: the writer before was told
+    u.flush()
