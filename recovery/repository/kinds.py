@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 from recovery.errors import UsageError
+from recovery.repository import secrets
 from recovery.repository.address import KINDS, parse_address, scheme_of
 from recovery.repository.backend import Backend
-from recovery.repository.credentials import current_credentials
 
 __all__ = ["KINDS", "open_backend"]
 
@@ -32,7 +32,7 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
 
         return LocalFolder(text)
     where = parse_address(text)
-    credentials = current_credentials()
+    credentials = secrets.current()
     # One line per kind of location; imported here so a build without a client library still
     # opens folders, and so PyInstaller sees every import.
     if where.kind == "sftp":
