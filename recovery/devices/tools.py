@@ -40,6 +40,7 @@ TOOLS: dict[str, Tool] = {
         Tool("blkid", "util-linux", "recognising file systems"),
         Tool("udevadm", "udev", "refreshing what udev knows after a disk was written"),
         Tool("mount", "mount", "mounting backup locations"),
+        Tool("ip", "iproute2", "showing network addresses and asking DHCP again"),
         Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
         Tool("e2fsck", "e2fsprogs", "checking ext2/3/4, and before growing it"),
         Tool("resize2fs", "e2fsprogs", "growing ext2/3/4"),
