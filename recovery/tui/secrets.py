@@ -114,7 +114,7 @@ class DialogSecrets(EnvironmentSecrets):
                     f"The SSH server {host} is not known yet. Its {key_type} key fingerprint is",
                     f"  {fingerprint}",
                     "Compare it with the one the server's owner gives you. Trusting it",
-                    "remembers it in ~/.ssh/known_hosts for this session.",
+                    "adds it to ~/.ssh/known_hosts (in memory on the live system).",
                 ],
                 confirm="Trust this server",
                 cancel="Refuse",

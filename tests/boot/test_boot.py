@@ -6,10 +6,13 @@ file order. Screenshots of tty1 go to build/boot-test/tty1-MODE.png, timings to 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import struct
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -17,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.boot.conftest import ARTIFACTS, BOOT_TIMEOUT
+from tests.boot.conftest import ARTIFACTS, BOOT_TIMEOUT, REPO
 from tests.boot.qemu import Machine
+from tests.servers import SSH_PASSPHRASE, SshServer, ssh_server  # noqa: F401 (a fixture)
 
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -196,6 +200,41 @@ def test_network_screen_and_selection_contrast(machine: Machine) -> None:
     _check_contrast(picture, screen)
     _press(machine, "esc")
     _wait_tty1(machine, lambda s: "System Backup" in s, "the home screen again", 120)
+
+
+def test_backup_to_sftp_on_the_host(machine: Machine, ssh_server: SshServer) -> None:  # noqa: F811
+    """A backup from inside the live system to an SSH server on the host, over QEMU's user
+    network (the guest reaches the host's 127.0.0.1 as 10.0.2.2); the host then lists and
+    verifies the image. The key's passphrase goes in the environment, never on a command line."""
+    if machine.mode.name != "bios-cd":
+        pytest.skip("the SFTP backup runs in the bios-cd boot only")
+    serial = machine.serial
+    assert serial is not None
+    key = base64.b64encode(ssh_server.identity.read_bytes()).decode()
+    rc, out = serial.run(f"echo {key} | base64 -d > /tmp/id && chmod 600 /tmp/id")
+    assert rc == 0, out
+    folder = ssh_server.root / "from-the-live-system"
+    rc, out = serial.run(
+        "src=$(readlink -f /dev/disk/by-id/virtio-recsrc); "
+        f"RECOVERY_PASSWORD='{SSH_PASSPHRASE}' recovery backup $src "
+        f"--to sftp://root@10.0.2.2:{ssh_server.port}{folder} --identity /tmp/id "
+        "--accept-new-host-key --name over-the-network --yes 2>&1",
+        timeout=900,
+    )
+    assert rc == 0, out
+    address = ssh_server.address("from-the-live-system")
+    env = {**os.environ, **ssh_server.env(), "RECOVERY_ACCEPT_NEW_HOST_KEY": "1"}
+    host = [sys.executable, "-m", "recovery"]
+    listed = subprocess.run(
+        [*host, "images", address, "--identity", str(ssh_server.identity)],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert listed.returncode == 0 and "over-the-network" in listed.stdout, listed.stderr
+    checked = subprocess.run(
+        [*host, "verify", f"{address}::over-the-network", "--identity", str(ssh_server.identity)],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_restore_inside_the_live_system(

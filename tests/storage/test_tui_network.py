@@ -31,11 +31,15 @@ from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.widgets.disk_table import DiskTable
 from tests.servers import (
     LOOPBACK,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
     SMB_PASSWORD,
     SMB_USER,
     SSH_PASSPHRASE,
+    S3Server,
     SmbServer,
     SshServer,
+    s3_server,  # noqa: F401 (a fixture)
     smb_server,  # noqa: F401 (a fixture)
     ssh_server,  # noqa: F401 (a fixture)
 )
@@ -216,3 +220,47 @@ def test_restore_lists_an_smb_share_through_the_tui(
     assert seen["images"] == ["on-the-nas"]
     assert seen["wrong"] and "\n" not in seen["wrong"].strip(), seen["wrong"]
     assert "wrong-password" not in seen["wrong"]
+
+
+def test_restore_lists_an_s3_bucket_with_keys_typed_in_the_tui(
+    loop,
+    s3_server: S3Server,  # noqa: F811
+    fresh_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    """Restore > n > S3 (plain HTTP): with no keys in the environment, the keys typed in the
+    form open the bucket; a wrong secret key is one line that does not repeat it."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    src, _ = make_gpt_system_disk(loop, 256 * MiB)
+    address = s3_server.address("tui-bucket", "pc1")
+    run_recovery(
+        "backup", src, "--to", address, "--name", "in-the-bucket", "--yes",
+        env={**os.environ, **s3_server.env()},
+    )  # fmt: skip
+    app = RecoveryApp(real_backends({src}), cursor_blink=False)
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "3", "n")
+        form = pilot.app.screen
+        assert isinstance(form, NetworkLocationScreen)
+        server = f"{LOOPBACK}:{s3_server.port}"
+        await fill_form(pilot, 3, [server, "tui-bucket/pc1", S3_ACCESS_KEY, "wrong-secret-9"])
+        await press(pilot, "enter")
+        await until(pilot, lambda: "Connecting" not in status_of(form), 180)
+        seen["wrong"] = status_of(form)
+        secret = form.query_one("#secret", Input)
+        secret.value = S3_SECRET_KEY
+        secret.focus()
+        await press(pilot, "enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, BackupsScreen), 180)
+        images = pilot.app.screen
+        assert isinstance(images, BackupsScreen)
+        await until(pilot, lambda: bool(images.images), 120)
+        seen["images"] = [i.name for i in images.images]
+
+    drive(app, scenario)
+    assert seen["images"] == ["in-the-bucket"]
+    assert seen["wrong"] and "\n" not in seen["wrong"].strip(), seen["wrong"]
+    assert "wrong-secret-9" not in seen["wrong"]
