@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := $(shell grep -v '^\#' deps/debian-packages.txt | tr '\n' ' ')
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-storage check bench deps venv binary test-binary iso-deps iso iso-test clean
+.PHONY: run test test-unit test-storage check bench bench-files deps venv binary test-binary iso-deps iso iso-test clean
 
 run: venv
 	@$(SUDO) $(BIN)/recovery
@@ -85,6 +85,11 @@ iso-test: iso
 bench: venv
 	$(SUDO) $(BIN)/python bench/bench.py
 	$(SUDO) $(BIN)/python bench/open_read.py
+	$(SUDO) $(BIN)/python bench/file_backup.py
+
+# Only the file-backup case (issue 13): ours against restic and borg on a ~1 GB tree.
+bench-files: venv
+	$(SUDO) $(BIN)/python bench/file_backup.py
 
 clean:
 	rm -rf build dist $(VENV) .mypy_cache .ruff_cache .pytest_cache

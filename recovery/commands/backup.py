@@ -14,7 +14,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "sources",
         nargs="+",
         metavar="SOURCE",
-        help="a whole disk (/dev/sdb) or partitions of one disk (/dev/sdb1 /dev/sdb3)",
+        help="a whole disk (/dev/sdb) or partitions of one disk (/dev/sdb1 /dev/sdb3); with "
+        "--files: a partition (/dev/sda3), a folder in one (/dev/sda3:/Users/alice) or a folder "
+        "of this system",
+    )
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="save files and folders (a file image), not partitions",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="with --files: leave out what matches (*.tmp, node_modules/, /Users/*/AppData); "
+        "repeat for more",
+    )
+    p.add_argument(
+        "--preset",
+        choices=["user-data"],
+        help="with --files: the usual user folders of a Windows or Linux system, without caches",
     )
     p.add_argument(
         "--to",
@@ -46,6 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recovery.engine import vdisk
+
+    if args.files:
+        return _run_files(args)
+    if args.exclude or args.preset:
+        from recovery.errors import UsageError
+
+        raise UsageError("--exclude and --preset go with --files (a backup of files)")
 
     if len(args.sources) == 1 and vdisk.is_virtual_disk(args.sources[0]):
         # A virtual disk file: back up the disk inside it, through a read-only loop device.
@@ -99,3 +126,42 @@ def _run(args: argparse.Namespace, sources: list[str], vdisk_file: str | None = 
             f"in {human_duration(result.seconds)}."
         )
     return 0
+
+
+def _run_files(args: argparse.Namespace) -> int:
+    from recovery.engine import api
+
+    if args.system or args.keep_system_files:
+        from recovery.errors import UsageError
+
+        raise UsageError("--system and --keep-system-files are for disk images, not --files")
+    plan = api.file_backup_plan(
+        args.sources,
+        args.to,
+        name=args.name,
+        excludes=args.exclude,
+        preset=args.preset,
+        level=args.level,
+        encrypt=args.encrypt,
+    )
+    progress = progress_for(args.json)
+    if not args.json:
+        for line in plan.describe():
+            print(line)
+    try:
+        result = api.file_backup_run(plan, progress)
+    finally:
+        progress.close()
+    if args.json:
+        print_json({"event": "result", **result.to_json(), "seconds": round(result.seconds, 3)})
+    else:
+        for line in result.skipped:
+            print(f"not saved: {line}")
+        print(
+            f"Saved file image '{result.image.name}' in {args.to}: {result.files} file(s), "
+            f"{human_size(result.total_bytes)} ({result.reused_files} unchanged, "
+            f"{human_size(result.read_bytes)} read), {human_size(result.new_bytes)} added to "
+            f"the location, in {human_duration(result.seconds)}"
+            + (f"; {len(result.skipped)} could not be read (see above)." if result.skipped else ".")
+        )
+    return 7 if result.skipped else 0

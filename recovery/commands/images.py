@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
             f"{i.name:<32} {i.created:<20} {i.source_path:<14} "
             f"{human_size(i.data_size):>10} {human_size(i.stored_size):>10}  {status}"
         )
+        if i.kind == "files":
+            print(f"    files: {i.files} file(s), {human_size(i.data_size)}")
         for p in i.partitions:
             print(
                 f"    partition {p.number}: {p.fstype or 'unknown'} {p.label or ''} "

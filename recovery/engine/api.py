@@ -21,12 +21,15 @@ from recovery.engine.plans import (
     BackupResult,
     ClonePlan,
     CloneResult,
+    FileBackupPlan,
+    FileBackupResult,
     ImageInfo,
     PartitionSummary,
     Question,
     RemoveResult,
     RestorePlan,
     RestoreResult,
+    SourceFolders,
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
@@ -42,12 +45,15 @@ __all__ = [
     "BackupResult",
     "ClonePlan",
     "CloneResult",
+    "FileBackupPlan",
+    "FileBackupResult",
     "ImageInfo",
     "PartitionSummary",
     "Question",
     "RemoveResult",
     "RestorePlan",
     "RestoreResult",
+    "SourceFolders",
     "VerifyResult",
     "backup_plan",
     "backup_run",
@@ -58,11 +64,14 @@ __all__ = [
     "close_image",
     "extract_plan",
     "extract_run",
+    "file_backup_plan",
+    "file_backup_run",
     "list_images",
     "open_image",
     "remove",
     "restore_plan",
     "restore_run",
+    "source_folders",
     "verify",
 ]
 
@@ -97,6 +106,41 @@ def backup_run(
 ) -> BackupResult:
     """``ask`` decides whether to go on when the source has many unreadable areas (None: go on)."""
     return backup.run_backup(plan, progress or NullProgress(), cancel or CancelToken(), ask)
+
+
+def file_backup_plan(
+    sources: list[str],
+    repo: str,
+    name: str | None = None,
+    excludes: list[str] | None = None,
+    preset: str | None = None,
+    level: int = 3,
+    encrypt: bool = False,
+) -> FileBackupPlan:
+    """Resolve and mount the sources read-only, count what will be saved, unmount; return a
+    plan (``describe()`` gives lines to show). SOURCE: ``/dev/X``, ``/dev/X:/folder``, a folder."""
+    from recovery.engine import filebackup
+
+    return filebackup.plan_file_backup(
+        sources, repo, name=name, excludes=excludes, preset=preset, level=level, encrypt=encrypt
+    )
+
+
+def source_folders(source: str, depth: int = 3) -> SourceFolders:
+    """The folders of a file backup's SOURCE (mounted read-only for the look), and those the
+    user-data preset would save; for choosing what to back up."""
+    from recovery.engine import filebackup
+
+    return filebackup.source_folders(source, depth)
+
+
+def file_backup_run(
+    plan: FileBackupPlan, progress: Progress | None = None, cancel: CancelToken | None = None
+) -> FileBackupResult:
+    """Save the plan's files as a file image; unreadable files are skipped and listed."""
+    from recovery.engine import filebackup
+
+    return filebackup.run_file_backup(plan, progress or NullProgress(), cancel or CancelToken())
 
 
 def restore_plan(
@@ -162,17 +206,28 @@ def close_image(directory: str) -> list[str]:
 def extract_plan(
     repo: str, image: str, paths: list[str], to: str, overwrite: bool = False
 ) -> ExtractPlan:
-    """Check the paths and the destination (nothing is copied); ``describe()`` gives lines."""
-    from recovery.engine import extract
+    """Check the paths and the destination (nothing is copied); ``describe()`` gives lines.
+    A file image takes plain paths (``/Users/alice``), a disk image ``pN:/path``."""
+    from recovery.engine import extract, fileextract
+    from recovery.repository.filetree import is_file_image
+    from recovery.repository.store import check_name
 
+    r = Repository.open(repo)
+    body = r.read_manifest(check_name(image))
+    if is_file_image(body):
+        return fileextract.plan_file_extract(r, image, body, paths, to, overwrite)
     return extract.plan_extract(repo, image, paths, to, overwrite=overwrite)
 
 
 def extract_run(
     plan: ExtractPlan, progress: Progress | None = None, cancel: CancelToken | None = None
 ) -> ExtractResult:
-    from recovery.engine import extract
+    from recovery.engine import extract, fileextract
 
+    if isinstance(plan, fileextract.FileExtractPlan):
+        return fileextract.run_file_extract(
+            Repository.open(plan.repo), plan, progress or NullProgress(), cancel or CancelToken()
+        )
     return extract.run_extract(plan, progress or NullProgress(), cancel or CancelToken())
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recovery.engine.fileview import FILES, FileImageView, open_view, serve_files
 from recovery.engine.view import ImageView, ViewResult, mount_partition, serve, unmount_partition
 from recovery.errors import DeviceError, RecoveryError, Refused, UsageError
 
@@ -111,7 +112,7 @@ def open_image(repo: str, image: str, directory: str) -> ViewResult:
     if os.geteuid() != 0:
         raise Refused("opening an image mounts file systems and needs root: run it with sudo")
     real = _check_folder(directory)
-    view = ImageView(repo, image)  # a missing or damaged image stops here, in the caller
+    view = open_view(repo, image)  # a missing or damaged image stops here, in the caller
     try:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -167,7 +168,7 @@ def _read_ready(fd: int) -> dict[str, Any] | None:
     return msg if isinstance(msg, dict) else None
 
 
-def _server(view: ImageView, repo: str, directory: str, w: int, log: Path) -> None:
+def _server(view: ImageView | FileImageView, repo: str, directory: str, w: int, log: Path) -> None:
     """The forked server: its own session, output to the log, the view until unmounted."""
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -221,7 +222,9 @@ def _server(view: ImageView, repo: str, directory: str, w: int, log: Path) -> No
             tell(
                 {
                     "pid": os.getpid(),
-                    "files": sorted(view.files),
+                    "files": [f"{FILES}/"]
+                    if isinstance(view, FileImageView)
+                    else sorted(view.files),
                     "partitions": [
                         {
                             "number": p.number,
@@ -244,7 +247,10 @@ def _server(view: ImageView, repo: str, directory: str, w: int, log: Path) -> No
 
     print(f"serving {repo}::{view.image} at {directory}", flush=True)
     try:
-        serve(view, directory, ready)
+        if isinstance(view, FileImageView):
+            serve_files(view, directory, ready)
+        else:
+            serve(view, directory, ready)
     except BaseException as e:
         tell({"error": f"cannot mount the view at {directory}: {e}"})
     finally:

@@ -84,6 +84,10 @@ class ImageInfo(JsonRecord):
     status: str
     """``complete`` or ``verified``."""
     verified_at: str | None = None
+    kind: str = "disk"
+    """``disk`` (an image of partitions) or ``files`` (a file image, FORMAT.md)."""
+    files: int = 0
+    """Regular files in a file image (0 for a disk image)."""
 
 
 @dataclass(frozen=True)
@@ -318,3 +322,108 @@ class CloneResult(JsonRecord):
     seconds: float
     checks: tuple[str, ...]
     ok: bool
+
+
+# File backup ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """One SOURCE of ``backup --files``: a partition (and a folder in it) or a folder here."""
+
+    spec: str
+    """As given: ``/dev/sda3``, ``/dev/sda3:/Users/alice`` or ``/home``."""
+    device: str | None
+    """The partition, or None for a folder of the running system."""
+    fstype: str | None
+    uuid: str | None
+    label: str | None
+    folder: str
+    """The folder inside the file system (``/`` for all of it)."""
+    place: str
+    """Where its tree sits in the image (FORMAT.md, "File images"): "" or a name."""
+    key: str
+    """The source key the files cache is looked up by."""
+    case_insensitive: bool
+    stable_inodes: bool
+    mounted_at: str | None = None
+    """Where it is already mounted (used as it is), or None: recovery mounts it read-only."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "place": self.place,
+            "device": self.device,
+            "fstype": self.fstype,
+            "uuid": self.uuid,
+            "label": self.label,
+            "folder": self.folder,
+            "key": self.key,
+            "case_insensitive": self.case_insensitive,
+        }
+
+
+@dataclass(frozen=True)
+class FileBackupPlan:
+    sources: tuple[FileSource, ...]
+    repo: str
+    name: str
+    level: int
+    include: tuple[tuple[str, str], ...]
+    """``(place, folder)`` pairs chosen: the sources' folders, or a preset's folders in them."""
+    exclude: tuple[str, ...]
+    preset: str | None
+    files: int
+    """Regular files the walk found when planning (the run walks again)."""
+    total_bytes: int
+    notes: tuple[str, ...] = ()
+
+    def describe(self) -> list[str]:
+        lines = [
+            f"Back up {self.files} file(s), {human_size(self.total_bytes)}, to {self.repo} "
+            f"as file image '{self.name}'"
+        ]
+        for s in self.sources:
+            what = f"{s.device} ({s.fstype or 'unknown'}{', ' + s.label if s.label else ''})"
+            lines.append(f"  from {what if s.device else 'this system'}: {s.folder}")
+        if self.preset:
+            lines.append(f"  preset {self.preset}: " + ", ".join(p for _, p in self.include))
+        if self.exclude:
+            lines.append(f"  excluding {len(self.exclude)} pattern(s): " + ", ".join(self.exclude))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class FileBackupResult(JsonRecord):
+    image: ImageInfo
+    """The new file image; its ``stored_size`` is 0 here (counting it stats every chunk the
+    image names: ``images`` does)."""
+    files: int
+    folders: int
+    total_bytes: int
+    """Bytes of the regular files saved (each hard-linked file once)."""
+    read_bytes: int
+    """Bytes read from the source: what the files cache could not vouch for."""
+    reused_files: int
+    """Files the previous file image's tree vouched for unchanged (not opened)."""
+    new_bytes: int
+    """Compressed bytes added to the backup location."""
+    seconds: float
+    skipped: tuple[str, ...] = ()
+    """``path: reason`` of each file that could not be read after retries."""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceFolders:
+    """The folders of a file backup's source, for choosing what to save (the TUI's tree)."""
+
+    source: str
+    system: str | None
+    """``windows`` or ``linux`` when the user-data preset applies, else None."""
+    folders: tuple[str, ...]
+    """Absolute paths in the file system, folders only, a few levels deep, sorted."""
+    preset: tuple[str, ...]
+    """The folders the user-data preset would save (empty when it does not apply)."""
+    truncated: bool = False

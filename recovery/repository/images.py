@@ -11,12 +11,23 @@ from collections.abc import Iterator
 from typing import Any
 
 from recovery import __version__
-from recovery.errors import IntegrityError
+from recovery.errors import IntegrityError, UsageError
+from recovery.repository import filetree
 from recovery.repository.maps import DATA, RECORD, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name, utc_now
 
 
+def not_a_file_image(body: dict[str, Any], where: str) -> None:
+    """Refuse a file image where a disk image's streams are needed (restore, export, ...)."""
+    if filetree.is_file_image(body):
+        raise UsageError(
+            f"{where} is a file image (saved files, not partitions): it cannot be restored onto "
+            "a disk; copy its files out with 'recovery extract' or look at them with 'open'"
+        )
+
+
 def cell_size_of(body: dict[str, Any], where: str) -> int:
+    not_a_file_image(body, where)
     cs = body.get("cell_size")
     if not isinstance(cs, int) or cs < 65536 or cs > 64 << 20 or cs & (cs - 1):
         raise IntegrityError(f"{where}: cell size {cs!r} is invalid")
@@ -24,6 +35,7 @@ def cell_size_of(body: dict[str, Any], where: str) -> int:
 
 
 def streams_of(body: dict[str, Any], where: str) -> list[StreamInfo]:
+    not_a_file_image(body, where)
     cs = cell_size_of(body, where)
     streams = body.get("streams")
     if not isinstance(streams, list) or not streams:
@@ -76,6 +88,9 @@ def collect_garbage(repo: Repository) -> int:
     for other in repo.image_names():
         body = repo.read_manifest(other)
         where = repo.manifest_where(other)
+        if filetree.is_file_image(body):
+            referenced.update(filetree.referenced_chunks(repo, body, where))
+            continue
         referenced.update(referenced_chunks(repo, streams_of(body, where), other))
     freed = 0
     for digest, size in list(repo.iter_chunks()):

@@ -79,6 +79,8 @@ class ChunkHeader(NamedTuple):
 MANIFEST_HEADER = struct.Struct("<4sHHI")
 MANIFEST_MAGIC = b"RIMG"
 MANIFEST_VERSION = 1
+"""Disk images' manifests; file images' are version 2 (FORMAT.md, "File images")."""
+NEWEST_MANIFEST_VERSION = 2
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -504,12 +506,14 @@ class Repository:
         except OSError as e:
             raise RepositoryError(f"cannot read {self.location}: {e.strerror}") from e
 
-    def write_manifest(self, name: str, body: dict[str, Any]) -> None:
+    def write_manifest(
+        self, name: str, body: dict[str, Any], version: int = MANIFEST_VERSION
+    ) -> None:
         check_name(name)
         data = json.dumps(body, separators=(",", ":")).encode()
         if len(data) > MAX_MANIFEST:
             raise RepositoryError(f"image {name}: manifest too large ({len(data)} bytes)")
-        head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0, len(data))
+        head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, version, 0, len(data))
         blob = head + data
         blob += hash_bytes(blob)
         if self.keys is not None:
@@ -665,12 +669,12 @@ def parse_manifest(blob: bytes, where: str) -> dict[str, Any]:
     magic, version, _reserved, length = MANIFEST_HEADER.unpack_from(blob)
     if magic != MANIFEST_MAGIC:
         raise IntegrityError(f"{where}: not an image manifest (bad magic)")
-    if version > MANIFEST_VERSION:
+    if version > NEWEST_MANIFEST_VERSION:
         raise UnsupportedVersion(
             f"{where}: image written by a newer recovery (manifest version {version}, this one "
-            f"reads {MANIFEST_VERSION}): use a newer recovery"
+            f"reads {NEWEST_MANIFEST_VERSION}): use a newer recovery"
         )
-    if version != MANIFEST_VERSION:
+    if version not in (MANIFEST_VERSION, NEWEST_MANIFEST_VERSION):
         raise IntegrityError(f"{where}: manifest version {version} is invalid")
     end = MANIFEST_HEADER.size + length
     if length > MAX_MANIFEST or end + HASH_SIZE != len(blob):
@@ -687,4 +691,6 @@ def parse_manifest(blob: bytes, where: str) -> dict[str, Any]:
         raise IntegrityError(f"{where}: manifest body is not valid JSON: {e}") from e
     if not isinstance(body, dict):
         raise IntegrityError(f"{where}: manifest body is not an object")
+    if (version == NEWEST_MANIFEST_VERSION) != (body.get("kind") == "files"):
+        raise IntegrityError(f"{where}: manifest version {version} does not match its kind")
     return body

@@ -22,9 +22,12 @@ from recovery.engine.locations import Location, Locations
 from recovery.engine.plans import (
     BackupResult,
     CloneResult,
+    FileBackupPlan,
+    FileBackupResult,
     ImageInfo,
     RemoveResult,
     RestoreResult,
+    SourceFolders,
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, Progress
@@ -110,6 +113,23 @@ class EngineApi(Protocol[BackupPlanT, RestorePlanT, ClonePlanT]):
     def extract_run(
         self, plan: ExtractPlan, progress: Progress, cancel: CancelToken, /
     ) -> ExtractResult: ...
+
+    def source_folders(self, source: str, /) -> SourceFolders: ...
+
+    def file_backup_plan(
+        self,
+        sources: list[str],
+        repo: str,
+        name: str | None = None,
+        excludes: list[str] | None = None,
+        preset: str | None = None,
+        level: int = 3,
+        encrypt: bool = False,
+    ) -> FileBackupPlan: ...
+
+    def file_backup_run(
+        self, plan: FileBackupPlan, progress: Progress, cancel: CancelToken, /
+    ) -> FileBackupResult: ...
 
 
 class DiskSource(Protocol):

@@ -585,3 +585,121 @@ def power(app: RecoveryApp, *, reboot: bool) -> None:
     if reboot:
         lines.append("Take the stick out if the machine should start from its own disk.")
     app.push_screen(ConfirmScreen(f"{what} now?", lines, confirm=what), answered)
+
+
+# File Backup ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FileBackupChoice:
+    partition: str = ""
+    folders: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    preset: bool = False
+    repo: str | None = None
+
+
+def start_file_backup(app: RecoveryApp) -> None:
+    from recovery.tui.screens.files import FileSourceScreen
+
+    def picked(partition: str, role: str) -> None:
+        choose_folders(app, FileBackupChoice(partition=partition))
+
+    app.push_screen(FileSourceScreen(("File Backup", "Partition"), picked))
+
+
+def choose_folders(app: RecoveryApp, choice: FileBackupChoice) -> None:
+    from recovery.tui.screens.files import FolderChoice, FolderTreeScreen
+
+    engine: AppEngine = app.backends.engine
+
+    def picked(folders: FolderChoice) -> None:
+        choose_file_location(
+            app,
+            replace(
+                choice, folders=folders.folders, excludes=folders.excludes, preset=folders.preset
+            ),
+        )
+
+    app.push_screen(
+        FolderTreeScreen(
+            ("File Backup", "Folders"),
+            choice.partition,
+            lambda: engine.source_folders(choice.partition),
+            picked,
+        )
+    )
+
+
+def choose_file_location(app: RecoveryApp, choice: FileBackupChoice) -> None:
+    def picked(repo: str) -> None:
+        show_file_backup_plan(app, replace(choice, repo=repo))
+
+    app.push_screen(
+        LocationScreen(
+            ("File Backup", "Location"),
+            picked,
+            for_backup=True,
+            exclude=frozenset({choice.partition}),
+        )
+    )
+
+
+def file_sources(choice: FileBackupChoice) -> list[str]:
+    """The engine's SOURCEs: the partition alone for the preset or everything, else one
+    ``partition:/folder`` per ticked folder."""
+    if choice.preset or choice.folders == ["/"]:
+        return [choice.partition]
+    return [f"{choice.partition}:{f}" for f in choice.folders]
+
+
+def show_file_backup_plan(app: RecoveryApp, choice: FileBackupChoice) -> None:
+    engine: AppEngine = app.backends.engine
+    assert choice.repo is not None
+    repo = choice.repo
+    header = [
+        f"Source: {choice.partition} (only read)",
+        "Folders: " + ("the user-data preset" if choice.preset else ", ".join(choice.folders)),
+        "Leave out: " + (" ".join(choice.excludes) or "(nothing more)"),
+        f"Into: {repo}",
+        "",
+    ]
+
+    def make_plan() -> ShownPlan:
+        return engine.file_backup_plan(
+            file_sources(choice),
+            repo,
+            excludes=list(choice.excludes),
+            preset="user-data" if choice.preset else None,
+        )
+
+    def start(plan: ShownPlan) -> None:
+        from recovery.engine.plans import FileBackupPlan
+
+        assert isinstance(plan, FileBackupPlan)
+
+        def job(progress: Progress, cancel: CancelToken) -> list[str]:
+            result = engine.file_backup_run(plan, progress, cancel)
+            lines = [
+                f"File image {result.image.name} saved: {result.files} file(s), "
+                f"{human_size(result.total_bytes)}; {human_size(result.new_bytes)} new in the "
+                "backup location.",
+                *result.notes,
+            ]
+            if result.skipped:
+                lines.append(f"{len(result.skipped)} file(s) could not be read and were left out:")
+                lines += [f"  {s}" for s in result.skipped]
+            return lines
+
+        app.push_screen(
+            ProgressScreen(
+                ("File Backup", "Running"),
+                f"Saving files of {choice.partition} into {repo}",
+                job,
+                what="the file backup",
+                cancel_note="The backup location stays valid; this file image is not kept.",
+                overall_total=plan.total_bytes,
+            )
+        )
+
+    app.push_screen(PlanScreen(("File Backup", "Plan"), header, make_plan, "Start backup", start))

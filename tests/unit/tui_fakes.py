@@ -21,10 +21,14 @@ from recovery.engine.locations import Location
 from recovery.engine.plans import (
     BackupResult,
     CloneResult,
+    FileBackupPlan,
+    FileBackupResult,
+    FileSource,
     ImageInfo,
     PartitionSummary,
     RemoveResult,
     RestoreResult,
+    SourceFolders,
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, Progress
@@ -292,6 +296,56 @@ class FakeEngine:
     ) -> ExtractResult:
         self._call("extract_run", plan)
         return ExtractResult(plan.image, plan.to)
+
+    def source_folders(self, source: str) -> SourceFolders:
+        self._call("source_folders", source)
+        users = [f"/Users/{u}" for u in ("alice", "bob")]
+        folders = ["/Program Files", "/Users", "/Windows", "/Windows/System32"]
+        for u in users:
+            folders += [u, f"{u}/AppData", f"{u}/Desktop", f"{u}/Documents", f"{u}/Pictures"]
+        preset = tuple(f"{u}/{f}" for u in users for f in ("Desktop", "Documents", "Pictures"))
+        return SourceFolders(source, "windows", tuple(sorted(folders)), preset)
+
+    def file_backup_plan(
+        self,
+        sources: list[str],
+        repo: str,
+        name: str | None = None,
+        excludes: list[str] | None = None,
+        preset: str | None = None,
+        level: int = 3,
+        encrypt: bool = False,
+    ) -> FileBackupPlan:
+        self._call("file_backup_plan", sources, repo, name, excludes, preset)
+        src = FileSource(
+            sources[0], "/dev/nvme0n1p3", "ntfs", "0A1B", "Windows", "/", "", "fs:0A1B", True, True
+        )
+        include = tuple(("", s.partition(":")[2] or "/") for s in sources)
+        return FileBackupPlan(
+            (src,),
+            repo,
+            name or "files-2024-07-01-120000",
+            level,
+            include,
+            tuple(excludes or ()),
+            preset,
+            1234,
+            3 * GiB,
+        )
+
+    def file_backup_run(
+        self, plan: FileBackupPlan, progress: Progress, cancel: CancelToken
+    ) -> FileBackupResult:
+        self._call("file_backup_run", plan)
+        progress.step(f"backing up {plan.files} file(s)", plan.total_bytes)
+        for _ in range(4):
+            cancel.check()
+            if self.gate:
+                self.gate()
+            progress.advance(plan.total_bytes // 4)
+        img = replace(image(plan.name, "2024-07-01T12:00:00Z"), kind="files", files=1232)
+        skipped = ("Users/alice/Documents/broken.docx: cannot read: Input/output error",)
+        return FileBackupResult(img, 1232, 80, 3 * GiB, 3 * GiB, 0, 2 * GiB, 61.0, skipped)
 
 
 # mypy checks this assignment: the fake has every function the app calls on the real engine,

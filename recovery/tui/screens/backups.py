@@ -30,6 +30,15 @@ def image_source(image: ImageInfo) -> str:
 
 
 def image_details(image: ImageInfo) -> list[str]:
+    if image.kind == "files":
+        lines = [
+            f"{image.name}: files of {image.source_path}: {image.files} file(s), "
+            f"{human_size(image.data_size)}, {human_size(image.stored_size)} stored",
+            "A file image: open it (o) to copy files out; it is not restored onto a disk.",
+        ]
+        if image.verified_at:
+            lines.append(f"Last verified {short_date(image.verified_at)} UTC.")
+        return lines
     lines = [
         f"{image.name}: from {image_source(image)} ({human_size(image.source_size)}, "
         f"{image.table or 'no table'}), {human_size(image.data_size)} of data, "

@@ -24,6 +24,7 @@ TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("3", "restore", "Restore", "Write an image back onto a disk, old or new"),
     ("4", "clone", "Clone", "Copy a disk, or only its system, to another disk"),
     ("5", "backups", "Backups", "See, verify, restore or remove saved images"),
+    ("6", "file_backup", "File Backup", "Save chosen folders and files, e.g. documents"),
     ("n", "network", "Network", "Interfaces and addresses; ask DHCP again"),
     ("s", "shell", "Shell", "A root command line; type 'exit' to come back"),
     ("r", "reboot", "Reboot", "Restart the machine"),
@@ -109,6 +110,11 @@ class HomeScreen(StepScreen):
         from recovery.tui.flows import start_backups
 
         start_backups(self.rapp)
+
+    def action_file_backup(self) -> None:
+        from recovery.tui.flows import start_file_backup
+
+        start_file_backup(self.rapp)
 
     def action_network(self) -> None:
         from recovery.tui.screens.network import NetworkScreen
