@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := $(shell grep -v '^\#' deps/debian-packages.txt | tr '\n' ' ')
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-storage check bench bench-files deps venv binary test-binary iso-deps iso iso-test clean
+.PHONY: run test test-unit test-storage check bench bench-files bench-delta deps venv binary test-binary iso-deps iso iso-test clean
 
 run: venv
 	@$(SUDO) $(BIN)/recovery
@@ -86,10 +86,15 @@ bench: venv
 	$(SUDO) $(BIN)/python bench/bench.py
 	$(SUDO) $(BIN)/python bench/open_read.py
 	$(SUDO) $(BIN)/python bench/file_backup.py
+	$(SUDO) $(BIN)/python bench/delta_restore.py
 
 # Only the file-backup case (issue 13): ours against restic and borg on a ~1 GB tree.
 bench-files: venv
 	$(SUDO) $(BIN)/python bench/file_backup.py
+
+# Only the rapid delta restore case (issue 15): delta restore time / full restore time.
+bench-delta: venv
+	$(SUDO) $(BIN)/python bench/delta_restore.py
 
 clean:
 	rm -rf build dist $(VENV) .mypy_cache .ruff_cache .pytest_cache

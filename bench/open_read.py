@@ -6,9 +6,11 @@ disk of tests/storage/test_open.py on a loop device under a temporary directory 
 ext4 root holding ``home/alice/big.bin``, NTFS data), backs it up with our CLI, compresses the
 same file with ``zstd -3`` to a file, then, ROUNDS times in turn: opens the image afresh (so no
 page cache and no cell cache hold the file), times ``cat big.bin > /dev/null`` through the view,
-and times ``zstd -d -c`` of the compressed file. It prints the median wall-clock ratio and the
-CPU-seconds ratio (the view's server process and cat against zstd; the loop device's kernel
-threads are not counted), which other work on a shared machine sways less. Writes only to the
+and times ``zstd -d -c`` of the compressed file. The figure is the best time of each side over
+the rounds, divided (other work on a shared machine only ever adds time, so the best of several
+runs is the closest to the cost itself); it also prints the median of the per-round ratios and
+the CPU-seconds ratio (the view's server process and cat against zstd; the loop device's kernel
+threads are not counted). Writes only to the
 loop device it attached and to files under its temporary directory; detaches and removes them
 in ``finally``.
 """
@@ -33,6 +35,8 @@ from tests.storage.disks import mounted  # noqa: E402
 from tests.storage.open_disk import make_open_disk  # noqa: E402
 
 ROUNDS = 5
+TARGET = 1.5
+"""PRODUCT.md and issue 12: reading through open costs at most 1.5x zstd -d of the same bytes."""
 RECOVERY = [sys.executable, "-m", "recovery"]
 
 
@@ -83,7 +87,7 @@ def main() -> None:
                 )
             view = tmp / "view"
             view.mkdir()
-            walls, cpus = [], []
+            ours_walls, ref_walls, cpus = [], [], []
             for _ in range(ROUNDS):
                 r = subprocess.run(
                     [*RECOVERY, "open", f"{repo}::b", str(view), "--json"],
@@ -102,17 +106,23 @@ def main() -> None:
                         [*RECOVERY, "close", str(view)], check=True, cwd=ROOT, capture_output=True
                     )
                 ref_wall, ref_cpu = timed(["zstd", "-d", "-c", str(tmp / "big.zst")])
-                walls.append(ours_wall / ref_wall)
+                ours_walls.append(ours_wall)
+                ref_walls.append(ref_wall)
                 cpus.append(ours_cpu / ref_cpu)
                 print(
                     f"  open: {ours_wall:.2f} s ({ours_cpu:.2f} cpu s)   zstd -d: "
                     f"{ref_wall:.2f} s ({ref_cpu:.2f} cpu s)",
                     flush=True,
                 )
+            ratio = min(ours_walls) / min(ref_walls)
+            medians = statistics.median(o / r for o, r in zip(ours_walls, ref_walls, strict=True))
+            verdict = "met" if ratio <= TARGET else "NOT met"
+            mb = size / 1e6
             print(
-                f"reading a {size / 1e6:.0f} MB file through open / zstd -d of the same bytes: "
-                f"{statistics.median(walls):.2f}x wall, {statistics.median(cpus):.2f}x cpu "
-                f"(median of {ROUNDS}; target <= 1.5x)"
+                f"open_read: a {mb:.0f} MB file read through open in {min(ours_walls):.2f} s,"
+                f" zstd -d of the same bytes in {min(ref_walls):.2f} s (best of {ROUNDS} each)\n"
+                f"open_read: ratio {ratio:.2f}x (target <= {TARGET}x: {verdict}); median of the"
+                f" rounds' ratios {medians:.2f}x; cpu {statistics.median(cpus):.2f}x"
             )
         finally:
             for cm in reversed(stack):

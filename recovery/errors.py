@@ -3,7 +3,7 @@
 Every error a user can cause or meet derives from :class:`RecoveryError`. Its message says what
 went wrong and what to do; ``exit_code`` is what the CLI exits with. Only ``cli.main()`` and the
 TUI's error dialog turn these into exit codes and text; library code raises, never exits.
-Exceptions of libraries (OSError, zstd, pyudev, parted) are translated at the module that calls
+Exceptions of libraries (OSError, zstd, pyudev) are translated at the module that calls
 the library, so nothing above the device layer sees them.
 """
 

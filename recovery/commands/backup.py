@@ -60,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="create the new location encrypted (passphrase from RECOVERY_PASSPHRASE or asked)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="image partitions that are mounted read-write too (refused otherwise: files being "
+        "written may be inconsistent in the image; the plan and the image say so)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask (backup never writes to SOURCE)")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
@@ -96,6 +102,7 @@ def _run(args: argparse.Namespace, sources: list[str], vdisk_file: str | None = 
         system=args.system,
         keep_system_files=args.keep_system_files,
         encrypt=args.encrypt,
+        force=args.force,
     )
     if vdisk_file is not None:
         plan.source.identity["model"] = f"virtual disk {os.path.basename(vdisk_file)}"

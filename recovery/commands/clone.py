@@ -25,6 +25,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Windows BCD on GPT, root=PARTUUID= kernel lines) must then be updated; entries that "
         "use file system UUIDs or labels keep working",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="copy every used cell, even when the target already holds an earlier clone of "
+        "this disk (by default only the cells that differ are written)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="copy partitions that are mounted read-write too (refused otherwise: the copy may "
+        "be inconsistent; the plan and the result say so)",
+    )
+    p.add_argument(
+        "--no-boot-entry",
+        action="store_true",
+        help="on a UEFI machine, do not add a firmware boot entry for the target's EFI system "
+        "partition (added by default when no entry points at it)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
@@ -32,7 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from recovery.engine import api  # the whole engine: only when a command runs
 
-    plan = api.clone_plan(args.source, args.target, system=args.system, new_ids=args.new_ids)
+    plan = api.clone_plan(
+        args.source,
+        args.target,
+        system=args.system,
+        new_ids=args.new_ids,
+        full=args.full,
+        force=args.force,
+        boot_entry=not args.no_boot_entry,
+    )
     return overwrite(
         args,
         plan,

@@ -18,6 +18,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N,...",
         help="restore only these partitions into the target's existing table",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="write every cell, even when the target already holds an earlier state of the "
+        "same disk (by default only the cells that differ are written)",
+    )
+    p.add_argument(
+        "--no-boot-entry",
+        action="store_true",
+        help="on a UEFI machine, do not add a firmware boot entry for the target's EFI system "
+        "partition (added by default when no entry points at it)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
@@ -41,13 +53,21 @@ def run(args: argparse.Namespace) -> int:
     repo, image = split_ref(args.ref)
     if peer_images.is_clonezilla(repo, image):
         return peer_images.restore(args, repo, image)
-    plan = api.restore_plan(repo, image, args.target, parse_numbers(args.partitions))
+    plan = api.restore_plan(
+        repo,
+        image,
+        args.target,
+        parse_numbers(args.partitions),
+        full=args.full,
+        boot_entry=not args.no_boot_entry,
+    )
     return overwrite(
         args,
         plan,
         lambda progress: api.restore_run(plan, progress),
         lambda r: (
             f"Restored '{image}' to {args.target}: {human_size(r.written_bytes)} written "
-            f"in {human_duration(r.seconds)}"
+            + (f"({human_size(r.matched_bytes)} already matched) " if r.matched_bytes else "")
+            + f"in {human_duration(r.seconds)}"
         ),
     )

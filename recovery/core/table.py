@@ -8,7 +8,7 @@ Layout rule (restore and clone onto a larger disk): the *main* partition (the la
 file system we can grow) takes the extra space; every partition that starts after it moves by the
 same amount towards the end, keeping its size, its order and its alignment; an extended
 partition that contains the main one grows with it. On a smaller disk the layout is kept when
-every partition still fits; otherwise the plan is refused (shrinking comes later).
+every partition still fits; otherwise :mod:`recovery.core.layout` shrinks the main one.
 """
 
 from __future__ import annotations
@@ -224,6 +224,14 @@ class Move:
     def grown(self) -> bool:
         return self.new_size > self.old_size
 
+    @property
+    def shrunk(self) -> bool:
+        return self.new_size < self.old_size
+
+    @property
+    def moved(self) -> bool:
+        return self.new_start != self.old_start
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -235,6 +243,8 @@ class Layout:
     same_geometry: bool
     """True when every partition keeps its place and the disk has the same size: the saved
     table and gaps can be written byte for byte."""
+    shrunk: int | None = None
+    """Number of the partition that shrinks onto a smaller disk (core/layout.py), or None."""
 
     def move(self, number: int) -> Move:
         for m in self.moves:

@@ -9,6 +9,8 @@ Promises, without any I/O:
   writes onto a disk of the source's size.
 - :class:`CellCache` bounds the decompressed cells held in memory by their total bytes, and
   loads a cell once however many threads ask for it at the same time.
+- :class:`ReadAhead` says which cells to load ahead of a reader going through a stream in
+  order, and none for one that reads a small file.
 - :func:`parse_image_path` reads ``pN:/path/in/fs`` as ``extract`` takes it.
 """
 
@@ -142,6 +144,40 @@ class CellCache:
                     self.size -= len(old)
         pending.set()
         return data
+
+
+class ReadAhead:
+    """Which cells to load ahead of a stream's reader.
+
+    Only a reader that has gone on in order across ``after`` cell boundaries gets the ``depth``
+    cells after the one it reads: a small file that crosses one boundary loads nothing more
+    than its own cells (issue 12: reading one small file reads only the cells that hold it).
+    The kernel sends several requests of a sequential reader at once, so a request up to
+    ``depth`` cells behind the furthest one neither starts nor breaks a run; any other jump
+    starts a new one.
+    """
+
+    def __init__(self, depth: int, after: int = 2) -> None:
+        self.depth = depth
+        self.after = after
+        self._runs: dict[Hashable, tuple[int, int]] = {}
+        """stream -> (the furthest cell of its run, boundaries crossed in order so far)"""
+        self._lock = threading.Lock()
+
+    def note(self, stream: Hashable, cell: int) -> range:
+        """A read in ``cell`` of ``stream``: the cells to load ahead (maybe none)."""
+        with self._lock:
+            last, crossed = self._runs.get(stream, (-2, 0))
+            if cell == last + 1:
+                last, crossed = cell, crossed + 1
+            elif last - self.depth <= cell <= last:
+                return range(0)
+            else:
+                last, crossed = cell, 0
+            self._runs[stream] = (last, crossed)
+        if crossed < self.after:
+            return range(0)
+        return range(cell + 1, cell + 1 + self.depth)
 
 
 def parse_image_path(text: str) -> tuple[int, str]:

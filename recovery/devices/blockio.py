@@ -14,7 +14,7 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from recovery.errors import DeviceError, Refused
@@ -272,3 +272,82 @@ class DirectWriter:
             if e.errno != errno.EINVAL:
                 raise
             pwrite_all(self.fallback_fd, data, offset)
+
+
+class DirectReader:
+    """Reads a block device with O_DIRECT (from the device, not what the page cache holds),
+    falling back to a buffered descriptor for unaligned pieces or devices that refuse it.
+
+    Opened read-only: a descriptor opened for writing makes udev re-read the table when it is
+    closed (ENVIRONMENT.md), so a plan that only looks at a target must never open it so.
+    Thread-safe: each thread reads into its own aligned buffer, valid until its next read.
+    """
+
+    def __init__(self, path: str, sector: int = 512) -> None:
+        import threading
+
+        self.sector = sector
+        self._local = threading.local()
+        self.fallback_fd = open_read(path)
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError:
+            self.fd = -1
+
+    def close(self) -> None:
+        for fd in (self.fd, self.fallback_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.fallback_fd = -1
+
+    def read(self, offset: int, length: int) -> memoryview:
+        """Exactly ``length`` bytes at ``offset``; DeviceError when the device ends first."""
+        import mmap
+
+        if self.fd < 0 or offset % self.sector or length % self.sector:
+            data = os.pread(self.fallback_fd, length, offset)
+            if len(data) != length:
+                raise DeviceError(f"the device ended at byte {offset + len(data)}")
+            return memoryview(data)
+        buf: mmap.mmap | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < length:
+            buf = mmap.mmap(-1, max(length, 1 << 20))
+            self._local.buf = buf
+        view = memoryview(buf)[:length]
+        done = 0
+        while done < length:
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise DeviceError(f"the device ended at byte {offset + done}")
+            done += got
+        return view
+
+
+def writable_mounts(disk: str, numbers: Collection[int] | None = None) -> dict[str, str]:
+    """``{device node: mount point}`` of the file systems on ``disk`` (only its partitions
+    ``numbers`` when given) that are mounted read-write now.
+
+    Read-write is the file system's own state (the super options of /proc/self/mountinfo),
+    not one mount's: a read-only bind of a file system mounted read-write elsewhere still
+    changes under a reader. Swap is not a mount and is not listed.
+    """
+    name = sysfs_name(disk)
+    base = Path("/sys/class/block") / name
+    wanted: dict[str, str] = {}
+    if numbers is None:
+        wanted[(base / "dev").read_text().strip()] = f"/dev/{name}"
+    for child in base.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            number = int((child / "partition").read_text())
+            if numbers is None or number in numbers:
+                wanted[(child / "dev").read_text().strip()] = f"/dev/{child.name}"
+    found: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            parts, after = left.split(), right.split()
+            if len(parts) < 5 or len(after) < 3 or parts[2] not in wanted:
+                continue
+            if "rw" in after[2].split(","):
+                found.setdefault(wanted[parts[2]], parts[4].replace("\\040", " "))
+    return found

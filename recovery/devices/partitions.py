@@ -5,6 +5,11 @@ than libparted because it reads and writes every identifier a restored system bo
 disk GUID, partition GUIDs, names and attribute bits, and the MBR disk signature, in one script
 format for GPT and MBR alike (pyparted exposes none of the GUIDs).
 
+Where partitions should start on a disk (:func:`alignment_of`, which a shrunk layout follows;
+docs/SHRINK.md) is read from the kernel's topology in sysfs, the same figures libparted reads;
+libparted itself is not used: it opens the disk read-write (and fsyncs it on close) just to
+answer that read-only question.
+
 After writing, the kernel is told about partitions with BLKPG (``partx``), never BLKRRPART: a
 kernel without partition parsers drops every partition on BLKRRPART, and on any kernel BLKPG
 does not disturb partitions that are in use elsewhere.
@@ -13,12 +18,15 @@ does not disturb partitions that are in use elsewhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
+from pathlib import Path
 
-from recovery.core.table import InvalidTable, Table, sfdisk_script
-from recovery.devices.blockio import disk_lock
+from recovery.core.layout import Alignment
+from recovery.core.table import ALIGN, InvalidTable, Table, sfdisk_script
+from recovery.devices.blockio import disk_lock, sysfs_name
 from recovery.devices.tools import TOOLS
 from recovery.errors import DeviceError, MissingTool
 
@@ -28,6 +36,32 @@ def _run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProces
         return subprocess.run(cmd, input=input, text=True, capture_output=True, check=False)
     except FileNotFoundError as e:
         raise MissingTool(f"{cmd[0]} is not installed: install {TOOLS[cmd[0]].package}") from e
+
+
+MAX_GRAIN = 64 << 20
+"""A topology asking for a coarser grain than this is taken as a 1 MiB one (as libparted
+does with sizes it cannot use)."""
+
+
+def alignment_of(disk: str, sector_size: int) -> Alignment:
+    """Where partitions should start on ``disk``: every ``optimal_io_size`` bytes (never finer
+    than 1 MiB, the grain every partitioning tool uses by default), shifted by the disk's
+    ``alignment_offset``; read-only, from sysfs."""
+    name = sysfs_name(disk)
+    base = Path(f"/sys/class/block/{name}")
+    optimal = _sysfs_int(base / "queue" / "optimal_io_size")
+    offset = _sysfs_int(base / "alignment_offset")
+    grain = ALIGN if optimal <= 0 else math.lcm(ALIGN, optimal)
+    if grain > MAX_GRAIN or grain % sector_size:
+        grain = ALIGN
+    return Alignment(grain // sector_size, (offset % grain) // sector_size)
+
+
+def _sysfs_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0  # an old kernel, or a device without the attribute: no constraint
 
 
 def read_table(disk: str) -> Table | None:
@@ -79,9 +113,15 @@ def write_table(fd: int, disk: str, table: Table) -> None:
 
 def tell_kernel(disk: str) -> None:
     """Bring the kernel's partitions of ``disk`` in line with its table, through BLKPG."""
-    _run(["partx", "--delete", disk])
-    r = _run(["partx", "--add", disk])
-    if r.returncode != 0 and "no partitions" not in r.stderr.lower():
+    for attempt in range(10):
+        # A partition that something (udev's probe) holds open is not deleted, and adding it
+        # then fails; it is let go within moments (seen here about once in ten restores).
+        _run(["partx", "--delete", disk])
+        r = _run(["partx", "--add", disk])
+        if r.returncode == 0 or "no partitions" in r.stderr.lower():
+            return
+        time.sleep(0.2 * (attempt + 1))
+    if r.returncode != 0:
         raise DeviceError(
             f"the kernel did not accept the new partitions of {disk}: {r.stderr.strip()}"
         )

@@ -43,15 +43,21 @@ TOOLS: dict[str, Tool] = {
         Tool("ip", "iproute2", "showing network addresses and asking DHCP again"),
         Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
         Tool("e2fsck", "e2fsprogs", "checking ext2/3/4, and before growing it"),
-        Tool("resize2fs", "e2fsprogs", "growing ext2/3/4"),
+        Tool("resize2fs", "e2fsprogs", "growing and shrinking ext2/3/4"),
         Tool("debugfs", "e2fsprogs", "looking inside ext2/3/4 without mounting it"),
         Tool("fsck.vfat", "dosfstools", "checking FAT"),
         Tool("mdir", "mtools", "looking inside FAT without mounting it"),
         Tool("ntfs-3g", "ntfs-3g", "mounting NTFS backup locations"),
         Tool("ntfs-3g.probe", "ntfs-3g", "asking whether Windows is hibernated before growing"),
-        Tool("ntfsresize", "ntfs-3g", "growing NTFS"),
+        Tool("ntfsresize", "ntfs-3g", "growing and shrinking NTFS"),
+        Tool("umount", "mount", "unmounting the view a file system is shrunk on"),
         Tool("ntfsfix", "ntfs-3g", "checking NTFS"),
         Tool("ntfsls", "ntfs-3g", "looking inside NTFS without mounting it"),
+        Tool(
+            "efibootmgr",
+            "efibootmgr",
+            "adding a UEFI boot entry for a restored or cloned EFI system partition",
+        ),
     )
 }
 """Every program the engine runs, by command name."""

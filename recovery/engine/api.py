@@ -84,9 +84,11 @@ def backup_plan(
     system: bool = False,
     keep_system_files: bool = False,
     encrypt: bool = False,
+    force: bool = False,
 ) -> BackupPlan:
     """Validate sources and repository; return a plan (``describe()`` gives lines to show).
-    ``encrypt``: a new location is created encrypted (docs/FORMAT.md)."""
+    ``encrypt``: a new location is created encrypted (docs/FORMAT.md). ``force``: image
+    partitions mounted read-write too (refused otherwise; the image may be inconsistent)."""
     return backup.plan_backup(
         sources,
         repo,
@@ -95,6 +97,7 @@ def backup_plan(
         system=system,
         keep_system_files=keep_system_files,
         encrypt=encrypt,
+        force=force,
     )
 
 
@@ -144,10 +147,19 @@ def file_backup_run(
 
 
 def restore_plan(
-    repo: str, image: str, target: str, partitions: list[int] | None = None
+    repo: str,
+    image: str,
+    target: str,
+    partitions: list[int] | None = None,
+    full: bool = False,
+    boot_entry: bool = True,
 ) -> RestorePlan:
-    """Check the target (size, mounted, holds the repository) and lay out partitions."""
-    return restore.plan_restore(repo, image, target, partitions=partitions)
+    """Check the target (size, mounted, holds the repository) and lay out partitions; when the
+    target already holds an earlier state of the disk, measure what matches (``full``: don't,
+    write everything). ``boot_entry``: offer a missing UEFI boot entry (on UEFI machines)."""
+    return restore.plan_restore(
+        repo, image, target, partitions=partitions, full=full, boot_entry=boot_entry
+    )
 
 
 def restore_run(
@@ -170,9 +182,27 @@ def remove(repo: str, image: str) -> RemoveResult:
     return images.remove_image(repo, image)
 
 
-def clone_plan(source: str, target: str, system: bool = False, new_ids: bool = False) -> ClonePlan:
-    """Check source and target and lay out the target; ``describe()`` gives lines to show."""
-    return clone.plan_clone(source, target, system=system, new_ids=new_ids)
+def clone_plan(
+    source: str,
+    target: str,
+    system: bool = False,
+    new_ids: bool = False,
+    full: bool = False,
+    force: bool = False,
+    boot_entry: bool = True,
+) -> ClonePlan:
+    """Check source and target and lay out the target; ``describe()`` gives lines to show.
+    ``full``: copy everything even onto an earlier clone; ``force``: copy partitions mounted
+    read-write too (refused otherwise); ``boot_entry``: offer a missing UEFI boot entry."""
+    return clone.plan_clone(
+        source,
+        target,
+        system=system,
+        new_ids=new_ids,
+        full=full,
+        force=force,
+        boot_entry=boot_entry,
+    )
 
 
 def clone_run(

@@ -20,7 +20,7 @@ from recovery.engine.images import image_info
 from recovery.engine.plans import BackupPlan, BackupResult, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
-from recovery.engine.sources import StreamPlan, plan_sources, stream_extents
+from recovery.engine.sources import StreamPlan, plan_sources, resolve_sources, stream_extents
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
 from recovery.repository.images import commit_image
@@ -48,7 +48,9 @@ def plan_backup(
     system: bool = False,
     keep_system_files: bool = False,
     encrypt: bool = False,
+    force: bool = False,
 ) -> BackupPlan:
+    """``force``: image partitions mounted read-write too (the image may be inconsistent)."""
     if not 1 <= level <= 19:
         raise UsageError("the compression level goes from 1 (fast) to 19 (small); 3 is usual")
     partitions = None
@@ -56,14 +58,17 @@ def plan_backup(
         from recovery.engine.system import system_partitions
 
         partitions = system_partitions(sources)
-    source = plan_sources(sources, partitions, keep_system_files)
+    # The location is checked first: a location on the source disk is usually mounted
+    # read-write there, and that refusal would not say what is really wrong.
+    disk, _ = resolve_sources(sources)
     backend = open_backend(repo)
     local = backend.local_path()
-    if local is not None and blockio.holds_path(source.disk, local):
+    if local is not None and blockio.holds_path(disk, local):
         raise UsageError(
-            f"the backup location {repo} is on {source.disk}, the disk being backed up: "
+            f"the backup location {repo} is on {disk}, the disk being backed up: "
             "choose a location on another disk"
         )
+    source = plan_sources(sources, partitions, keep_system_files, force)
     r = Repository.open(backend, create=True, encrypt=encrypt)
     name = check_name(name) if name else default_name(source.disk)
     if r.has_image(name):
@@ -91,7 +96,9 @@ def run_backup(
             for sp in plan.source.streams:
                 cancel.check()
                 desc = sp.manifest_fields()
-                reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, ask=ask)
+                reader = SourceReader(
+                    fd, plan.source.disk, sp.start, CELL_SIZE, ask=ask, overlay=sp.overlay
+                )
                 try:
                     written, mapinfo = _save_stream(
                         repo, reader, fd, sp, plan.level, progress, cancel

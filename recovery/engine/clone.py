@@ -15,23 +15,28 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from recovery.core.cells import Cell, cells
-from recovery.core.table import Table, plan_layout
+from recovery.core.layout import fits_unchanged
+from recovery.core.table import Table, partition_node, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
 from recovery.devices.tools import require
+from recovery.engine.bootentry import add_entry, plan_offer
+from recovery.engine.delta import Delta, measure_clone, same_table
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
+from recovery.engine.shrink import plan_shrink, shrink_partition
 from recovery.engine.sources import plan_sources, stream_extents
 from recovery.engine.targets import check_still_same, check_target
 from recovery.engine.workers import COPY_WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
-from recovery.filesystems.base import growable_numbers
+from recovery.filesystems.base import growable_numbers, kind_of
 
 CELL_SIZE = 4 << 20  # large sequential reads and writes
 
@@ -43,7 +48,18 @@ def _new_ids(table: Table) -> Table:
     return replace(table, id=f"0x{int.from_bytes(os.urandom(4), 'little') or 1:08x}")
 
 
-def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = False) -> ClonePlan:
+def plan_clone(
+    source: str,
+    target: str,
+    system: bool = False,
+    new_ids: bool = False,
+    full: bool = False,
+    force: bool = False,
+    boot_entry: bool = True,
+) -> ClonePlan:
+    """``full``: copy every used cell even onto an earlier clone (engine/delta.py); ``force``:
+    copy partitions mounted read-write too (the copy may be inconsistent); ``boot_entry``: offer
+    a UEFI boot entry when one is missing (engine/bootentry.py)."""
     blockio.require_block_device(source)
     blockio.require_block_device(target)
     src_disk = blockio.whole_disk_of(source)
@@ -63,7 +79,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
         from recovery.engine.system import system_partitions
 
         partitions = system_partitions([source])
-    src = plan_sources([source], partitions)
+    src = plan_sources([source], partitions, force=force)
 
     notes = [n for sp in src.streams for n in sp.notes]
     by_number = {sp.number: sp for sp in src.streams if sp.number is not None}
@@ -100,7 +116,10 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
                 )
         fstypes = {n: sp.fstype for n, sp in by_number.items()}
         growable = growable_numbers(fstypes)
-        layout = plan_layout(table, src.disk_size, target_size, growable, fill=system)
+        if fits_unchanged(table, target_size):
+            layout = plan_layout(table, src.disk_size, target_size, growable, fill=system)
+        else:
+            layout = plan_shrink(table, tgt, fstypes, _minimum_on(source, fstypes))
         if new_ids:
             layout = replace(layout, table=_new_ids(layout.table), same_geometry=False)
         for m in layout.moves:
@@ -108,7 +127,7 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
             if found is not None:
                 copies.append(CloneStream(found, m.number, m.new_start, m.new_size))
     require(finish_needs(((c.stream.fstype, c.grows) for c in copies), layout is not None))
-    return ClonePlan(
+    plan = ClonePlan(
         source=src,
         target_info=tgt,
         layout=layout,
@@ -117,6 +136,33 @@ def plan_clone(source: str, target: str, system: bool = False, new_ids: bool = F
         new_ids=new_ids,
         notes=tuple(notes),
     )
+    if not full and layout is not None and same_table(target, layout.table):
+        plan = replace(plan, delta=_measure(plan))
+    offer, note = plan_offer(layout.table if layout is not None else None, boot_entry)
+    if offer is not None or note is not None:
+        plan = replace(plan, boot_entry=offer, notes=plan.notes + ((note,) if note else ()))
+    return plan
+
+
+def _measure(plan: ClonePlan) -> Delta:
+    """What the target, an earlier clone of this source, already holds (engine/delta.py)."""
+    fd = blockio.open_read(plan.source.disk)
+    readers: list[SourceReader] = []
+    try:
+        placed = []
+        for c in plan.copies:
+            if c.grows or c.shrinks:
+                continue  # resized again after the copy: copied whole
+            sp = c.stream
+            reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, overlay=sp.overlay)
+            readers.append(reader)
+            todo = cells(stream_extents(sp, fd), CELL_SIZE, sp.size)
+            placed.append((sp.id, sp.size, c.target_start, reader.read_cell, todo))
+        return measure_clone(plan.target, CELL_SIZE, placed)
+    finally:
+        for reader in readers:
+            reader.close()
+        os.close(fd)
 
 
 def run_clone(
@@ -126,7 +172,7 @@ def run_clone(
     on without asking)."""
     started = time.monotonic()
     copied = 0
-    notes: list[str] = []
+    notes = [line for sp in plan.source.streams for line in sp.result_notes()]
     src_fd = blockio.open_read(plan.source.disk)
     try:
         dst_fd = blockio.open_exclusive_write(plan.target)
@@ -149,9 +195,16 @@ def run_clone(
                             plan.source.disk,
                             ask,
                             notes,
+                            plan.delta,
                         )
                 finally:
                     writer.close()
+                for c in plan.copies:
+                    if c.shrinks:  # its front is copied; the rest is read from the source
+                        shrink_partition(
+                            dst_fd, plan.target, c.number, c.stream.fstype, c.target_start,
+                            c.target_size, c.stream.size, _source_reader(src_fd, c), progress,
+                        )  # fmt: skip
                 os.fsync(dst_fd)
                 if plan.layout is not None:
                     tell_kernel(plan.target)
@@ -174,6 +227,8 @@ def run_clone(
     ]
     checks = finish(plan.target, written, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
+    if plan.boot_entry is not None:
+        checks.append(add_entry(plan.target, plan.boot_entry))
     return CloneResult(
         plan.source.disk,
         plan.target,
@@ -181,7 +236,44 @@ def run_clone(
         time.monotonic() - started,
         tuple(notes + checks),
         ok,
+        plan.delta.matching_bytes if plan.delta is not None else 0,
     )
+
+
+def _minimum_on(source: str, fstypes: dict[int, str | None]) -> Callable[[int], int]:
+    """How small partition N's file system can get, asked of its tool on the source."""
+
+    def minimum(number: int) -> int:
+        return kind_of(fstypes.get(number)).minimum_size(partition_node(source, number))
+
+    return minimum
+
+
+def _source_reader(src_fd: int, c: CloneStream) -> Callable[[int, int], bytes]:
+    overlay = c.stream.overlay  # a replayed journal's pages (engine/journal.py)
+
+    def read(offset: int, length: int) -> bytes:
+        data = os.pread(src_fd, length, c.stream.start + offset)
+        if overlay is None:
+            return data
+        buf = bytearray(data)
+        overlay.patch(buf, offset)
+        return bytes(buf)
+
+    return read
+
+
+def _front_cells(todo: Iterable[Cell], limit: int) -> Iterator[Cell]:
+    for cell in todo:
+        start = cell.number * CELL_SIZE
+        if start >= limit:
+            return
+        if start + cell.size <= limit:
+            yield cell
+            continue
+        size = limit - start
+        pieces = tuple((o, min(n, size - o)) for o, n in cell.pieces if o < size)
+        yield cell._replace(size=size, pieces=pieces)
 
 
 def _write_layout(src_fd: int, dst_fd: int, plan: ClonePlan) -> None:
@@ -219,6 +311,7 @@ def _copy_stream(
     disk: str,
     ask: Question | None,
     notes: list[str],
+    delta: Delta | None = None,
 ) -> int:
     """Copy the used cells of one partition, each checked by reading it back from the target.
 
@@ -227,7 +320,7 @@ def _copy_stream(
     """
     sp = c.stream
     progress.step(f"copying partition {c.number} ({sp.fstype or 'unknown'})", sp.used_bytes)
-    reader = SourceReader(src_fd, disk, sp.start, CELL_SIZE, ask=ask)
+    reader = SourceReader(src_fd, disk, sp.start, CELL_SIZE, ask=ask, overlay=sp.overlay)
 
     def work(cell: Cell) -> int:
         buf = reader.read_cell(cell)
@@ -250,6 +343,10 @@ def _copy_stream(
 
     copied = 0
     todo = cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size)
+    if c.shrinks:  # only the front: the next partition may lie beyond (docs/SHRINK.md)
+        todo = _front_cells(todo, c.target_size)
+    if delta is not None:
+        todo = (cell for cell in todo if delta.writes(sp.id, cell.number))
     with (
         contextlib.closing(reader),
         contextlib.closing(in_order(work, todo, COPY_WORKERS, "clone", cancel)) as done,

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     # cheap, so the UI can name these types without loading the engine.
     from _typeshed import DataclassInstance
 
+    from recovery.core.bootentries import BootEntryOffer
     from recovery.core.table import Layout
+    from recovery.engine.delta import Delta
     from recovery.engine.sources import SourcePlan, StreamPlan
     from recovery.engine.targets import Target
     from recovery.repository.maps import StreamInfo
@@ -160,6 +162,27 @@ class BackupResult:
 # Restore -------------------------------------------------------------------------------------
 
 
+def resize_text(grows: bool, shrinks: bool, old_size: int) -> str:
+    """What a plan line adds for a partition whose size changes on the target."""
+    if grows:
+        return f" (grown from {human_size(old_size)})"
+    if shrinks:
+        return f" (shrunk from {human_size(old_size)})"
+    return ""
+
+
+def moved_text(old_start: int, new_start: int) -> str:
+    return ", moved" if new_start != old_start else ""
+
+
+def shrink_lines(shrunk: list[tuple[int, str | None]]) -> list[str]:
+    """The plan's word on each partition (number, TYPE) shrunk onto a smaller disk."""
+    return [
+        f"  partition {n}: its {fstype} is shrunk to fit; the data beyond the new end is moved"
+        for n, fstype in shrunk
+    ]
+
+
 @dataclass(frozen=True)
 class PartitionWrite:
     stream: StreamInfo
@@ -172,6 +195,11 @@ class PartitionWrite:
     @property
     def grows(self) -> bool:
         return self.target_size > self.source_size
+
+    @property
+    def shrinks(self) -> bool:
+        """Onto a smaller disk: its file system is shrunk to fit (docs/SHRINK.md)."""
+        return self.target_size < self.source_size
 
 
 def unreadable_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -188,6 +216,27 @@ def unreadable_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+def image_notes(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The plan's notes about how the image was taken: unreadable areas, a journal replayed
+    into it, a partition imaged while mounted read-write (``--force``)."""
+    notes = list(unreadable_notes(body))
+    streams = body.get("streams")
+    for s in streams if isinstance(streams, list) else []:
+        if not isinstance(s, dict):
+            continue
+        where = f"partition {s.get('number')}" if s.get("number") else "the disk"
+        if s.get("journal_replayed") is True:
+            notes.append(
+                f"{where}: its journal needed recovery when imaged and was replayed into the image"
+            )
+        if isinstance(s.get("mounted_rw"), str):
+            notes.append(
+                f"{where} was mounted read-write at {s['mounted_rw']} when imaged (--force): "
+                "the image may be inconsistent"
+            )
+    return tuple(notes)
+
+
 @dataclass(frozen=True)
 class RestorePlan:
     repo: str
@@ -201,6 +250,11 @@ class RestorePlan:
     disk_stream: StreamInfo | None
     cell_size: int
     notes: tuple[str, ...] = ()
+    delta: Delta | None = None
+    """What the target already holds, measured while planning (engine/delta.py); None: every
+    cell is written."""
+    boot_entry: BootEntryOffer | None = None
+    """A UEFI boot entry to add for the target's EFI system partition (engine/bootentry.py)."""
 
     @classmethod
     def without_table(
@@ -214,7 +268,7 @@ class RestorePlan:
     ) -> RestorePlan:
         """A plan that writes no partition table: into the target's existing partitions, or
         an image of a disk that had none."""
-        return cls(repo, image, target, body, None, writes, None, cell_size, unreadable_notes(body))
+        return cls(repo, image, target, body, None, writes, None, cell_size, image_notes(body))
 
     @property
     def target(self) -> str:
@@ -222,11 +276,23 @@ class RestorePlan:
 
     @property
     def total_bytes(self) -> int:
-        return sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
+        full = sum(int(w.stream.raw.get("data_bytes", 0)) for w in self.writes)
+        if self.delta is None:
+            return full
+        measured = sum(
+            int(w.stream.raw.get("data_bytes", 0))
+            for w in self.writes
+            if w.stream.id in self.delta.streams
+        )
+        return full - measured + self.delta.write_bytes
 
     def describe(self) -> list[str]:
         lines = [f"Restore image '{self.image}' from {self.repo}", *self.target_info.describe()]
-        if self.layout is not None:
+        if self.delta is not None:
+            lines.extend(f"  {line}" for line in self.delta.describe())
+        if self.layout is not None and self.delta is not None:
+            lines.append(f"  keep the {self.layout.table.label} partition table: it is the same")
+        elif self.layout is not None:
             lines.append(
                 f"  write a new {self.layout.table.label} partition table"
                 + (" (identical layout)" if self.layout.same_geometry else "")
@@ -237,9 +303,12 @@ class RestorePlan:
                 f"{human_size(int(w.stream.raw.get('data_bytes', 0)))} of data at byte "
                 f"{w.target_start}, size {human_size(w.target_size)}"
             )
-            if w.grows:
-                what += f" (grown from {human_size(w.source_size)})"
+            what += resize_text(w.grows, w.shrinks, w.source_size)
+            what += moved_text(int(w.stream.raw.get("start", w.target_start)), w.target_start)
             lines.append(what)
+        lines.extend(shrink_lines([(w.number, w.fstype) for w in self.writes if w.shrinks]))
+        if self.boot_entry is not None:
+            lines.append(f"  {self.boot_entry.describe(self.target)}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
 
@@ -253,6 +322,8 @@ class RestoreResult(JsonRecord):
     checks: tuple[str, ...]
     """One line per file system: which check ran and what it said."""
     ok: bool
+    matched_bytes: int = 0
+    """Bytes a delta restore found already on the target and did not write."""
 
 
 # Clone ---------------------------------------------------------------------------------------
@@ -269,6 +340,10 @@ class CloneStream:
     def grows(self) -> bool:
         return self.target_size > self.stream.size
 
+    @property
+    def shrinks(self) -> bool:
+        return self.target_size < self.stream.size
+
 
 @dataclass(frozen=True)
 class ClonePlan:
@@ -280,6 +355,11 @@ class ClonePlan:
     system: bool
     new_ids: bool
     notes: tuple[str, ...] = ()
+    delta: Delta | None = None
+    """What the target (an earlier clone) already holds, measured while planning; None: every
+    used cell is copied."""
+    boot_entry: BootEntryOffer | None = None
+    """A UEFI boot entry to add for the target's EFI system partition (engine/bootentry.py)."""
 
     @property
     def target(self) -> str:
@@ -287,7 +367,13 @@ class ClonePlan:
 
     @property
     def total_bytes(self) -> int:
-        return sum(c.stream.used_bytes for c in self.copies)
+        full = sum(c.stream.used_bytes for c in self.copies)
+        if self.delta is None:
+            return full
+        measured = sum(
+            c.stream.used_bytes for c in self.copies if c.stream.id in self.delta.streams
+        )
+        return full - measured + self.delta.write_bytes
 
     def describe(self) -> list[str]:
         s = self.source
@@ -296,6 +382,8 @@ class ClonePlan:
             f"({s.identity.get('model') or 'unknown model'}, {human_size(s.disk_size)})",
             *self.target_info.describe(),
         ]
+        if self.delta is not None:
+            lines.extend(f"  {line}" for line in self.delta.describe())
         if self.layout is not None:
             lines.append(
                 f"  write a {self.layout.table.label} partition table"
@@ -307,9 +395,12 @@ class ClonePlan:
                 f"{human_size(c.stream.used_bytes)} to copy, at byte {c.target_start}, "
                 f"size {human_size(c.target_size)}"
             )
-            if c.grows:
-                line += f" (grown from {human_size(c.stream.size)})"
+            line += resize_text(c.grows, c.shrinks, c.stream.size)
+            line += moved_text(c.stream.start, c.target_start)
             lines.append(line)
+        lines.extend(shrink_lines([(c.number, c.stream.fstype) for c in self.copies if c.shrinks]))
+        if self.boot_entry is not None:
+            lines.append(f"  {self.boot_entry.describe(self.target)}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
 
@@ -322,6 +413,8 @@ class CloneResult(JsonRecord):
     seconds: float
     checks: tuple[str, ...]
     ok: bool
+    matched_bytes: int = 0
+    """Bytes a delta clone found already on the target and did not copy."""
 
 
 # File backup ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from recovery.core.cells import Cell
 from recovery.core.extents import merge
+from recovery.core.overlay import Overlay
 from recovery.devices import blockio
 from recovery.errors import Cancelled, DeviceError
 from recovery.filesystems.base import kind_of
@@ -48,7 +49,11 @@ class SourceReader:
         cell_size: int,
         max_errors: int = 256,
         ask: Callable[[str], bool] | None = None,
+        overlay: Overlay | None = None,
     ) -> None:
+        """``overlay``: bytes laid over what the stream's source holds (a replayed journal,
+        engine/journal.py), offsets relative to the stream start."""
+        self.overlay = overlay
         self.fd = fd
         self.path = path
         self.stream_start = stream_start
@@ -87,6 +92,9 @@ class SourceReader:
                 self._salvage(view, off, length, cell_pos)
         if self._lost() - lost_before >= cell.used:
             self._check_alive()
+        if self.overlay is not None:
+            for off, length in cell.pieces:
+                self.overlay.patch(view[off : off + length], cell_pos + off)
         return buf
 
     def _lost(self) -> int:

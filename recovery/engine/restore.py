@@ -12,19 +12,26 @@ kernel (BLKPG), recreates swap, grows the main file system and checks every file
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import replace
 from typing import Any
 
+from recovery.core.layout import fits_unchanged
 from recovery.core.table import Move, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
 from recovery.devices.tools import require
+from recovery.engine.bootentry import add_entry, plan_offer
+from recovery.engine.delta import Delta, cover_overwritten, measure_restore, same_table
 from recovery.engine.finish import Written, finish, finish_needs
-from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, unreadable_notes
+from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, image_notes
 from recovery.engine.progress import CancelToken, Progress
+from recovery.engine.shrink import minimum_of_stream, plan_shrink, shrink_partition
+from recovery.engine.sources import layout_extents
 from recovery.engine.targets import Target, check_still_same, check_target
 from recovery.engine.workers import WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
@@ -35,8 +42,15 @@ from recovery.repository.store import Repository, check_name
 
 
 def plan_restore(
-    repo_path: str, image: str, target: str, partitions: list[int] | None = None
+    repo_path: str,
+    image: str,
+    target: str,
+    partitions: list[int] | None = None,
+    full: bool = False,
+    boot_entry: bool = True,
 ) -> RestorePlan:
+    """``full``: write every cell even when the target already holds some (engine/delta.py);
+    ``boot_entry``: offer a UEFI boot entry when one is missing (engine/bootentry.py)."""
     try:
         plan = _plan_restore(repo_path, image, target, partitions)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
@@ -45,7 +59,32 @@ def plan_restore(
             f"image {image}: its description is damaged ({e!r}); nothing was written"
         ) from e
     require(finish_needs(((w.fstype, w.grows) for w in plan.writes), plan.layout is not None))
+    if not full:
+        plan = _with_delta(plan)
+    table = plan.layout.table if plan.layout is not None else None
+    offer, note = plan_offer(table, boot_entry)
+    if offer is not None or note is not None:
+        plan = replace(plan, boot_entry=offer, notes=plan.notes + ((note,) if note else ()))
     return plan
+
+
+def _with_delta(plan: RestorePlan) -> RestorePlan:
+    """The plan with what its target already holds measured, when it has the very table the
+    plan writes (an earlier restore of the same disk); unchanged otherwise."""
+    if plan.layout is None or not same_table(plan.target, plan.layout.table):
+        return plan
+    # A partition resized after writing (grown or shrunk) is written whole.
+    placed = [(w.stream, w.target_start) for w in plan.writes if not (w.grows or w.shrinks)]
+    kept: dict[str, list[tuple[int, int]]] = {}
+    if plan.layout.same_geometry and plan.disk_stream is not None:
+        placed.append((plan.disk_stream, 0))
+        kept[plan.disk_stream.id] = layout_extents(plan.layout.table, plan.disk_stream.size)
+    repo = Repository.open(plan.repo)
+    delta = measure_restore(repo, plan.image, plan.cell_size, plan.target, placed, kept)
+    if plan.disk_stream is not None:
+        over = {w.stream.id: w.target_start for w in plan.writes}
+        delta = cover_overwritten(delta, plan.disk_stream.id, 0, plan.cell_size, over)
+    return replace(plan, delta=delta)
 
 
 def _plan_restore(
@@ -102,7 +141,10 @@ def _plan_restore(
         return RestorePlan.without_table(repo_path, image, tgt, body, whole, cell_size)
 
     fstypes = {int(s.raw["number"]): s.raw.get("fstype") for s in part_streams}
-    layout = plan_layout(table, source_size, target_size, growable_numbers(fstypes))
+    if fits_unchanged(table, target_size):
+        layout = plan_layout(table, source_size, target_size, growable_numbers(fstypes))
+    else:
+        layout = plan_shrink(table, tgt, fstypes, _minimum_in_image(repo, image, by_id, cell_size))
     disk = by_id.get("disk")
     if layout.same_geometry and disk is not None and disk.size > target_size:
         raise IntegrityError(f"image {image}: its layout stream is larger than the disk it says")
@@ -111,7 +153,7 @@ def _plan_restore(
         found = by_id.get(f"p{m.number}")
         if found is None:
             continue  # partition not in a partial image: created empty
-        if found.size > m.new_size:
+        if found.size > m.new_size and m.number != layout.shrunk:
             raise IntegrityError(
                 f"image {image}: partition {m.number} holds {found.size} bytes but its table "
                 f"entry has room for {m.new_size}: the image is damaged; nothing was written"
@@ -121,7 +163,7 @@ def _plan_restore(
                 found, m.number, m.new_start, m.new_size, m.old_size, found.raw.get("fstype")
             )
         )
-    notes = list(unreadable_notes(body))
+    notes = list(image_notes(body))
     if not body.get("whole_disk", True):
         missing = [m.number for m in layout.moves if f"p{m.number}" not in by_id]
         if missing:
@@ -140,6 +182,21 @@ def _plan_restore(
         cell_size,
         tuple(notes),
     )
+
+
+def _minimum_in_image(
+    repo: Repository, image: str, by_id: dict[str, StreamInfo], cell_size: int
+) -> Callable[[int], int]:
+    """How small partition N's file system can get, asked of its tool over the image."""
+
+    def minimum(number: int) -> int:
+        s = by_id.get(f"p{number}")
+        if s is None:
+            return 0  # not in a partial image: created empty
+        reader = StreamReader(repo, s, cell_size, image)
+        return minimum_of_stream(s.raw.get("fstype"), s.size, reader.pread)
+
+    return minimum
 
 
 def _plan_partitions(
@@ -186,36 +243,110 @@ def _plan_partitions(
     return RestorePlan.without_table(repo_path, image, tgt, body, tuple(writes), cell_size)
 
 
-def _preflight(repo: Repository, plan: RestorePlan, progress: Progress) -> None:
-    """Check every map and every chunk header the plan needs, before writing anything."""
+CHECKED_KEEP = 128 << 20
+"""Bytes of authenticated chunk files the check pass keeps for the writing pass (about 30 of
+the 4 MiB cells of an image that compresses 4:1 are then not read a second time)."""
+
+
+class CheckedChunks:
+    """Chunk files the check pass read and authenticated, kept up to a byte budget in the order
+    the writing pass needs them; each is handed out once (a repeat is read again)."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._kept: dict[bytes, bytes] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def offer(self, digest: bytes, blob: bytes) -> None:
+        with self._lock:
+            if self._bytes + len(blob) <= self._budget and digest not in self._kept:
+                self._kept[digest] = blob
+                self._bytes += len(blob)
+
+    def take(self, digest: bytes) -> bytes | None:
+        with self._lock:
+            blob = self._kept.pop(digest, None)
+            if blob is not None:
+                self._bytes -= len(blob)
+            return blob
+
+
+def _preflight(
+    repo: Repository, plan: RestorePlan, progress: Progress, cancel: CancelToken
+) -> CheckedChunks:
+    """Check the image before anything is written (docs/FORMAT.md, "Damage and how it is
+    detected"): every map, and every chunk the plan needs. In an encrypted location each chunk
+    file is read and authenticated whole (its AES-GCM tag: about 7 GB/s of one core, no
+    decompression), so a damaged chunk anywhere stops the restore with the target untouched;
+    what fits in :data:`CHECKED_KEEP` is kept for the writing pass, in the order it writes.
+    In a plain location only each chunk file's presence and header are checked here (a full
+    check would decompress and hash the image twice); its content is checked as it is written.
+    """
     streams = [w.stream for w in plan.writes]
     if plan.disk_stream is not None:
-        streams.append(plan.disk_stream)
-    progress.step("checking the image before writing", 0)
+        streams.insert(0, plan.disk_stream)  # written first (_write_layout)
+    whole = repo.authenticates_chunk_files
+    total = sum(int(s.raw.get("data_bytes", 0)) for s in streams) if whole else 0
+    progress.step("checking the image before writing", total)
+    kept = CheckedChunks(CHECKED_KEEP if whole else 0)
     problems: list[str] = []
-    for s in streams:
-        reader = StreamReader(repo, s, plan.cell_size, plan.image)
-        for cell in range(s.cells):
-            rec = reader.record(cell)  # map damage raises: nothing written yet
-            if rec.kind == DATA:
+
+    def needed() -> Iterator[tuple[bytes, int, str]]:
+        seen: set[bytes] = set()
+        for s in streams:
+            reader = StreamReader(repo, s, plan.cell_size, plan.image)
+            for cell in range(s.cells):
                 try:
-                    repo.check_chunk_header(rec.digest, reader.where(cell))
+                    rec = reader.record(cell)
                 except IntegrityError as e:
                     problems.append(e.message)
-                    if len(problems) >= 5:
-                        break
+                    return
+                if rec.kind != DATA:
+                    continue
+                if plan.delta is not None and not plan.delta.writes(s.id, cell):
+                    progress.advance(rec.length if whole else 0)
+                    continue  # already on the target: neither read nor written
+                if rec.digest in seen:
+                    progress.advance(rec.length if whole else 0)
+                    continue
+                seen.add(rec.digest)
+                yield rec.digest, rec.length, reader.where(cell)
+
+    def check(item: tuple[bytes, int, str]) -> tuple[bytes | None, str | None]:
+        digest, _, where = item
+        try:
+            if whole:
+                return repo.open_chunk_file(digest, where), None
+            repo.check_chunk_header(digest, where)
+        except IntegrityError as e:
+            return None, e.message
+        return None, None
+
+    workers = max(WORKERS, repo.backend.parallel_requests)
+    with closing(in_order(check, needed(), workers, "check", cancel)) as done:
+        for (digest, length, _), (blob, problem) in done:
+            if problem is not None:
+                problems.append(problem)
+                if len(problems) >= 5:
+                    break
+            elif blob is not None:
+                kept.offer(digest, blob)
+            if whole:
+                progress.advance(length)
     if problems:
         raise IntegrityError(
             "the image is damaged, nothing was written: "
             + "; ".join(problems)
             + " (run 'recovery verify' for the full list)"
         )
+    return kept
 
 
 def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> RestoreResult:
     started = time.monotonic()
     repo = Repository.open(plan.repo)
-    _preflight(repo, plan, progress)
+    kept = _preflight(repo, plan, progress, cancel)
     cancel.check()
     written = 0
     fd = blockio.open_exclusive_write(plan.target)
@@ -223,17 +354,24 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
         with blockio.disk_lock(fd):
             check_still_same(plan.target_info, fd)
             if plan.layout is not None and plan.disk_stream is not None:
-                written += _write_layout(repo, fd, plan, progress, cancel)
+                written += _write_layout(repo, fd, plan, progress, cancel, kept)
             # O_DIRECT: restoring 3.4 GB measured 8.8-9.4 s against 10.3-19.5 s through the
             # page cache (the loop device's cache and its backing file's both filled).
             writer = blockio.DirectWriter(plan.target, fd)
             try:
                 for w in plan.writes:
                     cancel.check()
-                    written += _write_stream(repo, fd, plan, w, progress, cancel, writer)
+                    written += _write_stream(repo, fd, plan, w, progress, cancel, writer, kept)
             finally:
                 if writer is not None:
                     writer.close()
+            for w in plan.writes:
+                if w.shrinks:  # its front is written; the rest comes from the image
+                    tail = StreamReader(repo, w.stream, plan.cell_size, plan.image)
+                    shrink_partition(
+                        fd, plan.target, w.number, w.fstype, w.target_start, w.target_size,
+                        w.source_size, tail.pread, progress,
+                    )  # fmt: skip
             os.fsync(fd)
             if plan.layout is not None:
                 tell_kernel(plan.target)
@@ -247,21 +385,36 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
     refresh_udev(plan.target)
     checks = _after_write(plan, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
+    if plan.boot_entry is not None:
+        checks.append(add_entry(plan.target, plan.boot_entry))
     return RestoreResult(
-        plan.image, plan.target, written, time.monotonic() - started, tuple(checks), ok
+        plan.image,
+        plan.target,
+        written,
+        time.monotonic() - started,
+        tuple(checks),
+        ok,
+        plan.delta.matching_bytes if plan.delta is not None else 0,
     )
 
 
 def _write_layout(
-    repo: Repository, fd: int, plan: RestorePlan, progress: Progress, cancel: CancelToken
+    repo: Repository,
+    fd: int,
+    plan: RestorePlan,
+    progress: Progress,
+    cancel: CancelToken,
+    kept: CheckedChunks,
 ) -> int:
     assert plan.layout is not None and plan.disk_stream is not None
     reader = StreamReader(repo, plan.disk_stream, plan.cell_size, plan.image)
     progress.step("writing the partition table and boot area", 0)
     if plan.layout.same_geometry:
         # Same disk size, same places: the saved table, boot code and gaps go back byte for byte.
-        n = _write_cells(reader, fd, 0, plan.disk_stream.size, plan.cell_size, progress, cancel)
-        return n
+        size = plan.disk_stream.size
+        return _write_cells(
+            reader, fd, 0, size, plan.cell_size, progress, cancel, None, kept, plan.delta
+        )
     first = min((m.new_start for m in plan.layout.moves), default=plan.disk_stream.size)
     head = reader.pread(0, first)
     blockio.pwrite_all(fd, head, 0)
@@ -279,14 +432,25 @@ def _write_stream(
     progress: Progress,
     cancel: CancelToken,
     writer: blockio.DirectWriter | None = None,
+    kept: CheckedChunks | None = None,
 ) -> int:
     reader = StreamReader(repo, w.stream, plan.cell_size, plan.image)
-    progress.step(
-        f"restoring partition {w.number} ({w.fstype or 'unknown'})",
-        int(w.stream.raw.get("data_bytes", 0)),
-    )
+    total = int(w.stream.raw.get("data_bytes", 0))
+    measured = plan.delta.streams.get(w.stream.id) if plan.delta is not None else None
+    if measured is not None:
+        total = measured.writing
+    progress.step(f"restoring partition {w.number} ({w.fstype or 'unknown'})", total)
     return _write_cells(
-        reader, fd, w.target_start, w.stream.size, plan.cell_size, progress, cancel, writer
+        reader,
+        fd,
+        w.target_start,
+        min(w.stream.size, w.target_size),
+        plan.cell_size,
+        progress,
+        cancel,
+        writer,
+        kept,
+        plan.delta,
     )
 
 
@@ -299,17 +463,30 @@ def _write_cells(
     progress: Progress,
     cancel: CancelToken,
     writer: blockio.DirectWriter | None = None,
+    kept: CheckedChunks | None = None,
+    delta: Delta | None = None,
 ) -> int:
-    """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first."""
+    """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first.
+
+    Only the stream's first ``size`` bytes are written (a partition shrunk onto a smaller disk
+    gets its front here; docs/SHRINK.md). With a ``delta``, only the cells it says differ on
+    the target."""
     written = 0
+    repo = reader.repo
+    sid = reader.stream.id
 
     def fetch_and_write(item: tuple[int, bytes, int]) -> int:
         cell, digest, length = item
-        data = reader.repo.get_chunk(digest, reader.where(cell))
+        where = reader.where(cell)
+        blob = kept.take(digest) if kept is not None else None
+        if blob is None:
+            blob = repo.open_chunk_file(digest, where)
+        data = repo.decode_chunk_file(blob, digest, where)
         if len(data) != length:
             raise IntegrityError(
                 f"{reader.where(cell)}: chunk length differs from the map; the target is incomplete"
             )
+        data = data[: size - cell * cell_size]
         try:
             if writer is not None:
                 writer.write(data, base + cell * cell_size)
@@ -320,23 +497,26 @@ def _write_cells(
                 f"cannot write to the target at byte {base + cell * cell_size}: "
                 f"{e.strerror}; was the disk removed?"
             ) from e
-        progress.advance(length)
-        return length
+        progress.advance(len(data))
+        return len(data)
 
     zero_start = zero_len = 0
 
     def data_cells() -> Iterator[tuple[int, bytes, int]]:
         """The DATA cells to fetch and write; ZERO cells are zeroed here, runs merged."""
         nonlocal zero_start, zero_len
-        for cell in range(reader.stream.cells):
+        for cell in range(min(reader.stream.cells, -(-size // cell_size))):
+            if delta is not None and not delta.writes(sid, cell):
+                continue
             rec = reader.record(cell)
             if rec.kind == ZERO:
                 pos = base + cell * cell_size
+                length = min(rec.length, size - cell * cell_size)
                 if zero_len and zero_start + zero_len == pos:
-                    zero_len += rec.length
+                    zero_len += length
                 else:
                     blockio.zero_range(fd, zero_start, zero_len)
-                    zero_start, zero_len = pos, rec.length
+                    zero_start, zero_len = pos, length
             elif rec.kind == DATA:
                 yield cell, rec.digest, rec.length
 

@@ -19,12 +19,20 @@ from typing import Any
 
 from recovery.core.cells import gaps
 from recovery.core.extents import Extent, merge, total
+from recovery.core.overlay import Overlay, OverlaySource
 from recovery.core.table import Table
 from recovery.devices import blockio
 from recovery.devices.partitions import read_table
 from recovery.devices.tools import Need, require
-from recovery.errors import DamagedFileSystem, DeviceError, UsageError
-from recovery.filesystems.base import FileSource, FileSystem, kind_of, open_filesystem
+from recovery.engine.journal import replay
+from recovery.errors import DamagedFileSystem, DeviceError, Refused, UsageError
+from recovery.filesystems.base import (
+    BlockSource,
+    FileSource,
+    FileSystem,
+    kind_of,
+    open_filesystem,
+)
 from recovery.filesystems.encrypted import detect_encrypted
 
 SOURCE_NEEDS = (
@@ -56,6 +64,23 @@ class StreamPlan:
     gap_extents: list[tuple[int, int]] | None = None
     block_size: int | None = None
     keep_system_files: bool = False
+    overlay: Overlay | None = None
+    """What replaying its journal wrote (engine/journal.py): the stream is read through it."""
+    mounted_rw: str | None = None
+    """Where it was mounted read-write when planned (imaged anyway with ``force``)."""
+
+    def result_notes(self) -> list[str]:
+        """What a clone's result says about how this partition was read."""
+        where = f"partition {self.number}" if self.number else "the disk"
+        lines = []
+        if self.overlay is not None:
+            lines.append(f"note: {where}: its {self.fstype} journal was replayed into the copy")
+        if self.mounted_rw is not None:
+            lines.append(
+                f"note: {where} was mounted read-write at {self.mounted_rw} while copied "
+                "(--force): it may be inconsistent"
+            )
+        return lines
 
     def manifest_fields(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -68,6 +93,10 @@ class StreamPlan:
             d["number"] = self.number
         for k in ("fstype", "label", "uuid", "partuuid", "parttype", "partlabel"):
             d[k] = getattr(self, k)
+        if self.overlay is not None:
+            d["journal_replayed"] = True
+        if self.mounted_rw is not None:
+            d["mounted_rw"] = self.mounted_rw
         return d
 
 
@@ -129,9 +158,18 @@ def probe(node: str | None, fd: int, start: int, size: int) -> dict[str, str]:
 
 
 def open_reader(
-    fd: int, start: int, size: int, fstype: str | None, keep_system_files: bool = False
+    fd: int,
+    start: int,
+    size: int,
+    fstype: str | None,
+    keep_system_files: bool = False,
+    overlay: Overlay | None = None,
 ) -> FileSystem | None:
-    return open_filesystem(FileSource(fd, start, size), fstype, keep_system_files)
+    """The file system's reader, on the partition as it is or through a replayed journal."""
+    source: BlockSource = FileSource(fd, start, size)
+    if overlay is not None:
+        source = OverlaySource(source, overlay)
+    return open_filesystem(source, fstype, keep_system_files)
 
 
 def resolve_sources(sources: list[str]) -> tuple[str, list[int] | None]:
@@ -160,11 +198,24 @@ def resolve_sources(sources: list[str]) -> tuple[str, list[int] | None]:
 
 
 def plan_sources(
-    sources: list[str], partitions: list[int] | None = None, keep_system_files: bool = False
+    sources: list[str],
+    partitions: list[int] | None = None,
+    keep_system_files: bool = False,
+    force: bool = False,
 ) -> SourcePlan:
+    """``force``: image partitions mounted read-write too (refused otherwise, before anything
+    is read), each with a note that its image may be inconsistent."""
     disk, numbers = resolve_sources(sources)
     if partitions is not None:
         numbers = partitions
+    writable = blockio.writable_mounts(disk, numbers)
+    if writable and not force:
+        node, where = next(iter(writable.items()))
+        raise Refused(
+            f"{node} is mounted read-write at {where}: unmount it, or mount it read-only "
+            f"(mount -o remount,ro {where}), and run again; --force images it anyway, but the "
+            "image may then be inconsistent; nothing was read"
+        )
     # Without blkid every partition would quietly be imaged every byte: refuse instead.
     require(SOURCE_NEEDS)
     fd = blockio.open_read(disk)
@@ -203,7 +254,14 @@ def plan_sources(
                 partlabel=e.name,
                 keep_system_files=keep_system_files,
             )
-            _choose_method(sp, fd)
+            rw_at = writable.get(node) if node else None
+            if rw_at is not None:
+                sp.mounted_rw = rw_at
+                sp.notes.append(
+                    f"partition {e.number} is mounted read-write at {rw_at} and is imaged anyway "
+                    "(--force): files being written may be inconsistent in the image"
+                )
+            _choose_method(sp, fd, disk)
             streams.append(sp)
         layout = StreamPlan(id="disk", start=0, size=disk_size, method="layout")
         layout.gap_extents = list(merge(gaps(disk_size, occupied, GAP_CAP, GAP_KEEP)))
@@ -221,7 +279,14 @@ def plan_sources(
                 label=info.get("LABEL"),
                 uuid=info.get("UUID"),
             )
-            _choose_method(sp, fd)
+            rw_at = writable.get(disk)
+            if rw_at is not None:
+                sp.mounted_rw = rw_at
+                sp.notes.append(
+                    f"{disk} is mounted read-write at {rw_at} and is imaged anyway (--force): "
+                    "files being written may be inconsistent in the image"
+                )
+            _choose_method(sp, fd, disk)
             streams.append(sp)
             layout.gap_extents = []
             layout.used_bytes = 0
@@ -238,7 +303,16 @@ def plan_sources(
         os.close(fd)
 
 
-def _choose_method(sp: StreamPlan, fd: int) -> None:
+def layout_extents(table: Table, disk_size: int) -> list[tuple[int, int]]:
+    """The byte ranges of the disk that its layout stream holds: the table, boot code and the
+    gaps between partitions (large gaps only at their ends)."""
+    occupied = [
+        (e.start * table.sector_size, e.size * table.sector_size) for e in table.data_entries
+    ]
+    return [tuple(e) for e in merge(gaps(disk_size, occupied, GAP_CAP, GAP_KEEP))]  # type: ignore[misc]
+
+
+def _choose_method(sp: StreamPlan, fd: int, disk: str) -> None:
     kind = kind_of(sp.fstype)
     if kind.header_only:
         sp.method = "swap-header"
@@ -258,6 +332,8 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
                 f"image that still holds everything): {e.message}"
             )
             fs = None
+        if fs is not None and fs.journal_needs_recovery:
+            fs = _replayed(sp, fd, disk, fs)
         if fs is not None:
             sp.method = "used-blocks"
             sp.block_size = fs.geometry.block_size
@@ -270,6 +346,20 @@ def _choose_method(sp: StreamPlan, fd: int) -> None:
                 sp.notes.append(f"partition {sp.number}: {encrypted}")
     sp.method = "raw"
     sp.used_bytes = sp.size
+
+
+def _replayed(sp: StreamPlan, fd: int, disk: str, fs: FileSystem) -> FileSystem:
+    """``fs`` read through its replayed journal when replay works (``sp.overlay`` set), else
+    ``fs`` as it is (every block used), with a note either way."""
+    done = replay(disk, sp.number, sp.start, sp.size, sp.fstype)
+    if done.overlay is not None:
+        after = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files, done.overlay)
+        if after is not None and not after.journal_needs_recovery:
+            sp.overlay = done.overlay
+            sp.notes.append(done.note)
+            return after
+    sp.notes.append(done.note)
+    return fs
 
 
 def _clipped(extents: Iterator[Extent], size: int) -> Iterator[Extent]:
@@ -286,7 +376,7 @@ def stream_extents(sp: StreamPlan, fd: int) -> Iterator[tuple[int, int]]:
     elif sp.method == "swap-header":
         yield (0, min(SWAP_HEADER, sp.size))
     elif sp.method == "used-blocks":
-        fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files)
+        fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files, sp.overlay)
         if fs is None:
             raise DamagedFileSystem(f"partition {sp.number} changed while it was being read")
         yield from _clipped(fs.used_extents(), sp.size)

@@ -81,6 +81,9 @@ class FileSystem(ABC):
     """blkid TYPE values this reader handles (defaults to ``(name,)``)."""
     takes_keep_system_files: ClassVar[bool] = False
     """``open`` accepts ``keep_system_files`` (see :func:`open_filesystem`)."""
+    journal_needs_recovery: bool = False
+    """The journal holds committed work not yet written in place (a crash, or mounted now):
+    the used blocks are known only after it is replayed (:meth:`Kind.replay_journal`)."""
 
     def __init__(self, source: BlockSource, geometry: Geometry) -> None:
         self.source = source
@@ -167,6 +170,26 @@ class Kind:
         """Grow the file system on ``node`` to fill its partition; lines only for the notable."""
         return []
 
+    @property
+    def can_shrink(self) -> bool:
+        """Whether :meth:`shrink` can make the file system smaller (docs/SHRINK.md)."""
+        return False
+
+    def shrink_needs(self) -> list[Need]:
+        """The programs :meth:`minimum_size` and :meth:`shrink` run."""
+        return []
+
+    def minimum_size(self, path: str) -> int:
+        """The fewest bytes the file system on ``path`` (a device or a regular file) can shrink
+        to, asked of its tool without writing. Raises :class:`~recovery.errors.Refused` when
+        the tool cannot tell (a damaged or hibernated volume), saying why."""
+        raise NotImplementedError(self.name)
+
+    def shrink(self, path: str, new_size: int, step: Step) -> list[str]:
+        """Shrink the file system on ``path`` (a regular file) to ``new_size`` bytes, moving
+        what lies beyond into the front; FAILED lines say why it could not."""
+        raise NotImplementedError(self.name)
+
     def check_needs(self) -> list[Need]:
         return []
 
@@ -212,6 +235,20 @@ class Kind:
         """Whether ``path`` exists in the file system on ``node``, read without mounting it."""
         return False
 
+    def names_in(self, node: str, path: str) -> set[str]:
+        """Names in the folder ``path`` of the file system on ``node``, lower case, read
+        without mounting it (empty when it cannot tell)."""
+        return set()
+
+    def replay_journal_needs(self) -> list[Need]:
+        return []
+
+    def replay_journal(self, path: str) -> str | None:
+        """Replay the journal of the file system in the file ``path`` (a copy-on-write view of
+        the partition, never the partition itself); None when done, else why not (one line).
+        Asked only when the reader says ``journal_needs_recovery``."""
+        return f"{self.name or 'this file system'}: no journal replay known"
+
 
 def result_line(node: str, what: str, code: int, out: str) -> str:
     """``"<node>: <what>"`` when a program succeeded, else a FAILED line with its last words."""
@@ -240,6 +277,11 @@ def kind_of(fstype: str | None) -> Kind:
 def kinds() -> list[Kind]:
     _load_all()
     return list(_KINDS.values())
+
+
+def shrinkable(fstype: str | None) -> bool:
+    """Whether the file system of blkid's TYPE ``fstype`` can be shrunk by its home."""
+    return kind_of(fstype).can_shrink
 
 
 def growable_numbers(fstypes: Mapping[int, str | None]) -> Collection[int]:

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import re
 import struct
 import sys
 import uuid
@@ -44,9 +46,10 @@ from typing import NamedTuple
 
 from recovery.core.bitmap import set_runs
 from recovery.core.extents import Extent, merge
+from recovery.core.units import human_size
 from recovery.devices import blockio, tools
 from recovery.devices.tools import Need
-from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem
+from recovery.errors import DamagedFileSystem, DeviceError, NotThisFileSystem, Refused
 from recovery.filesystems.base import (
     BlockSource,
     FileSystem,
@@ -645,7 +648,11 @@ class Ext4(FileSystem):
             uuid=str(uuid.UUID(bytes=sb.uuid)),
             notes=tuple(notes),
         )
-        return cls(source, geometry, layout, descriptors, trust_bitmaps=not notes)
+        fs = cls(source, geometry, layout, descriptors, trust_bitmaps=not notes)
+        fs.journal_needs_recovery = bool(
+            sb.feature_incompat & INCOMPAT_RECOVER and not sb.state & STATE_ERROR
+        )
+        return fs
 
     def used_extents(self) -> Iterator[Extent]:
         return merge(self._extents())
@@ -769,6 +776,46 @@ class ExtKind(Kind):
         code, out = tools.run(["resize2fs", node])
         return [] if code == 0 else [result_line(node, "resize2fs", code, out)]
 
+    @property
+    def can_shrink(self) -> bool:
+        return True
+
+    def shrink_needs(self) -> list[Need]:
+        why = f"to shrink {self.name} onto a smaller target"
+        return [Need("e2fsck", why), Need("resize2fs", why)]
+
+    def minimum_size(self, path: str) -> int:
+        """The smaller of resize2fs's own estimate (``-P``, read-only) and ours.
+
+        resize2fs 1.47.0 overestimates badly on a flex_bg file system whose files are spread
+        out (measured: 96 % of a 2 GB ext4 that was 51 % used, which then shrank to 52 % with
+        ``-f``). Ours: the blocks in use, plus 5 % and 32 MiB for the metadata and extent-tree
+        growth a shrink needs, and never fewer groups than the inodes in use need. :meth:`shrink`
+        passes ``-f`` so resize2fs takes a size below its own estimate; a size that is really
+        too small makes it stop with "No space left" before it changes anything.
+        """
+        code, out = tools.run(["resize2fs", "-P", path], timeout=600)
+        found = re.search(r"minimum size of the filesystem: (\d+)", out)
+        if code != 0 or found is None:
+            last = out.splitlines()[-1] if out else f"exit code {code}"
+            raise Refused(f"resize2fs cannot tell how small {self.name} can get: {last}")
+        counts = _shrink_counts(path, self.name)
+        estimate = counts.used * 105 // 100 + (32 << 20)
+        groups_for_inodes = -(-counts.used_inodes // max(1, counts.inodes_per_group))
+        estimate = max(estimate, groups_for_inodes * counts.group_bytes)
+        return min(int(found.group(1)) * counts.block_size, estimate)
+
+    def shrink(self, path: str, new_size: int, step: Step) -> list[str]:
+        step(f"checking {self.name} before shrinking it")
+        # resize2fs refuses a file system not checked since it was last mounted; -p fixes only
+        # what is safe without asking (0: clean, 1: fixed, 2: fixed, reboot; more: errors).
+        code, out = tools.run(["e2fsck", "-f", "-p", path], timeout=3600)
+        if code > 2:
+            return [result_line(path, "e2fsck", code, out)]
+        step(f"shrinking {self.name} to {human_size(new_size)}")
+        code, out = tools.run(["resize2fs", "-f", path, f"{new_size // 1024}K"], timeout=None)
+        return [result_line(path, f"{self.name} shrunk to {human_size(new_size)}", code, out)]
+
     def check_needs(self) -> list[Need]:
         return [Need("e2fsck", f"to check {self.name} on the target")]
 
@@ -787,6 +834,18 @@ class ExtKind(Kind):
 
     def has_path(self, node: str, path: str) -> bool:
         return bool(tools.output(["debugfs", "-R", f"stat {path}", node]).strip())
+
+    def replay_journal_needs(self) -> list[Need]:
+        return [Need("e2fsck", f"to replay the {self.name} journal into the image")]
+
+    def replay_journal(self, path: str) -> str | None:
+        # journal_only: replay the committed transactions and stop (no check, no repair), as
+        # the kernel does at mount time; -p answers nothing is asked.
+        code, out = tools.run(["e2fsck", "-E", "journal_only", "-p", path], timeout=600)
+        if code in (0, 1):
+            return None
+        last = out.splitlines()[-1] if out else f"exit code {code}"
+        return f"e2fsck -E journal_only failed: {last}"
 
     def files_in(self, node: str, block_size: int, ranges: list[tuple[int, int]]) -> list[str]:
         """The files whose blocks lie in ``ranges`` (debugfs icheck, then ncheck)."""
@@ -814,6 +873,46 @@ class ExtKind(Kind):
             if len(parts) == 2:
                 paths.append(parts[1].strip())
         return sorted(set(paths))
+
+
+class _ShrinkCounts(NamedTuple):
+    block_size: int
+    used: int
+    """Bytes in blocks that are in use."""
+    used_inodes: int
+    inodes_per_group: int
+    group_bytes: int
+
+
+def _shrink_counts(path: str, name: str) -> _ShrinkCounts:
+    """The superblock's counters a shrink estimate needs (accurate on an unmounted volume)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            sb = os.pread(fd, 1024, SUPERBLOCK_OFFSET)
+        finally:
+            os.close(fd)
+        inodes, blocks_lo, free_lo, free_inodes = struct.unpack_from("<II4xII", sb, 0)
+        log_block, blocks_per_group, inodes_per_group = struct.unpack_from("<I4xI4xI", sb, 0x18)
+        magic = struct.unpack_from("<H", sb, 0x38)[0]
+        incompat = struct.unpack_from("<I", sb, 0x60)[0]
+        blocks_hi = struct.unpack_from("<I", sb, 0x150)[0]
+        free_hi = struct.unpack_from("<I", sb, 0x158)[0]
+    except (OSError, struct.error) as e:
+        raise Refused(f"cannot read the {name} superblock: {e}") from e
+    if magic != MAGIC or log_block > 6:
+        raise Refused(f"the {name} superblock is damaged")
+    block = 1024 << log_block
+    wide = bool(incompat & INCOMPAT_64BIT)
+    blocks = blocks_lo | (blocks_hi << 32 if wide else 0)
+    free = free_lo | (free_hi << 32 if wide else 0)
+    return _ShrinkCounts(
+        block,
+        max(0, blocks - free) * block,
+        max(0, inodes - free_inodes),
+        inodes_per_group,
+        blocks_per_group * block,
+    )
 
 
 def _debugfs(node: str, request: str) -> str:

@@ -439,5 +439,13 @@ class FatKind(Kind):
         )
         return {line.rstrip("/").split("/")[-1] for line in out.split()}
 
+    def names_in(self, node: str, path: str) -> set[str]:
+        out = tools.output(
+            ["mdir", "-b", "-i", node, "::" + path.replace("\\", "/")],
+            env={"MTOOLS_SKIP_CHECK": "1"},
+            any_status=True,
+        )
+        return {line.rstrip("/").split("/")[-1].lower() for line in out.splitlines() if line}
+
 
 register_kind(FatKind("vfat"))

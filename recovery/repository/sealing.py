@@ -9,6 +9,7 @@ gives our own error, never a huge allocation or a library exception.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ MASTER_SIZE = 64
 
 # Argon2id at 64 MiB, 3 passes, 4 lanes: ~0.2 s here; RFC 9106's second recommended setting.
 KDF_ITERATIONS, KDF_LANES, KDF_MEMORY_KIB = 3, 4, 64 * 1024
+
+_derive_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class KdfParams:
         return cls(salt, iterations, lanes, memory)
 
     def derive(self, passphrase: str) -> bytes:
+        # One derivation at a time: two threads deriving at once with lanes > 1 hang for good
+        # (cryptography 50.0.2; two bare Argon2id.derive calls in two threads are enough).
+        with _derive_lock:
+            return self._derive(passphrase)
+
+    def _derive(self, passphrase: str) -> bytes:
         return Argon2id(
             salt=self.salt,
             length=32,
@@ -99,8 +108,9 @@ class Keys:
         """The plaintext of a sealed file; IntegrityError naming ``what`` when it was altered."""
         if len(blob) < SEAL_OVERHEAD or blob[:4] != SEAL_MAGIC:
             raise IntegrityError(f"{what} is damaged (not a sealed file, or truncated)")
+        view = memoryview(blob)  # no copy of a 4 MiB chunk just to drop its first 16 bytes
         try:
-            return self._aead.decrypt(blob[4 : 4 + NONCE], blob[4 + NONCE :], aad)
+            return self._aead.decrypt(view[4 : 4 + NONCE], view[4 + NONCE :], aad)
         except InvalidTag:
             raise IntegrityError(
                 f"{what} is damaged: it fails authentication (altered or truncated)"
@@ -117,8 +127,9 @@ def wrap(keys: Keys, passphrase: str) -> dict[str, Any]:
     """The ``encryption`` object holding ``keys`` under ``passphrase`` (fresh salt and nonce)."""
     kdf = KdfParams(os.urandom(16), KDF_ITERATIONS, KDF_LANES, KDF_MEMORY_KIB)
     nonce = os.urandom(NONCE)
-    wrapped = AESGCM(kdf.derive(passphrase)).encrypt(nonce, keys.master, MASTER_AAD)
-    return {"cipher": CIPHER, "kdf": kdf.to_json(), "key": (nonce + wrapped).hex()}
+    wrapped = nonce + AESGCM(kdf.derive(passphrase)).encrypt(nonce, keys.master, MASTER_AAD)
+    _remember(wrapped, kdf, passphrase, keys)
+    return {"cipher": CIPHER, "kdf": kdf.to_json(), "key": wrapped.hex()}
 
 
 def check_encryption(value: object, where: str) -> tuple[KdfParams, bytes]:
@@ -135,8 +146,23 @@ def check_encryption(value: object, where: str) -> tuple[KdfParams, bytes]:
     return kdf, wrapped
 
 
+_unlocked: dict[tuple[object, ...], Keys] = {}
+_unlocked_lock = threading.Lock()
+
+
 def unlock(value: object, passphrase: str, where: str) -> Keys:
+    """The keys ``value`` wraps, opened with ``passphrase``; WrongPassphrase when it fails.
+
+    One process derives the key-encryption key once per header and passphrase: a backup or a
+    restore opens its location two or three times (plan, run, listing), and each Argon2id
+    derivation costs about 0.15 s of one core by design. The cache holds the master keys the
+    process unlocked already, which it holds in memory anyway while it works.
+    """
     kdf, wrapped = check_encryption(value, where)
+    with _unlocked_lock:
+        known = _unlocked.get(_cache_key(wrapped, kdf, passphrase))
+    if known is not None:
+        return known
     try:
         master = AESGCM(kdf.derive(passphrase)).decrypt(
             wrapped[:NONCE], wrapped[NONCE:], MASTER_AAD
@@ -145,4 +171,16 @@ def unlock(value: object, passphrase: str, where: str) -> Keys:
         raise WrongPassphrase(
             f"wrong passphrase for {where}: give the passphrase this location was encrypted with"
         ) from None
-    return Keys(master)
+    keys = Keys(master)
+    _remember(wrapped, kdf, passphrase, keys)
+    return keys
+
+
+def _cache_key(wrapped: bytes, kdf: KdfParams, passphrase: str) -> tuple[object, ...]:
+    # The passphrase takes part only as a hash; a wrong one is never a hit.
+    return (wrapped, kdf, blake3.blake3(kdf.salt + passphrase.encode("utf-8")).digest())
+
+
+def _remember(wrapped: bytes, kdf: KdfParams, passphrase: str, keys: Keys) -> None:
+    with _unlocked_lock:
+        _unlocked[_cache_key(wrapped, kdf, passphrase)] = keys

@@ -17,6 +17,7 @@ import re
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ CHUNKS_FOLDER = "chunks"
 IMAGES_FOLDER = "images"
 TMP_FOLDER = "tmp"
 HASH_SIZE = 32
+CREATION_WAIT = 5.0
+"""Seconds a new location's creator waits for another creator's lock (see _creation_lock)."""
 MAX_CELL = 64 << 20
 MAX_MANIFEST = 16 << 20
 
@@ -302,8 +305,42 @@ class Repository:
         backend.create()
         info = _header_info(header, where)
         repo = cls(backend, info, keys, header)
-        repo._write(REPO_HEADER, json.dumps(header, indent=1).encode(), durable=True)
+        # Under the writers' lock (FORMAT.md, "Locking"): two processes creating one location
+        # at the same moment both found it empty; the second must not replace the header the
+        # first wrote (an encrypted one holds the only copy of the key its chunks are sealed
+        # with). The second opens what the first created instead.
+        with repo._creation_lock():
+            try:
+                created_meanwhile = backend.size(REPO_HEADER) is not None
+                if not created_meanwhile:
+                    repo._write(REPO_HEADER, json.dumps(header, indent=1).encode(), durable=True)
+            except OSError as e:
+                raise repo._write_error(e) from e
+        if created_meanwhile:
+            return cls.open(backend, encrypt=encrypt)
         return repo
+
+    @contextlib.contextmanager
+    def _creation_lock(self) -> Iterator[None]:
+        """The writers' lock, waited for a few seconds: another creator holds it only as long
+        as it takes to write a header (a writer at work for longer is refused as usual)."""
+        note = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "operation": "create"})
+        deadline = time.monotonic() + CREATION_WAIT
+        with contextlib.ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(self.backend.lock(note))
+                    break
+                except LockHeld as held:
+                    if time.monotonic() > deadline:
+                        raise RepositoryLocked(
+                            f"another recovery is writing to {self.location} "
+                            f"({held.holder or 'unknown'}): wait for it to finish"
+                        ) from None
+                except OSError as e:
+                    raise self._write_error(e) from e
+                time.sleep(0.1)
+            yield
 
     def change_passphrase(self, new_passphrase: str) -> None:
         """Wrap the master key under ``new_passphrase``: only the header is rewritten."""
@@ -407,11 +444,26 @@ class Repository:
             raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
 
     def get_chunk(self, digest: bytes, where: str = "") -> bytes:
+        """The raw bytes of a chunk, with every check of the format (docs/FORMAT.md)."""
+        return self.decode_chunk_file(self.open_chunk_file(digest, where), digest, where)
+
+    @property
+    def authenticates_chunk_files(self) -> bool:
+        """Whether :meth:`open_chunk_file` proves a chunk intact without decompressing it
+        (a sealed chunk's AES-GCM tag); otherwise only :meth:`decode_chunk_file` does."""
+        return self.keys is not None
+
+    def open_chunk_file(self, digest: bytes, where: str = "") -> bytes:
+        """A chunk file's version-1 bytes (``RCK1`` header + payload), read and, in an
+        encrypted location, authenticated: damage there raises IntegrityError here."""
         blob = self.read_chunk_file(digest, where)
-        where = where or self.location
         if self.keys is not None:
-            blob = self.keys.open(blob, digest, f"{where}: chunk {digest.hex()}")
-        return decode_chunk(blob, digest, where, self.hash)
+            blob = self.keys.open(blob, digest, f"{where or self.location}: chunk {digest.hex()}")
+        return blob
+
+    def decode_chunk_file(self, blob: bytes, digest: bytes, where: str = "") -> bytes:
+        """The raw bytes of what :meth:`open_chunk_file` gave, checked against ``digest``."""
+        return decode_chunk(blob, digest, where or self.location, self.hash)
 
     def check_chunk_header(self, digest: bytes, where: str) -> None:
         """Cheap pre-flight check: the file exists and its header fits its size."""

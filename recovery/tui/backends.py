@@ -87,7 +87,13 @@ class EngineApi(Protocol[BackupPlanT, RestorePlanT, ClonePlanT]):
     def remove(self, repo: str, image: str, /) -> RemoveResult: ...
 
     def restore_plan(
-        self, repo: str, image: str, target: str, /, partitions: list[int] | None = None
+        self,
+        repo: str,
+        image: str,
+        target: str,
+        /,
+        partitions: list[int] | None = None,
+        full: bool = False,
     ) -> RestorePlanT: ...
 
     def restore_run(

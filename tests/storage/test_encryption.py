@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 from tests import loopdev
@@ -28,6 +29,17 @@ def one_line(r) -> str:  # type: ignore[no-untyped-def]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     return lines[0]
+
+
+def error_line(r) -> str:  # type: ignore[no-untyped-def]
+    """The one error line of a command that failed after showing its plan (which a restore
+    prints before it starts, as it does on a terminal before asking)."""
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("recovery: ")]
+    assert errors == [lines[-1]], r.stderr
+    return lines[-1]
 
 
 def location_bytes(repo: Path) -> bytes:
@@ -62,6 +74,9 @@ def test_encrypted_location_end_to_end(loop, tmp_path: Path) -> None:  # type: i
     for leak in (b"ACME-7731", SECRET_NAME.encode(), b"alice-laptop", src.encode(), b"root"):
         assert leak not in at_rest, leak
     assert hashlib.sha256(SECRET).hexdigest().encode() not in at_rest
+    for needle in ("ACME-7731", SECRET_NAME, "alice-laptop"):  # the issue's words: grep -r
+        found = subprocess.run(["grep", "-r", "-a", "-l", "-F", needle, str(repo)], check=False)
+        assert found.returncode == 1, needle
 
     assert "alice-laptop" in run_recovery("images", str(repo), env=env(PASS)).stdout
     assert "intact" in run_recovery("verify", f"{repo}::alice-laptop", env=env(PASS)).stdout
@@ -105,44 +120,90 @@ def test_encrypted_location_end_to_end(loop, tmp_path: Path) -> None:  # type: i
     assert "Removed" in r.stdout
 
 
+def target_digest(target: str) -> str:
+    """SHA-256 of every byte of the target disk."""
+    h = hashlib.sha256()
+    with open(target, "rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[offset] ^= 1
+    path.write_bytes(bytes(blob))
+
+
+def largest_chunk(repo: Path) -> Path:
+    """A data chunk (the 3 MiB of random data), not a map chunk, and not the first the
+    restore would write: the table and boot area come first."""
+    chunks = (p for p in (repo / "chunks").rglob("*") if p.is_file())
+    return max(chunks, key=os.path.getsize)
+
+
 def test_refusals_write_nothing_to_the_target(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     src, _ = small_disk(loop)
     repo = tmp_path / "enc"
     run_recovery("backup", src, "--to", str(repo), "--encrypt", "--name", "img", env=env(PASS))
     target = loop(96 * MiB)
-    pattern = b"\xa5" * MiB
     with open(target, "r+b") as f:
-        f.write(pattern)
-
-    def untouched() -> bool:
-        with open(target, "rb") as f:
-            return f.read(MiB) == pattern
+        f.write(b"\xa5" * MiB)
+    before = target_digest(target)
 
     wrong = run_recovery("restore", f"{repo}::img", target, "--yes", check=False, env=env("nope"))
     assert "wrong passphrase" in one_line(wrong)
     assert PASS not in wrong.stderr + wrong.stdout
     missing = run_recovery("restore", f"{repo}::img", target, "--yes", check=False, env=env(None))
     assert "RECOVERY_PASSPHRASE" in one_line(missing)
-    assert untouched()
+    assert target_digest(target) == before
 
     # A flipped byte in the manifest: one line naming the damage, nothing written.
     (manifest,) = (repo / "images").glob("*.image")
-    blob = bytearray(manifest.read_bytes())
-    blob[40] ^= 1
-    manifest.write_bytes(bytes(blob))
+    flip_byte(manifest, 40)
     r = run_recovery("restore", f"{repo}::img", target, "--yes", check=False, env=env(PASS))
     assert "damaged" in one_line(r)
-    assert untouched()
-    blob[40] ^= 1
-    manifest.write_bytes(bytes(blob))
+    assert target_digest(target) == before
+    flip_byte(manifest, 40)
 
-    # A flipped byte in a data chunk: verify names it; never decrypted into wrong bytes.
-    chunks = sorted((p for p in (repo / "chunks").rglob("*") if p.is_file()), key=os.path.getsize)
-    victim = chunks[-1]
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 1
-    victim.write_bytes(bytes(data))
+    # A flipped byte in a data chunk: every chunk is authenticated before the first write, so
+    # one line names it and not a byte of the target changed (not even the partition table).
+    victim = largest_chunk(repo)
+    flip_byte(victim, victim.stat().st_size // 2)
+    r = run_recovery("restore", f"{repo}::img", target, "--yes", check=False, env=env(PASS))
+    line = error_line(r)
+    assert victim.name in line and "authentication" in line and "nothing was written" in line
+    assert target_digest(target) == before
     r = run_recovery("verify", f"{repo}::img", check=False, env=env(PASS))
     assert r.returncode != 0
     assert victim.name in r.stdout + r.stderr
     assert "authentication" in r.stdout + r.stderr
+
+    # Repaired, the same image restores.
+    flip_byte(victim, victim.stat().st_size // 2)
+    run_recovery("restore", f"{repo}::img", target, "--yes", env=env(PASS))
+    assert target_digest(target) != before
+
+
+def test_damage_in_a_plain_location(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without encryption a damaged manifest still stops the restore before any write; a
+    damaged chunk is found as it is about to be written (a full check first would decompress
+    and hash the whole image twice): one line, a non-zero exit, and the message says the
+    target is incomplete (docs/FORMAT.md, "Damage and how it is detected")."""
+    src, _ = small_disk(loop)
+    repo = tmp_path / "plain"
+    run_recovery("backup", src, "--to", str(repo), "--name", "img")
+    target = loop(96 * MiB)
+    before = target_digest(target)
+    manifest = repo / "images" / "img.image"
+    flip_byte(manifest, 40)
+    r = run_recovery("restore", f"{repo}::img", target, "--yes", check=False)
+    assert "damaged" in one_line(r)
+    assert target_digest(target) == before
+    flip_byte(manifest, 40)
+
+    victim = largest_chunk(repo)
+    flip_byte(victim, victim.stat().st_size // 2)
+    r = run_recovery("restore", f"{repo}::img", target, "--yes", check=False)
+    line = error_line(r)
+    assert victim.name in line and "incomplete" in line

@@ -1,9 +1,10 @@
-"""The TUI's Open flow on a real image (issue 12): Backups > o Open, expand a partition, tick a
-folder, "Copy to..." a typed folder, compare the copy, leave (the image is closed)."""
+"""The TUI's Open flow on a real image at 80x25 (issue 12): Backups > o Open, expand a partition,
+tick a folder, "Copy to..." a typed folder, compare the copy, leave (the image is closed)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.storage.disks import MiB, mounted, run_recovery
 from tests.storage.open_disk import make_open_disk
 from tests.storage.test_open import tree
 from tests.storage.test_tui_storage import drive, press, real_backends, settle, until
+from tests.unit.tui_fakes import screen_text
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices, mounts)")
 
@@ -48,6 +50,14 @@ def test_open_tick_copy_through_the_tui(loop, tmp_path: Path) -> None:  # type: 
         seen["p2"] = [str(n.label) for n in files.root.children[1].children]
         await press(pilot, "down", "down", "space")  # etc/, home/: tick home
         assert list(screen.ticked) == ["p2:/home"]
+        # On the 80x25 console a file three folders deep still shows its size and date whole.
+        home = files.root.children[1].children[1]
+        await press(pilot, "enter")
+        await until(pilot, lambda: bool(home.children), 60)
+        await press(pilot, "down", "enter")  # alice/
+        await until(pilot, lambda: bool(home.children[0].children), 60)
+        seen["screen"] = screen_text(app)
+        app.save_screenshot(str(tmp_path / "open-80x25.svg"))
         await press(pilot, "c")
         assert isinstance(app.screen, LocationScreen)
         await press(pilot, "ctrl+t")
@@ -61,10 +71,12 @@ def test_open_tick_copy_through_the_tui(loop, tmp_path: Path) -> None:  # type: 
         await press(pilot, "escape")
         await until(pilot, lambda: not isinstance(app.screen, OpenImageScreen), 60)
 
-    drive(app, scenario)
+    drive(app, scenario, size=(80, 25))
     assert seen["partitions"][0].startswith("p1  vfat")
     assert seen["partitions"][2].startswith("p3  ntfs")
     assert any(label.startswith("[ ] home/") for label in seen["p2"]), seen["p2"]
+    line = next(ln for ln in seen["screen"].splitlines() if "notes.txt" in ln)
+    assert re.search(r"notes\.txt +1\.27 KiB  20\d\d-\d\d-\d\d \d\d:\d\d", line), line
     with mounted(parts[1], readonly=True) as m:
         assert tree(out / "home") == tree(m / "home")
     assert seen["folder"] not in Path("/proc/self/mounts").read_text()

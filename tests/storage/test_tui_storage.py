@@ -73,9 +73,13 @@ def real_backends(paths: set[str]) -> Backends:
     return replace(backends, disks=OnlyTheseDisks(paths), machine=NoPower())
 
 
-def drive(app: RecoveryApp, scenario: Callable[[Pilot[Any]], Awaitable[None]]) -> None:
+def drive(
+    app: RecoveryApp,
+    scenario: Callable[[Pilot[Any]], Awaitable[None]],
+    size: tuple[int, int] = (100, 32),
+) -> None:
     async def main() -> None:
-        async with app.run_test(size=(100, 32)) as pilot:
+        async with app.run_test(size=size) as pilot:
             await settle(pilot)
             await scenario(pilot)
 

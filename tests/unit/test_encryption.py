@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,6 +197,94 @@ def test_remove_in_an_encrypted_location(backend: Backend) -> None:
     with pytest.raises(ImageNotFound):
         r.read_manifest("a")
     assert read_back(r, "b")[:256] == bytes(range(256))
+
+
+def test_two_creators_at_once_share_one_key(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes that found a new location empty at the same moment: the second opens
+    what the first created instead of replacing its header (and with it the key the first
+    one's chunks are sealed with)."""
+    both_found_it_empty = threading.Barrier(2, timeout=10)
+    create = backend.create
+
+    def create_when_both_checked() -> None:
+        both_found_it_empty.wait()
+        create()
+
+    monkeypatch.setattr(backend, "create", create_when_both_checked)
+    opened: list[Repository] = []
+    failed: list[BaseException] = []
+
+    def creator() -> None:
+        try:
+            opened.append(Repository.open(backend, create=True, encrypt=True))
+        except BaseException as e:  # reported below, in the test's thread
+            failed.append(e)
+
+    threads = [threading.Thread(target=creator) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed, failed
+    first, second = opened
+    assert first.keys is not None and second.keys is not None
+    assert first.keys.master == second.keys.master
+    make_image(first, "one", [SECRET[:65536]])
+    make_image(second, "two", [bytes(range(256)) * 256])
+    again = Repository.open(backend)
+    assert read_back(again, "one")[:100] == SECRET[:100]
+    assert read_back(again, "two")[:256] == bytes(range(256))
+
+
+def test_two_threads_derive_keys_at_once() -> None:
+    """Argon2id in two threads at once hung for good (cryptography 50.0.2, lanes > 1): the
+    TUI opens locations from worker threads."""
+    params = [sealing.KdfParams(os.urandom(16), 1, 4, 8 * 1024) for _ in range(2)]
+    out: list[bytes] = []
+    threads = [
+        threading.Thread(
+            target=lambda p=p: out.extend(p.derive("pw") for _ in range(3)), daemon=True
+        )
+        for p in params
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)  # a liveness check, not a timing one: it takes milliseconds
+    assert not any(t.is_alive() for t in threads), "key derivation hung"
+    assert len(out) == 6
+
+
+def test_the_key_is_derived_once_per_process(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Argon2id runs once per header and passphrase (a restore opens its location twice or
+    more); a wrong passphrase still fails every time, and a changed one is derived anew."""
+    derived: list[str] = []
+    derive = sealing.KdfParams.derive
+
+    def counting(self: sealing.KdfParams, passphrase: str) -> bytes:
+        derived.append(passphrase)
+        return derive(self, passphrase)
+
+    monkeypatch.setattr(sealing.KdfParams, "derive", counting)
+    r = Repository.open(backend, create=True, encrypt=True)
+    for _ in range(3):
+        assert Repository.open(backend).keys.master == r.keys.master  # type: ignore[union-attr]
+    assert derived == ["correct horse"]
+    secrets.use(Fixed("wrong"))
+    for _ in range(2):
+        with pytest.raises(WrongPassphrase):
+            Repository.open(backend)
+    assert derived == ["correct horse", "wrong", "wrong"]
+    r.change_passphrase("new one")
+    secrets.use(Fixed("correct horse"))
+    with pytest.raises(WrongPassphrase):
+        Repository.open(backend)
+    secrets.use(Fixed("new one"))
+    assert Repository.open(backend).keys.master == r.keys.master  # type: ignore[union-attr]
 
 
 def test_lock_note_names_no_image(backend: Backend) -> None:

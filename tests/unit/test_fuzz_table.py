@@ -17,6 +17,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from recovery.core.composed import PAGE, ComposedFile, OverlayFull
+from recovery.core.layout import Alignment, fits_unchanged, plan_shrunk_layout
 from recovery.core.table import Entry, Table, plan_layout, sfdisk_script
 from recovery.errors import RecoveryError, Refused
 
@@ -164,3 +166,93 @@ def test_fuzz_sfdisk_script_one_line_per_partition(fields: list[tuple[str, str]]
     assert len(lines) == 6 + len(entries), script
     for i, line in enumerate(lines[6:]):
         assert line.startswith(f"/dev/sdz{i + 1} : start={2048 * (i + 1)}, size=2048, type=linux")
+
+
+# -- the shrunk layout (core/layout.py) ------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    tables(),
+    st.integers(0, 1 << 36),
+    st.integers(0, 5),
+    st.integers(0, 1 << 36),
+    st.sampled_from([1, 8, 2048, 4096]),
+    st.integers(0, 7),
+)
+def test_fuzz_plan_shrunk_layout_fits_or_refuses(
+    t: tuple[Table, int, set[int]], target: int, pick: int, minimum: int, grain: int, offset: int
+) -> None:
+    table, _, _ = t
+    if not table.entries or fits_unchanged(table, target):
+        return
+    main = table.entries[pick % len(table.entries)].number
+    try:
+        layout = plan_shrunk_layout(
+            table, target, main, minimum, Alignment(grain, offset % grain), "t"
+        )
+    except Refused as e:
+        assert "too small" in e.message
+        return
+    ss = table.sector_size
+    end = (target // ss - (33 if table.label == "gpt" else 0)) * ss
+    for m in layout.moves:
+        assert m.new_start >= 0 and m.new_start + m.new_size <= end, (m, target)
+        if m.number == main:
+            assert minimum <= m.new_size < m.old_size
+        else:
+            assert m.new_size == m.old_size
+    old = {e.number: e for e in table.entries}
+    for e in layout.table.entries:
+        assert (e.uuid, e.type, e.name, e.attrs, e.bootable) == (
+            old[e.number].uuid,
+            old[e.number].type,
+            old[e.number].name,
+            old[e.number].attrs,
+            old[e.number].bootable,
+        )
+
+
+@NO_SHRINK
+@given(
+    st.integers(1, 40_000),
+    st.integers(0, 40_000),
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 45_000), st.binary(min_size=0, max_size=9000)),
+        max_size=30,
+    ),
+)
+def test_fuzz_composed_file_is_a_file(
+    size: int, split: int, ops: list[tuple[bool, int, bytes]]
+) -> None:
+    """Random reads and writes give what a plain file of the same size would give, and a write
+    into the tail past the overlay's bound changes nothing."""
+    split = min(split, size)
+    base = bytes((i * 13) % 256 for i in range(size))
+    model = bytearray(base)
+    front = bytearray(base[:split])
+
+    def front_write(data: bytes, offset: int) -> None:
+        assert offset + len(data) <= split
+        front[offset : offset + len(data)] = data
+
+    f = ComposedFile(
+        size,
+        split,
+        lambda o, n: bytes(front[o : o + n]),
+        front_write,
+        lambda o, n: base[o : o + n],
+        3 * PAGE,
+    )
+    for is_write, offset, data in ops:
+        if is_write:
+            try:
+                f.write(data, offset)
+            except OverlayFull:
+                continue
+            end = min(offset + len(data), size)
+            if offset < end:
+                model[offset:end] = data[: end - offset]
+        else:
+            assert f.read(offset, len(data)) == bytes(model[offset : offset + len(data)])
+        assert f.overlay_bytes <= 3 * PAGE

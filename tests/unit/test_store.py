@@ -321,4 +321,6 @@ def test_a_fresh_file_systems_root_counts_as_empty(entries: list[str], tmp_path:
         (tmp_path / "stick" / e).mkdir(parents=True)
     r = Repository.open(tmp_path / "stick", create=True)
     assert Repository.open(tmp_path / "stick").info.id == r.info.id
-    assert sorted(os.listdir(tmp_path / "stick")) == sorted([*entries, "recovery-repo", "tmp"])
+    # "lock": creating a location takes the writers' lock (FORMAT.md, "Locking").
+    expected = [*entries, "lock", "recovery-repo", "tmp"]
+    assert sorted(os.listdir(tmp_path / "stick")) == sorted(expected)

@@ -455,3 +455,19 @@ def test_modern_terminal_draws_richer_glyphs() -> None:
 
     drive(scenario, console=False)
     assert unsafe_glyphs(texts[0])
+
+
+def test_delta_restore_plan_says_what_matches_and_what_is_written() -> None:
+    """Issue 15: onto a disk holding an earlier state of the image's disk, the plan screen says
+    how much already matches and how much will be written, before anything is confirmed."""
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "3", "down", "enter", "enter", "enter", "down", "enter")
+        text = screen_text(pilot.app)
+        assert "delta: 59.2 GiB already match, 1.8 GiB will be written" in text, text
+        assert "restore_run" not in engine_calls(pilot.app)  # type: ignore[arg-type]
+        await press(pilot, "enter", "tab", "enter")  # Restore..., then confirm
+        assert isinstance(pilot.app.screen, ProgressScreen)
+
+    app = drive(scenario, engine=FakeEngine(delta_restore=True))
+    assert engine_calls(app).count("restore_run") == 1

@@ -17,7 +17,7 @@ from recovery.errors import Refused
 from recovery.tui.app import RecoveryApp
 from recovery.tui.progress import ProgressSnapshot
 from recovery.tui.screens.progress import ProgressScreen
-from tests.unit.tui_fakes import FakeEngine, FakeNetwork, fake_backends
+from tests.unit.tui_fakes import FakeEngine, FakeNetwork, FakePlan, fake_backends
 
 SIZES = [pytest.param((80, 25), id="80x25"), pytest.param((120, 40), id="120x40")]
 MiB = 1024**2
@@ -225,6 +225,13 @@ def test_restore_plan_confirmation(snap_compare: Any, size: tuple[int, int]) -> 
     assert snap_compare(make_app(), terminal_size=size, run_before=run)
 
 
+def test_restore_plan_delta(snap_compare: Any) -> None:
+    """Onto a disk that holds an earlier state: what already matches, what will be written."""
+    run = keys("3", "down", "enter", "enter", "enter", "down", "enter")
+    app = make_app(engine=FakeEngine(delta_restore=True))
+    assert snap_compare(app, terminal_size=(80, 25), run_before=run)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_error_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
     engine = FakeEngine(
@@ -248,3 +255,51 @@ def test_clone_options(snap_compare: Any, size: tuple[int, int]) -> None:
 def test_clone_plan_confirmation(snap_compare: Any, size: tuple[int, int]) -> None:
     run = keys("4", "enter", "space", "f2", "down", "enter", "enter")
     assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+def shrink_plan_lines() -> list[str]:
+    """A real restore plan's lines (engine/plans.py) for a Windows disk restored onto a smaller
+    one: C: shrinks, the recovery partition moves, the rest keep their size."""
+    from recovery.core.table import Entry, Layout, Table
+    from recovery.engine.plans import PartitionWrite, RestorePlan
+    from recovery.engine.targets import Target
+    from recovery.repository.maps import StreamInfo
+
+    gib = 1 << 30
+    table = Table("gpt", "G", 512, 2048, None, (Entry(1, 2048, 204800, "EF"),))
+    layout = Layout(table, (), None, False, shrunk=3)
+    sizes = [
+        (1, "vfat", 1 << 20, 100 * MiB, 100 * MiB, 31 * MiB),
+        (2, None, 101 * MiB, 16 * MiB, 16 * MiB, 0),
+        (3, "ntfs", 117 * MiB, 1862 * gib, 930 * gib, 61 * gib),
+        (4, "ntfs", 1862 * gib + 117 * MiB, 750 * MiB, 750 * MiB, 500 * MiB),
+    ]
+    writes = []
+    for number, fstype, start, old, new, data in sizes:
+        new_start = start if number < 4 else 930 * gib + 117 * MiB
+        raw = {"start": start, "number": number, "fstype": fstype, "data_bytes": data}
+        stream = StreamInfo(f"p{number}", old, 1, (), "used-blocks", raw)
+        writes.append(PartitionWrite(stream, number, new_start, new, old, fstype))
+    identity = {"model": "WDC WD10EZEX-08WN4A0", "serial": "WD-WCC6Y1234567"}
+    target = Target("/dev/sda", 932 * gib, 512, identity)
+    plan = RestorePlan(
+        "/mnt/backups", "before-update", target, {}, layout, tuple(writes), None, 4 << 20
+    )
+    return plan.describe()
+
+
+def test_restore_plan_shrinks_onto_a_smaller_disk(snap_compare: Any) -> None:
+    """Issue 15: the plan screen says, per partition, which shrinks, which moves."""
+    lines = shrink_plan_lines()
+    assert any("shrunk from 1.8 TiB" in line for line in lines), lines
+
+    class ShrinkEngine(FakeEngine):
+        def restore_plan(
+            self, repo: str, name: str, target: str, partitions: list[int] | None = None
+        ) -> FakePlan:
+            plan = super().restore_plan(repo, name, target, partitions)
+            return FakePlan(plan.kind, plan.args, lines)
+
+    run = keys("3", "down", "enter", "enter", "enter", "down", "enter")
+    app = make_app(engine=ShrinkEngine())
+    assert snap_compare(app, terminal_size=(80, 25), run_before=run)

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recovery.core.view import CellCache, DiskLayout, Piece, Placed, parse_image_path
+from recovery.core.view import (
+    CellCache,
+    DiskLayout,
+    Piece,
+    Placed,
+    ReadAhead,
+    parse_image_path,
+)
 from recovery.errors import UsageError
 
 
@@ -158,3 +165,24 @@ def test_every_mount_is_read_only_and_never_replays_or_clears() -> None:
                 assert "noload" in opts
     assert MOUNTS["xfs"][0][1] == "ro,norecovery"
     assert MOUNTS["btrfs"][0][1] == "ro,rescue=nologreplay"
+
+
+def test_read_ahead_only_for_a_reader_going_on_in_order() -> None:
+    ahead = ReadAhead(depth=3, after=2)
+    # A small file crossing one cell boundary loads nothing beyond its cells.
+    assert list(ahead.note("p1", 10)) == []
+    assert list(ahead.note("p1", 11)) == []
+    # A second boundary crossed in order: the next three cells.
+    assert list(ahead.note("p1", 12)) == [13, 14, 15]
+    # Requests arriving a little out of order neither start nor break the run.
+    assert list(ahead.note("p1", 11)) == []
+    assert list(ahead.note("p1", 12)) == []
+    assert list(ahead.note("p1", 13)) == [14, 15, 16]
+    # Each stream has its own run; a jump elsewhere starts a new one.
+    assert list(ahead.note("p2", 13)) == []
+    assert list(ahead.note("p1", 40)) == []
+    assert list(ahead.note("p1", 41)) == []
+    assert list(ahead.note("p1", 42)) == [43, 44, 45]
+    # Repeated reads inside one cell (metadata) never read ahead.
+    for _ in range(5):
+        assert list(ahead.note("disk", 0)) == []

@@ -191,6 +191,8 @@ class FakeEngine:
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     gate: Callable[[], None] | None = None
     """Called inside backup_run between steps (tests block or cancel there)."""
+    delta_restore: bool = False
+    """restore_plan answers as for a target that already holds an earlier state of the disk."""
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -242,7 +244,12 @@ class FakeEngine:
         return RemoveResult(name, 2 * GiB)
 
     def restore_plan(
-        self, repo: str, name: str, target: str, partitions: list[int] | None = None
+        self,
+        repo: str,
+        name: str,
+        target: str,
+        partitions: list[int] | None = None,
+        full: bool = False,
     ) -> FakePlan:
         self._call("restore_plan", repo, name, target, partitions)
         lines = [
@@ -250,6 +257,16 @@ class FakeEngine:
             "partition 1 (vfat, 100 MiB) -> 1: 100 MiB",
             "partition 3 (ntfs, 465 GiB) -> 3: grown to 930 GiB, file system grown",
         ]
+        if self.delta_restore and not full:
+            # What engine/delta.py's Delta.describe() gives for a target holding an earlier state.
+            lines = [
+                f"write a new gpt partition table on {target} (identical layout)",
+                "partition 1 (vfat): 31.0 MiB of data, size 100 MiB",
+                "partition 3 (ntfs): 61.0 GiB of data, size 465 GiB",
+                "delta: 59.2 GiB already match, 1.8 GiB will be written",
+                "  (measured: the target holds an earlier state of this disk, so only the cells "
+                "that differ are written)",
+            ]
         return FakePlan("restore", (repo, name, target, partitions), lines)
 
     def restore_run(self, plan: FakePlan, progress: Progress, cancel: CancelToken) -> RestoreResult:

@@ -9,12 +9,18 @@ finishing step, system-partition detection and the location picker. Uses ntfs-3g
 from __future__ import annotations
 
 import os
+import re
 import struct
 
+from recovery.core.units import human_size
 from recovery.devices import blockio, tools
 from recovery.devices.tools import Need
-from recovery.filesystems.base import Kind, Step, register_kind, result_line
+from recovery.errors import RecoveryError, Refused
+from recovery.filesystems.base import FileSource, Kind, Step, register_kind, result_line
 from recovery.filesystems.bootsector import NTFS_OEM, SECTOR_SIZES, fix_hidden_sectors
+from recovery.filesystems.ntfs.layout import parse_boot_sector
+from recovery.filesystems.ntfs.volume import Volume
+from recovery.filesystems.ntfs.windows import find_system_files, hibernation_note
 
 # ntfs-3g.probe's exit status for a volume that holds a hibernated Windows session.
 PROBE_HIBERNATED = 14
@@ -57,6 +63,41 @@ class NtfsKind(Kind):
             f"{node}: ntfs grown to fill its partition; Windows checks it once at its next start"
         ]
 
+    @property
+    def can_shrink(self) -> bool:
+        return True
+
+    def shrink_needs(self) -> list[Need]:
+        return [Need("ntfsresize", "to shrink NTFS onto a smaller target")]
+
+    def minimum_size(self, path: str) -> int:
+        """ntfsresize's figure; a hibernated Windows is refused here, before anything is written
+        (ntfsresize itself refuses it only when it is about to write)."""
+        if _hibernated(path):
+            raise Refused(
+                "Windows on this NTFS volume is hibernated or was shut down with Fast Startup, "
+                "and shrinking it would damage it when Windows resumes; start Windows, shut it "
+                "down fully and image it again, or choose a disk large enough for it as it is"
+            )
+        # --info only reads; --force lets it answer for a volume marked for a check.
+        code, out = tools.run(
+            ["ntfsresize", "--info", "--force", "--no-progress-bar", path], timeout=600
+        )
+        found = re.search(r"You might resize at (\d+) bytes", out)
+        if found is not None:
+            return int(found.group(1))
+        last = out.splitlines()[-1] if out else f"exit code {code}"
+        raise Refused(f"ntfsresize cannot tell how small NTFS can get: {last}")
+
+    def shrink(self, path: str, new_size: int, step: Step) -> list[str]:
+        step(f"shrinking ntfs to {human_size(new_size)}")
+        code, out = tools.run(
+            ["ntfsresize", "--force", "--no-progress-bar", "--size", str(new_size), path],
+            input="y\n",
+            timeout=None,
+        )
+        return [result_line(path, f"ntfs shrunk to {human_size(new_size)}", code, out)]
+
     def check_needs(self) -> list[Need]:
         return [Need("ntfsfix", "to check NTFS on the target")]
 
@@ -72,6 +113,24 @@ class NtfsKind(Kind):
 
     def root_names(self, node: str) -> set[str]:
         return set(tools.output(["ntfsls", "-f", node]).split())
+
+
+def _hibernated(path: str) -> bool:
+    """Whether hiberfil.sys on the NTFS at ``path`` holds a session (our reader, read-only: the
+    same signature check the backup warns with)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        source = FileSource(fd, 0, os.lseek(fd, 0, os.SEEK_END))
+        try:
+            head = source.pread(0, 512)
+            volume = Volume(source, parse_boot_sector(head, source.size))
+            volume.open_mft()
+            files = find_system_files(volume)
+        except (RecoveryError, OSError):
+            return False  # ntfsresize judges a volume our reader cannot read
+        return any(f.name == "hiberfil.sys" and hibernation_note(f.header) for f in files)
+    finally:
+        os.close(fd)
 
 
 def _boot_copy_at_partition_end(node: str) -> list[str]:

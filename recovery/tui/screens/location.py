@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widget import Widget
@@ -29,6 +30,18 @@ from recovery.tui.formatting import human_size
 from recovery.tui.messages import DisksUpdated
 from recovery.tui.screens.base import StepScreen
 from recovery.tui.screens.dialogs import InfoScreen
+from recovery.tui.widgets.fitted_table import Column, FittedTable
+
+COLUMNS = (
+    Column("device", "Partition", cut_start=True),
+    Column("label", "Label"),
+    Column("fs", "FS"),
+    Column("size", "Size"),
+    Column("free", "Free"),
+    Column("repos", "Backups"),
+)
+LABEL_FLOOR = 10
+"""A label cut to fit 80 columns keeps this much; partition names and the rest stay whole."""
 
 
 class LocationScreen(StepScreen):
@@ -72,7 +85,7 @@ class LocationScreen(StepScreen):
                 "or type a folder below."
             )
         yield Static(intro, id="intro", markup=False)
-        yield DataTable(id="locations", cursor_type="row")
+        yield FittedTable(COLUMNS, shrink=("label", "device"), id="locations")
         yield Static("", id="status", markup=False)
         with Horizontal(id="path-row"):
             yield Input(placeholder="/path/to/folder", id="path")
@@ -82,13 +95,7 @@ class LocationScreen(StepScreen):
     def on_mount(self) -> None:
         for field_id in ("path",):
             self.query_one(f"#{field_id}", Input).cursor_blink = self.rapp.cursor_blink
-        table = self.query_one("#locations", DataTable)
-        table.add_column("Partition", key="device")
-        table.add_column("Label", key="label")
-        table.add_column("FS", key="fs")
-        table.add_column("Size", key="size")
-        table.add_column("Free", key="free")
-        table.add_column("Backups", key="repos")
+        table = self.query_one("#locations", FittedTable)
         self.action_refresh()
         table.focus()
 
@@ -154,27 +161,28 @@ class LocationScreen(StepScreen):
     def show(self, locations: list[Location], cursor: str | None = None) -> None:
         self._locations = [loc for loc in locations if loc.device not in self._exclude]
         self._network = self.rapp.secrets.known_locations()
-        table = self.query_one("#locations", DataTable)
-        table.clear()
+        table = self.query_one("#locations", FittedTable)
+        rows: list[tuple[str, tuple[str, ...]]] = []
         for i, loc in enumerate(self._locations):
             free = human_size(loc.free) if loc.free is not None else "-"
             repos = str(len(loc.repositories)) if loc.mountpoint else "not searched"
             name = loc.device or loc.mountpoint or "?"
-            table.add_row(
-                name,
-                (loc.label or "")[:16],
-                loc.fstype or "",
-                human_size(loc.size) if loc.size else "",
-                free,
-                repos,
-                key=f"loc:{i}",
-            )
+            size = human_size(loc.size) if loc.size else ""
+            rows.append((f"loc:{i}", (name, loc.label or "", loc.fstype or "", size, free, repos)))
             for j, repo in enumerate(loc.repositories):
-                table.add_row(
-                    f"  {_short(repo, loc)}", "", "", "", "", "backups", key=f"repo:{i}:{j}"
-                )
+                short = f"\u2514 {_short(repo, loc)}"  # └ under its partition
+                rows.append((f"repo:{i}:{j}", (short, "", "", "", "", "backups")))
+        # Network locations used before in this session, their login kept in memory.
         for k, address in enumerate(self._network):
-            table.add_row(address, "network", "", "", "", "", key=f"net:{k}")
+            rows.append((f"net:{k}", (address, "network", "", "", "", "")))
+        # A location's path may be cut (at its start) to fit; a partition's name never is.
+        names = [cell_len(cells[0]) for key, cells in rows if key.startswith("loc:")]
+        labels = [cell_len(cells[1]) for _, cells in rows]
+        floors = {
+            "device": max(names, default=0),
+            "label": min(max(labels, default=0), LABEL_FLOOR),
+        }
+        table.set_rows(rows, floors)
         if cursor is not None:
             with contextlib.suppress(RowDoesNotExist):
                 table.move_cursor(row=table.get_row_index(cursor))

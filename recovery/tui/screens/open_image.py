@@ -50,15 +50,29 @@ class Place:
         return f"p{self.number}:{self.path}"
 
 
-def entry_label(name: str, folder: bool, size: int, mtime: float) -> str:
+DETAILS = 1 + 9 + 2 + 16
+"""What a file's label has after its name: a space, the size, two spaces, the date."""
+
+
+def entry_label(name: str, folder: bool, size: int, mtime: float, width: int = 36) -> str:
+    """A file's name in ``width`` characters (cut with "~"), its size and date; a folder's name."""
     when = datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M")
-    shown = name if len(name) <= 36 else name[:35] + "~"
+    shown = name if len(name) <= width else name[: width - 1] + "~"
     if folder:
         return f"{shown}/"
-    return f"{shown:<37} {human_size(size):>9}  {when}"
+    return f"{shown:<{width}} {human_size(size):>9}  {when}"
 
 
-def list_folder(root: str, number: int, path: str) -> list[Place]:
+def name_width(tree_width: int, path: str) -> int:
+    """How wide the names in folder ``path`` may be for their sizes and dates to stay on
+    screen: the tree indents each level by 4 and draws an expander and "[ ] " before a label
+    (at 80 columns, 30 characters for a file three folders deep)."""
+    depth = 0 if path == "/" else path.count("/")
+    indent = 4 * (depth + 1) + 4
+    return max(12, min(36, tree_width - indent - len("[ ] ") - DETAILS - 2))
+
+
+def list_folder(root: str, number: int, path: str, width: int = 36) -> list[Place]:
     """The entries of one folder of a mounted partition, folders first (runs in a worker)."""
     where = os.path.join(root, f"p{number}") + (path if path != "/" else "")
     out = []
@@ -68,7 +82,7 @@ def list_folder(root: str, number: int, path: str) -> list[Place]:
                 continue
             st = e.stat(follow_symlinks=False)
             folder = e.is_dir(follow_symlinks=False)
-            label = entry_label(e.name, folder, st.st_size, st.st_mtime)
+            label = entry_label(e.name, folder, st.st_size, st.st_mtime, width)
             out.append(Place(number, os.path.join(path, e.name), folder, label))
     return sorted(out, key=lambda p: (not p.folder, p.path.lower()))
 
@@ -155,7 +169,9 @@ class OpenImageScreen(StepScreen):
             return
         self.set_status(f"Reading {place.ref}...")
         self._pending[str(node.id)] = node
-        self.run_job(f"list:{node.id}", list_folder, self.view.dir, place.number, place.path)
+        tree = self.query_one("#files", Tree)
+        width = name_width(tree.size.width or self.app.size.width, place.path)
+        self.run_job(f"list:{node.id}", list_folder, self.view.dir, place.number, place.path, width)
 
     def fill(self, node: TreeNode[Place | None], places: list[Place]) -> None:
         for place in places:
