@@ -173,6 +173,9 @@ def test_network_address_in_the_tui(machine: Machine, timings: dict[str, dict[st
     # Nothing waited for the network: the TUI came before (or with) the address.
     rc, out = serial.run("systemctl is-enabled systemd-networkd-wait-online.service")
     assert out.strip() == "masked", out
+    # What tty1's login waited for, kept to see what the network costs the way to the TUI.
+    _, out = serial.run("systemd-analyze critical-chain getty@tty1.service 2>&1")
+    (ARTIFACTS / f"{machine.mode.name}-critical-chain.txt").write_text(out)
 
 
 def test_network_screen_and_selection_contrast(machine: Machine) -> None:
