@@ -54,8 +54,10 @@ def _check_ours(dev: str) -> None:
         raise AssertionError(f"{dev} is not a block device")
 
 
-def attach(image: Path) -> str:
-    dev = run("losetup", "--find", "--show", str(image)).stdout.strip()
+def attach(image: Path, readonly: bool = False) -> str:
+    """``image`` as a loop device (``readonly``: the kernel refuses every write to it)."""
+    ro = ["--read-only"] if readonly else []
+    dev = run("losetup", "--find", "--show", *ro, str(image)).stdout.strip()
     _ATTACHED.add(dev)
     settle(dev)
     return dev

@@ -16,7 +16,7 @@ from recovery.core.units import human_duration, human_size
 from recovery.engine import api, clonezilla
 from recovery.engine.plans import ImageInfo, RestorePlan, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
-from recovery.errors import ImageNotFound, NotARepository
+from recovery.errors import ImageNotFound
 from recovery.peers.clonezilla import image_folders
 from recovery.repository.store import is_repository
 
@@ -38,14 +38,7 @@ def is_clonezilla(location: str, image: str) -> bool:
 
 def list_images(location: str) -> list[ImageInfo]:
     """Our images and the Clonezilla images at ``location``; ours first."""
-    peers = clonezilla.list_images(location) if "://" not in location else []
-    try:
-        ours = api.list_images(location)
-    except NotARepository:
-        if not peers:
-            raise
-        ours = []
-    return ours + peers
+    return api.list_images(location)
 
 
 def verify(location: str, image: str, progress: Progress) -> VerifyResult:

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         full=args.full,
         boot_entry=not args.no_boot_entry,
     )
+    assert isinstance(plan, api.RestorePlan)  # a Clonezilla image went to peer_images above
     return overwrite(
         args,
         plan,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recovery.engine import backup, clone, images, restore
+from recovery.engine import backup, clone, clonezilla, images, restore
+from recovery.engine.clonezilla import ClonezillaRestorePlan
 from recovery.engine.plans import (
     BackupPlan,
     BackupResult,
@@ -33,6 +34,7 @@ from recovery.engine.plans import (
     VerifyResult,
 )
 from recovery.engine.progress import CancelToken, NullProgress, Progress
+from recovery.errors import NotARepository, UsageError
 from recovery.repository.store import Repository
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ __all__ = [
     "BackupResult",
     "ClonePlan",
     "CloneResult",
+    "ClonezillaRestorePlan",
     "FileBackupPlan",
     "FileBackupResult",
     "ImageInfo",
@@ -153,28 +156,56 @@ def restore_plan(
     partitions: list[int] | None = None,
     full: bool = False,
     boot_entry: bool = True,
-) -> RestorePlan:
+) -> RestorePlan | ClonezillaRestorePlan:
     """Check the target (size, mounted, holds the repository) and lay out partitions; when the
     target already holds an earlier state of the disk, measure what matches (``full``: don't,
-    write everything). ``boot_entry``: offer a missing UEFI boot entry (on UEFI machines)."""
+    write everything). ``boot_entry``: offer a missing UEFI boot entry (on UEFI machines).
+    When ``repo::image`` is a Clonezilla image folder (see :func:`list_images`) the plan is a
+    :class:`ClonezillaRestorePlan`: always the whole disk, always written whole (``full`` and
+    ``boot_entry`` do not apply)."""
+    if clonezilla.is_clonezilla_ref(repo, image):
+        if partitions is not None:
+            raise UsageError(
+                f"'{image}' is a Clonezilla image: it is restored as a whole disk, not by partition"
+            )
+        return clonezilla.plan_restore(repo, image, target)
     return restore.plan_restore(
         repo, image, target, partitions=partitions, full=full, boot_entry=boot_entry
     )
 
 
 def restore_run(
-    plan: RestorePlan, progress: Progress | None = None, cancel: CancelToken | None = None
+    plan: RestorePlan | ClonezillaRestorePlan,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
 ) -> RestoreResult:
+    if isinstance(plan, ClonezillaRestorePlan):
+        return clonezilla.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
     return restore.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
 
 
 def list_images(repo: str) -> list[ImageInfo]:
-    return images.list_images(repo)
+    """Our images at ``repo``, then the Clonezilla image folders in it (status ``clonezilla``:
+    they can be verified, restored and imported, not opened or removed). NotARepository when it
+    holds neither."""
+    peers = clonezilla.list_images(repo) if "://" not in repo else []
+    try:
+        ours = images.list_images(repo)
+    except NotARepository:
+        if not peers:
+            raise
+        ours = []
+    return ours + peers
 
 
 def verify(
     repo: str, image: str, progress: Progress | None = None, cancel: CancelToken | None = None
 ) -> VerifyResult:
+    """Every chunk's hash (ours), or every partclone checksum (a Clonezilla image)."""
+    if clonezilla.is_clonezilla_ref(repo, image):
+        return clonezilla.verify_image(
+            repo, image, progress or NullProgress(), cancel or CancelToken()
+        )
     return images.verify_image(repo, image, progress or NullProgress(), cancel or CancelToken())
 
 

@@ -15,7 +15,6 @@ backup).
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recovery.core.units import human_size
+from recovery.devices import tools
 from recovery.engine.clonezilla import find_image, our_fstype, partition_runs
 from recovery.engine.plans import BackupResult
 from recovery.engine.progress import CancelToken, Progress
@@ -199,10 +199,10 @@ def _swap_header(size: int, uuid: str | None, label: str | None) -> bytes:
     with tempfile.NamedTemporaryFile() as f:
         try:
             f.truncate(size)
-            r = subprocess.run([*args, f.name], capture_output=True, check=False)
         except OSError:
             return b""
-        if r.returncode != 0:
+        code, _ = tools.run([*args, f.name])
+        if code != 0:
             return b""
         return f.read(SWAP_PAGE)
 

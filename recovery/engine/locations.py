@@ -25,6 +25,7 @@ from pathlib import Path
 from recovery.devices.model import Disk
 from recovery.errors import DeviceError, Refused
 from recovery.filesystems.base import kind_of
+from recovery.peers.clonezilla import is_clonezilla_image
 from recovery.repository.store import is_repository
 
 MOUNT_ROOT = Path("/run/recovery/mnt")
@@ -58,7 +59,9 @@ class Location:
 
 
 def find_repositories(path: str | Path, depth: int = 2) -> list[str]:
-    """Repositories at ``path`` and in its subdirectories down to ``depth`` levels."""
+    """Backup locations at ``path`` and in its subdirectories down to ``depth`` levels: our
+    repositories, and folders holding Clonezilla image folders (restored and verified from
+    there, read-only; Clonezilla keeps them at the top of its partition, its /home/partimag)."""
     root = Path(path)
     found: list[str] = []
     if is_repository(root):
@@ -69,6 +72,8 @@ def find_repositories(path: str | Path, depth: int = 2) -> list[str]:
         children = sorted(e for e in root.iterdir() if e.is_dir() and not e.is_symlink())
     except OSError:
         return found
+    if any(is_clonezilla_image(child) for child in children):
+        return [str(root)]
     for child in children:
         found.extend(find_repositories(child, depth - 1))
     return found

@@ -84,12 +84,19 @@ class ImageInfo(JsonRecord):
     stored_size: int
     """Compressed bytes of the chunks it refers to (shared ones counted in full)."""
     status: str
-    """``complete`` or ``verified``."""
+    """``complete`` or ``verified``; ``clonezilla`` (or ``clonezilla (...)``) for a Clonezilla
+    image folder listed beside ours; ``damaged: ...`` for one that cannot be read."""
     verified_at: str | None = None
     kind: str = "disk"
     """``disk`` (an image of partitions) or ``files`` (a file image, FORMAT.md)."""
     files: int = 0
     """Regular files in a file image (0 for a disk image)."""
+
+    @property
+    def clonezilla(self) -> bool:
+        """A Clonezilla image folder: it can be verified, restored (whole disk) and imported,
+        not opened or removed."""
+        return self.status.startswith("clonezilla")
 
 
 @dataclass(frozen=True)

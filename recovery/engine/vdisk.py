@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from recovery.devices.tools import Need, require
 from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError, Refused, UsageError
 from recovery.repository.images import cell_size_of, streams_of
@@ -55,10 +56,11 @@ class ExportResult:
         return asdict(self)
 
 
-def _qemu_img() -> str:
+def _qemu_img(purpose: str) -> str:
+    """qemu-img's path; :class:`MissingTool` (naming qemu-utils) when it is not installed."""
+    require([Need("qemu-img", purpose)])
     tool = shutil.which("qemu-img")
-    if tool is None:
-        raise Refused("qemu-img is not installed (Debian package qemu-utils): install it")
+    assert tool is not None
     return tool
 
 
@@ -84,7 +86,7 @@ def export_image(
         raise Refused(f"{file} exists: give a new file name (nothing is overwritten)")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a folder")
-    tool = _qemu_img() if fmt != "raw" else ""
+    tool = _qemu_img(f"to write {fmt} files") if fmt != "raw" else ""
     repo = Repository.open(repo_path)
     check_name(image)
     body = repo.read_manifest(image)
@@ -185,7 +187,8 @@ def is_virtual_disk(path: str) -> bool:
 
 
 def disk_format(path: str) -> str:
-    out = _run([_qemu_img(), "info", "--output=json", path], f"reading {path} with qemu-img")
+    qemu_img = _qemu_img("to read virtual disk files")
+    out = _run([qemu_img, "info", "--output=json", path], f"reading {path} with qemu-img")
     try:
         fmt = json.loads(out)["format"]
     except (ValueError, KeyError, TypeError) as e:
@@ -201,14 +204,16 @@ def disk_format(path: str) -> str:
 def attached(path: str, progress: Progress | None = None) -> Iterator[str]:
     """The disk inside the virtual disk file ``path`` as a read-only loop device."""
     fmt = disk_format(path)
+    require([Need("losetup", "to attach the disk inside a virtual disk file")])
     src = Path(path)
     raw = src if fmt == "raw" else src.with_name(f".{src.name}.raw-tmp")
     try:
         if fmt != "raw":
             if progress is not None:
                 progress.step(f"converting {src.name} ({fmt}) to a sparse raw file", 0)
+            qemu_img = _qemu_img(f"to read {fmt} files")
             _run(
-                [_qemu_img(), "convert", "-f", fmt, "-O", "raw", str(src), str(raw)],
+                [qemu_img, "convert", "-f", fmt, "-O", "raw", str(src), str(raw)],
                 f"qemu-img convert of {path}",
             )
         dev = _run(

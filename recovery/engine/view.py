@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from recovery.core.view import CellCache, DiskLayout, Placed, ReadAhead
+from recovery.devices.tools import Need, unavailable
 from recovery.errors import IntegrityError, RecoveryError
 from recovery.repository.images import cell_size_of, streams_of
 from recovery.repository.maps import DATA, StreamInfo, StreamReader
@@ -364,6 +365,12 @@ def mount_partition(p: Partition, image_file: str, target: str) -> None:
         if how == "kernel":
             if not _kernel_has(fstype):
                 failures.append(f"this kernel has no {fstype} driver")
+                continue
+            missing = unavailable(
+                [Need("losetup", f"to mount {fstype}"), Need("mount", f"to mount {fstype}")]
+            )
+            if missing:
+                failures += missing
                 continue
             r = _run("losetup", "--find", "--show", "--read-only", image_file)
             if r.returncode != 0:

@@ -34,6 +34,7 @@ from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import DeviceError, RecoveryError
 
 if TYPE_CHECKING:
+    from recovery.engine.clonezilla import ClonezillaRestorePlan
     from recovery.engine.extract import ExtractPlan, ExtractResult
     from recovery.engine.plans import BackupPlan, ClonePlan, RestorePlan
     from recovery.engine.view import ViewResult
@@ -274,7 +275,7 @@ class Backends:
     def system(cls) -> Backends:
         from recovery.engine import api
 
-        engine: EngineApi[BackupPlan, RestorePlan, ClonePlan] = api
+        engine: EngineApi[BackupPlan, RestorePlan | ClonezillaRestorePlan, ClonePlan] = api
         return cls(
             SystemDisks(),
             engine,

@@ -355,7 +355,8 @@ def show_restore_plan(
 ) -> None:
     engine: AppEngine = app.backends.engine
     header = [
-        f"Image: {image.name} from {image.source_path} ({human_size(image.source_size)}), "
+        f"{'Clonezilla image' if image.clonezilla else 'Image'}: {image.name} from "
+        f"{image.source_path} ({human_size(image.source_size)}), "
         f"saved {image.created[:16].replace('T', ' ')} UTC",
         "Target: " + disk_line(disk),
         "Now on the target:",
@@ -441,7 +442,12 @@ def show_restore_plan(
             "Restore...",
             start,
             confirm=confirm,
-            extra=("Partitions...", choose_partitions) if len(image.partitions) > 1 else None,
+            # A Clonezilla image is restored as a whole disk: no choice of partitions.
+            extra=(
+                ("Partitions...", choose_partitions)
+                if len(image.partitions) > 1 and not image.clonezilla
+                else None
+            ),
         )
     )
 

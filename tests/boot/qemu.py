@@ -1,11 +1,14 @@
-"""A QEMU virtual machine that boots the live ISO, driven through its serial console and QMP.
+"""A QEMU virtual machine that boots the live ISO (or a disk), driven through its serial console
+and QMP.
 
 Used by tests/boot. One :class:`Machine` per boot: :meth:`Machine.start` powers it on with the
 medium attached the way a mode says (CD or USB stick, BIOS or UEFI, Secure Boot or not) and any
-extra virtio disks; :class:`SerialConsole` types commands into the root shell the live system
-keeps on ttyS0 and returns their output and exit status; :class:`Qmp` takes screenshots of the
-screen (tty1) and powers off. Under TCG (this machine's KVM is nested and unusable) a boot takes
-about a minute on a quiet machine and several when other work shares the two cores.
+extra virtio disks, or, in :data:`DISK_MODE`, with no medium, booting the disk that has a
+``bootindex`` (tests/boot/bootable_disk.py). :class:`SerialConsole` types commands into the
+root shell the live system keeps on ttyS0 and returns their output and exit status;
+:class:`Qmp` takes screenshots of the screen (tty1) and powers off. Under TCG (this machine's
+KVM is nested and unusable) a boot takes about a minute on a quiet machine and several when
+other work shares the two cores.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class Mode:
     firmware: str
     """``bios`` (SeaBIOS), ``uefi`` (OVMF) or ``uefi-secureboot`` (OVMF with Microsoft's keys)."""
     medium: str
-    """``cd`` (ATAPI CD-ROM) or ``usb`` (usb-storage stick on an xHCI controller)."""
+    """``cd`` (ATAPI CD-ROM), ``usb`` (usb-storage stick on an xHCI controller) or ``disk`` (no
+    live medium: the machine boots one of its :class:`Disk` s, the one with a ``bootindex``)."""
 
 
 MODES = (
@@ -44,20 +48,31 @@ MODES = (
 )
 
 
+# A machine that boots an installed system from one of its disks (tests/boot/bootable_disk.py).
+DISK_MODE = Mode("uefi-disk", "uefi", "disk")
+
+
 @dataclass
 class Disk:
-    """A raw image file attached as a virtio disk; inside it is /dev/disk/by-id/virtio-SERIAL."""
+    """An image file attached as a virtio disk; inside it is /dev/disk/by-id/virtio-SERIAL."""
 
     path: Path
     serial: str
+    format: str = "raw"
+    """QEMU's name of the file's format: ``raw``, ``qcow2``, ``vhdx``, ``vmdk``, ``vdi``."""
+    bootindex: int | None = None
+    """Set on the disk the firmware boots from (a :data:`DISK_MODE` machine)."""
 
 
 @dataclass
 class Machine:
     mode: Mode
-    iso: Path
+    iso: Path | None
+    """The live medium; None for a :data:`DISK_MODE` machine."""
     workdir: Path
     disks: list[Disk] = field(default_factory=list)
+    snapshot: bool = False
+    """QEMU's ``-snapshot``: every disk is read-only underneath, writes go to temporary files."""
     memory_mib: int = 2048
     cpus: int = int(os.environ.get("RECOVERY_BOOT_CPUS", "2"))
     cpu_model: str = os.environ.get("RECOVERY_BOOT_CPU", "qemu64")
@@ -103,7 +118,11 @@ class Machine:
                 cmd += ["-machine", "q35"]
             cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}"]
             cmd += ["-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
-        if self.mode.medium == "cd":
+        if self.snapshot:
+            cmd += ["-snapshot"]
+        if self.mode.medium == "disk":
+            pass
+        elif self.mode.medium == "cd":
             cmd += ["-drive", f"if=none,id=medium,media=cdrom,readonly=on,file={self.iso}"]
             bus = "ide.1" if self.mode.firmware == "bios" else "ide.2"
             cmd += ["-device", f"ide-cd,drive=medium,bus={bus},bootindex=0"]
@@ -112,8 +131,9 @@ class Machine:
             cmd += ["-drive", f"if=none,id=medium,format=raw,readonly=on,file={self.iso}"]
             cmd += ["-device", "usb-storage,bus=xhci.0,drive=medium,removable=on,bootindex=0"]
         for i, disk in enumerate(self.disks):
-            cmd += ["-drive", f"if=none,id=disk{i},format=raw,file={disk.path}"]
-            cmd += ["-device", f"virtio-blk-pci,drive=disk{i},serial={disk.serial}"]
+            cmd += ["-drive", f"if=none,id=disk{i},format={disk.format},file={disk.path}"]
+            boot = "" if disk.bootindex is None else f",bootindex={disk.bootindex}"
+            cmd += ["-device", f"virtio-blk-pci,drive=disk{i},serial={disk.serial}{boot}"]
         return cmd
 
     def start(self) -> None:

@@ -232,8 +232,17 @@ def fill_windows(m: Path) -> None:
         (u / "Desktop" / "todo.txt").write_text("buy milk")
         (u / "Downloads" / "setup.exe").write_bytes(os.urandom(70_000))
         (u / "NTUSER.DAT").write_bytes(os.urandom(20_000))
+        # What NTFS has beside plain files (through ntfs-3g): a symbolic link (a reparse
+        # point), a hard link, and a named stream shown as a user xattr.
+        (u / "Documents" / "shortcut.docx").symlink_to("report.docx")
+        os.link(u / "Documents" / "report.docx", u / "Documents" / "report (link).docx")
+        os.setxattr(u / "Documents" / "Sub dir" / "notes.txt", "user.tag", b"blue")
     for i, p in enumerate(sorted(m.rglob("*"))):
-        os.utime(p, ns=(1_600_000_000 * NS + i * 100, 1_500_000_000 * NS + i * 700))
+        os.utime(
+            p,
+            ns=(1_600_000_000 * NS + i * 100, 1_500_000_000 * NS + i * 700),
+            follow_symlinks=False,
+        )
     os.sync()
 
 
@@ -273,8 +282,7 @@ def test_ntfs_user_data_preset_extracts_the_profiles(loop, tmp_path: Path) -> No
     }
     assert kept and kept <= set(got)
     for rel in kept:
-        want = {k: v for k, v in source[rel].items() if k != "xattrs"}
-        have = {k: v for k, v in got[rel].items() if k != "xattrs"}
+        want, have = dict(source[rel]), dict(got[rel])
         if stat.S_ISDIR(want["mode"]):
             # ntfs-3g shows every folder 0777 and every file 0777/0644 by its own mapping:
             # what was read is what is restored.
@@ -292,6 +300,12 @@ def test_ntfs_user_data_preset_extracts_the_profiles(loop, tmp_path: Path) -> No
     ):
         assert absent not in got, absent
     assert set(got) - kept == {"Users", "Users/alice", "Users/bob"}
+    docs = "Users/alice/Documents"
+    assert got[f"{docs}/shortcut.docx"]["target"] == "report.docx"
+    assert (
+        got[f"{docs}/report (link).docx"]["link_group"] == got[f"{docs}/report.docx"]["link_group"]
+    )
+    assert got[f"{docs}/Sub dir/notes.txt"]["xattrs"] == {"user.tag": b"blue"}
 
     # NTFS creation times came through ntfs-3g's xattr into the tree.
     from recovery.repository import filetree

@@ -227,7 +227,7 @@ def test_tampered_manifest_and_newer_version(loop, tmp_path: Path) -> None:  # t
     from recovery.repository.store import MANIFEST_HEADER, hash_bytes
 
     body = original[MANIFEST_HEADER.size : -32]
-    head = MANIFEST_HEADER.pack(b"RIMG", 2, 0, len(body))
+    head = MANIFEST_HEADER.pack(b"RIMG", 3, 0, len(body))  # 2 is a file image
     manifest.write_bytes(head + body + hash_bytes(head + body))
     r = run_recovery("restore", f"{repo}::m", dst, "--yes", check=False)
     assert r.returncode == 6 and "newer recovery" in r.stderr

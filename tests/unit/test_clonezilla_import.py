@@ -158,3 +158,27 @@ def test_import_into_an_encrypted_location(tmp_path: Path, monkeypatch) -> None:
     clonezilla_import.run_import(plan, NullProgress(), CancelToken())
     repo = Repository.open(repo_path)
     assert read_stream(repo, plan.name, "p1") == expected["p1"]
+
+
+def test_the_engine_api_treats_a_clonezilla_folder_as_a_location(tmp_path: Path) -> None:
+    """What the TUI relies on (issue 17): the location picker finds a folder of Clonezilla
+    images (as Clonezilla keeps them at the top of a partition, or one level down), the engine's
+    list_images lists them with the mark, and restore_plan takes them only as a whole disk."""
+    from recovery.engine import api
+    from recovery.engine.locations import Locations, find_repositories
+    from recovery.errors import UsageError
+
+    partition = tmp_path / "usb"
+    (partition / "lost+found").mkdir(parents=True)
+    make_folder(partition / "partimag")
+    cz = str(partition / "partimag")
+    assert find_repositories(partition) == [cz]
+    assert find_repositories(partition / "partimag") == [cz]
+    assert find_repositories(partition / "partimag" / "2026-11-26-img") == []
+    assert Locations().directory(cz).repositories == (cz,)
+
+    listed = api.list_images(cz)
+    assert [(i.name, i.clonezilla) for i in listed] == [("2026-11-26-img", True)]
+    with pytest.raises(UsageError, match="restored as a whole disk"):
+        api.restore_plan(cz, "2026-11-26-img", "/dev/null", partitions=[1])
+    assert api.verify(cz, "2026-11-26-img").ok

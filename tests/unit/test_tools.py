@@ -113,3 +113,62 @@ def test_run_reports_a_missing_program_as_a_result(tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("PATH", fake_path(tmp_path))
     assert tools.run(["resize2fs", "/dev/null"]) == (127, "resize2fs is not installed")
     assert tools.output(["debugfs", "-R", "ls", "/dev/null"]) == ""
+
+
+def _programs_started(source: Path) -> dict[str, str]:
+    """Program names the code in ``source`` starts: argv lists whose first item is a command
+    name (``["losetup", ...]``) and ``_run("losetup", ...)`` / ``shutil.which("qemu-img")``
+    calls. Command name -> where (first place seen)."""
+    import ast
+    import re
+
+    command = re.compile(r"^[a-z][a-z0-9.-]*$")
+    found: dict[str, str] = {}
+    for path in sorted(source.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            first: ast.expr | None = None
+            if isinstance(node, ast.List) and len(node.elts) > 1:
+                first = node.elts[0]
+            elif isinstance(node, ast.Call) and node.args:
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if name in ("_run", "which"):
+                    first = node.args[0]
+            if (
+                isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+                and command.match(first.value)
+            ):
+                found.setdefault(first.value, f"{path}:{node.lineno}")
+    return found
+
+
+def test_every_program_the_engine_starts_is_described() -> None:
+    """A program run without an entry in TOOLS could not be required by a plan, and its absence
+    would surface as a failure after writing began instead of a refusal naming its package.
+    (The TUI's poweroff/reboot/systemctl are the machine's, not the engine's.)"""
+    package = Path(__file__).resolve().parents[2] / "recovery"
+    started: dict[str, str] = {}
+    for part in ("engine", "devices", "filesystems", "repository", "peers", "core", "commands"):
+        if (package / part).is_dir():
+            started.update(_programs_started(package / part))
+    assert {"qemu-img", "losetup", "mkswap", "umount", "sfdisk"} <= set(started)
+    undescribed = {name: where for name, where in started.items() if name not in TOOLS}
+    assert undescribed == {}
+
+
+def test_export_without_qemu_img_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recovery.engine.progress import CancelToken, NullProgress
+    from recovery.engine.vdisk import export_image
+
+    monkeypatch.setenv("PATH", fake_path(tmp_path, "losetup"))
+    with pytest.raises(MissingTool) as e:
+        export_image(
+            str(tmp_path / "repo"), "img", str(tmp_path / "out.qcow2"), "qcow2",
+            NullProgress(), CancelToken(),
+        )  # fmt: skip
+    assert e.value.message == (
+        "qemu-img is needed to write qcow2 files: install qemu-utils; nothing was written"
+    )
+    assert not (tmp_path / "out.qcow2").exists()

@@ -25,6 +25,8 @@ from recovery.tui.screens.partitions import PartitionPickerScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.widgets.disk_table import DiskTable
 from tests.unit.tui_fakes import (
+    CLONEZILLA_IMAGE,
+    IMAGES,
     NVME,
     T7,
     FakeDisks,
@@ -259,6 +261,48 @@ def test_backups_screen_verify_and_remove() -> None:
     calls = app.backends.engine.calls
     assert ("verify", ("/run/recovery/mnt/sdc1/recovery-backups", "before-update")) in calls
     assert ("remove", ("/run/recovery/mnt/sdc1/recovery-backups", "before-update")) in calls
+
+
+def test_clonezilla_image_is_marked_and_restores_through_the_same_screens() -> None:
+    """Issue 17: a Clonezilla image in the list is marked; Open and Remove are not offered for
+    it; Enter restores it through the same target picker, plan (whole disk: no partition
+    choice) and progress screens as our own images."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "5", "down", "enter", "enter")
+        screen = pilot.app.screen
+        assert isinstance(screen, BackupsScreen)
+        assert screen.selected == CLONEZILLA_IMAGE  # the newest, first in the list
+        text = screen_text(pilot.app)
+        assert "[CZ] 2026-11-26-img" in text and "Clonezilla" in text
+        assert "Made by Clonezilla" in text
+        assert screen.check_action("remove", ()) is False
+        assert screen.check_action("open", ()) is False
+        await press(pilot, "x", "o")  # neither does anything for this image
+        assert pilot.app.screen is screen
+        await press(pilot, "down")  # one of ours: both come back
+        assert screen.check_action("remove", ()) and screen.check_action("open", ())
+        await press(pilot, "up", "enter")
+        assert isinstance(pilot.app.screen, DiskPickerScreen)
+        await press(pilot, "down", "enter")  # /dev/sda
+        seen["plan"] = screen_text(pilot.app)
+        await press(pilot, "p")  # no partition choice for a Clonezilla image
+        assert not isinstance(pilot.app.screen, PartitionPickerScreen)
+        await press(pilot, "enter", "tab", "enter")
+        progress = pilot.app.screen
+        assert isinstance(progress, ProgressScreen)
+        assert progress.outcome == "done"
+
+    app = drive(scenario, engine=FakeEngine(images=[*IMAGES, CLONEZILLA_IMAGE]))
+    assert "Clonezilla image: 2026-11-26-img" in seen["plan"]
+    assert "Partitions..." not in seen["plan"]
+    plans = [args for name, args in app.backends.engine.calls if name == "restore_plan"]
+    assert plans == [
+        ("/run/recovery/mnt/sdc1/recovery-backups", "2026-11-26-img", "/dev/sda", None)
+    ]
+    assert engine_calls(app).count("restore_run") == 1
+    assert "remove" not in engine_calls(app)
 
 
 def test_clone_system_only_onto_another_disk() -> None:

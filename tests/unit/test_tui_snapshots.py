@@ -17,7 +17,14 @@ from recovery.errors import Refused
 from recovery.tui.app import RecoveryApp
 from recovery.tui.progress import ProgressSnapshot
 from recovery.tui.screens.progress import ProgressScreen
-from tests.unit.tui_fakes import FakeEngine, FakeNetwork, FakePlan, fake_backends
+from tests.unit.tui_fakes import (
+    CLONEZILLA_IMAGE,
+    IMAGES,
+    FakeEngine,
+    FakeNetwork,
+    FakePlan,
+    fake_backends,
+)
 
 SIZES = [pytest.param((80, 25), id="80x25"), pytest.param((120, 40), id="120x40")]
 MiB = 1024**2
@@ -211,6 +218,13 @@ def test_progress_cancel_confirmation(snap_compare: Any, size: tuple[int, int]) 
 def test_backups_screen(snap_compare: Any, size: tuple[int, int]) -> None:
     run = keys("5", "down", "enter", "enter")
     assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+def test_backups_screen_with_a_clonezilla_image(snap_compare: Any) -> None:
+    """The Clonezilla image highlighted: its mark, its note, no Open or Remove key."""
+    engine = FakeEngine(images=[*IMAGES, CLONEZILLA_IMAGE])
+    run = keys("5", "down", "enter", "enter")
+    assert snap_compare(make_app(engine=engine), terminal_size=(80, 25), run_before=run)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -171,6 +171,20 @@ IMAGES = [
 ]
 
 
+CLONEZILLA_IMAGE = image(
+    "2026-11-26-img",
+    "2026-11-26T20:15:00Z",
+    "clonezilla",
+    source_path="/dev/sda",
+    source_model=None,
+    source_serial=None,
+    data_size=38 * GiB,
+    stored_size=17 * GiB,
+)
+"""A Clonezilla image folder as the engine lists it beside ours (not in IMAGES: tests that want
+one pass ``FakeEngine(images=[*IMAGES, CLONEZILLA_IMAGE])``)."""
+
+
 @dataclass
 class FakePlan:
     kind: str

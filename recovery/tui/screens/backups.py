@@ -1,7 +1,9 @@
 """The images at a backup location, with their status; verify, restore or remove one.
 
 Lists through the engine (``list_images``) in a worker; the highlighted image's partitions are
-shown under the table. Removing asks first (a modal focused on Cancel) and says that the space
+shown under the table. Clonezilla image folders at the location are listed too, marked [CZ];
+they restore and verify like ours (through the same plan and progress screens) but cannot be
+opened or removed here. Removing asks first (a modal focused on Cancel) and says that the space
 only this image used is freed.
 """
 
@@ -20,9 +22,17 @@ from recovery.tui.formatting import human_size, short_date
 from recovery.tui.screens.base import StepScreen
 from recovery.tui.screens.dialogs import ConfirmScreen, InfoScreen
 
+CLONEZILLA_MARK = "[CZ] "
+"""Before the name of a Clonezilla image in the list (its Status column says so too)."""
+
 
 def image_status(image: ImageInfo) -> str:
-    return image.status
+    return "Clonezilla" if image.clonezilla else image.status
+
+
+def image_label(image: ImageInfo) -> str:
+    name = (CLONEZILLA_MARK if image.clonezilla else "") + image.name
+    return name if len(name) <= 22 else name[:21] + "~"
 
 
 def image_source(image: ImageInfo) -> str:
@@ -44,6 +54,11 @@ def image_details(image: ImageInfo) -> list[str]:
         f"{image.table or 'no table'}), {human_size(image.data_size)} of data, "
         f"{human_size(image.stored_size)} stored",
     ]
+    if image.clonezilla:
+        lines.append(
+            "Made by Clonezilla: restore (whole disk) and verify work here; it cannot be opened "
+            "or removed here (recovery import copies it into a location of ours)."
+        )
     if image.verified_at:
         lines.append(f"Last verified {short_date(image.verified_at)} UTC.")
     for p in image.partitions:
@@ -100,6 +115,10 @@ class BackupsScreen(StepScreen):
         self.action_refresh()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("remove", "open") and self.images:
+            image = self.selected
+            if image is not None and image.clonezilla:
+                return False  # hidden: Clonezilla's folders are not ours to remove or open
         return self._manage or action not in ("verify", "remove", "open")
 
     def action_refresh(self) -> None:
@@ -129,7 +148,7 @@ class BackupsScreen(StepScreen):
         table.clear()
         for image in self.images:
             table.add_row(
-                image.name if len(image.name) <= 22 else image.name[:21] + "~",
+                image_label(image),
                 short_date(image.created),
                 image.source_path[:14],
                 human_size(image.data_size),
@@ -154,6 +173,7 @@ class BackupsScreen(StepScreen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self.show_details()
+        self.refresh_bindings()
 
     def show_details(self) -> None:
         details = self.query_one("#details", Static)
@@ -179,7 +199,7 @@ class BackupsScreen(StepScreen):
 
     def action_remove(self) -> None:
         image = self.selected
-        if image is None:
+        if image is None or image.clonezilla:
             return
 
         def answered(yes: bool | None) -> None:
@@ -204,7 +224,7 @@ class BackupsScreen(StepScreen):
 
     def action_open(self) -> None:
         image = self.selected
-        if image is None:
+        if image is None or image.clonezilla:
             return
         from recovery.tui.screens.open_image import OpenImageScreen
 
