@@ -115,7 +115,23 @@ while read -r action unit; do
     case "$action" in
         ''|'#'*) continue ;;
         mask) ln -sfn /dev/null "$layer/etc/systemd/system/$unit" ;;
-        *) die "iso/units.txt: unknown action '$action' (only mask: the layer has no unit files)" ;;
+        enable)
+            # "enable UNIT TARGET": what `systemctl enable` does for a unit wanted by TARGET,
+            # done by hand (the layer alone has no unit files for systemctl to read). The unit
+            # is ours (iso/rootfs) or Debian's; a name that is neither fails the build.
+            read -r name target <<<"$unit"
+            [ -n "$target" ] || die "iso/units.txt: 'enable $name' needs the target that wants it"
+            if [ -f "$layer/etc/systemd/system/$name" ]; then
+                path=/etc/systemd/system/$name
+            elif [ -f "$rootfs/lib/systemd/system/$name" ] || [ -f "$rootfs/usr/lib/systemd/system/$name" ]; then
+                path=/lib/systemd/system/$name
+            else
+                die "iso/units.txt: no unit $name in iso/rootfs or the Debian system"
+            fi
+            mkdir -p "$layer/etc/systemd/system/$target.wants"
+            ln -sfn "$path" "$layer/etc/systemd/system/$target.wants/$name"
+            ;;
+        *) die "iso/units.txt: unknown action '$action' (mask UNIT, or enable UNIT TARGET)" ;;
     esac
 done < "$repo/iso/units.txt"
 

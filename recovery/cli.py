@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from recovery import __version__
-from recovery.commands import credentials
+from recovery.commands import secrets
 from recovery.errors import RecoveryError, UsageError
 
 # (name, module under recovery.commands, one-line help)
@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         mod = _command_module(name, module)
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
         mod.add_arguments(p)
-        if name in credentials.TAKES_LOCATION:
-            credentials.add_arguments(p)
+        if name in secrets.TAKES_LOCATION:
+            secrets.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -95,11 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             return _start_tui()
-        from recovery.commands.passphrase import TerminalSecrets
-        from recovery.repository import secrets
-
-        secrets.use(TerminalSecrets())
-        credentials.install(args)
+        secrets.install(args)
         result: int = args._run(args)
         return result
     except RecoveryError as e:

@@ -1,56 +1,16 @@
-"""``recovery passphrase REPO``, and where the CLI gets passphrases from.
+"""``recovery passphrase REPO``: change the passphrase of an encrypted backup location.
 
-:class:`TerminalSecrets` is the CLI's provider for :mod:`recovery.repository.secrets`: the
-environment first (``RECOVERY_PASSPHRASE``), then the terminal without echo (twice for a new
-location). A passphrase is asked once per location and process, never taken from arguments.
+The old passphrase comes from the CLI's secrets provider (:mod:`recovery.commands.secrets`); the
+new one from ``RECOVERY_NEW_PASSPHRASE`` or typed twice on the terminal, never from arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
-import sys
 
-from recovery.errors import NotConfirmed, UsageError
-
-
-def _ask(prompt: str) -> str:
-    try:
-        return getpass.getpass(prompt, stream=sys.stderr)
-    except (EOFError, KeyboardInterrupt):
-        raise NotConfirmed("no passphrase given: nothing was done") from None
-
-
-def ask_new(what: str) -> str | None:
-    """A new passphrase, typed twice on the terminal; None without a terminal."""
-    if not sys.stdin.isatty():
-        return None
-    first = _ask(f"New passphrase for {what}: ")
-    if not first:
-        raise UsageError("an empty passphrase protects nothing: give one")
-    if _ask("The same passphrase again: ") != first:
-        raise UsageError("the two passphrases differ: nothing was done; run it again")
-    return first
-
-
-class TerminalSecrets:
-    def __init__(self) -> None:
-        self._known: dict[str, str] = {}
-
-    def passphrase(self, location: str, new: bool) -> str | None:
-        given = os.environ.get("RECOVERY_PASSPHRASE") or self._known.get(location)
-        if given:
-            return given
-        if new:
-            typed = ask_new(location)
-        elif sys.stdin.isatty():
-            typed = _ask(f"Passphrase for {location}: ")
-        else:
-            typed = None
-        if typed:
-            self._known[location] = typed
-        return typed
+from recovery.commands.secrets import ask_new
+from recovery.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

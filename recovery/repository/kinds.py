@@ -11,13 +11,14 @@ import os
 import threading
 
 from recovery.errors import UsageError
+from recovery.repository import secrets
 from recovery.repository.address import KINDS, parse_address, scheme_of
 from recovery.repository.backend import Backend
-from recovery.repository.credentials import Credentials, current_credentials
+from recovery.repository.secrets import Secrets
 
 __all__ = ["KINDS", "open_backend"]
 
-_opened: dict[tuple[str, int], tuple[Credentials, Backend]] = {}
+_opened: dict[tuple[str, int], tuple[Secrets, Backend]] = {}
 _opened_lock = threading.Lock()
 
 
@@ -35,7 +36,7 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
         from recovery.repository.local import LocalFolder
 
         return LocalFolder(text)
-    credentials = current_credentials()
+    credentials = secrets.current()
     # A network backend is kept for the process, per address and credentials provider: a plan
     # and its run (and each command of a TUI session) share its logged-in connections; a new
     # login costs a key exchange and an authentication (~0.2 s idle, over 1 s on a busy machine).
@@ -49,7 +50,7 @@ def open_backend(address: str | os.PathLike[str]) -> Backend:
     return kept[1]
 
 
-def _network_backend(text: str, credentials: Credentials) -> Backend:
+def _network_backend(text: str, credentials: Secrets) -> Backend:
     where = parse_address(text)
     # One line per kind of location; imported here so a build without a client library still
     # opens folders, and so PyInstaller sees every import.

@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
-from minio.credentials.providers import AWSConfigProvider, ChainedProvider, EnvAWSProvider
+from minio.credentials.providers import (
+    AWSConfigProvider,
+    ChainedProvider,
+    EnvAWSProvider,
+    Provider,
+    StaticProvider,
+)
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from recovery.repository.address import Address
@@ -76,6 +82,7 @@ class S3Backend(Backend):
         self.bucket = address.share
         self.prefix = f"{address.path}/" if address.path else ""
         self._client: Minio | None = None
+        self.credentials = credentials
         forget_after_fork(self)
 
     def _after_fork(self) -> None:
@@ -97,11 +104,20 @@ class S3Backend(Backend):
             )
             self._client = Minio(
                 endpoint,
-                credentials=ChainedProvider([EnvAWSProvider(), AWSConfigProvider()]),
+                credentials=ChainedProvider(self._key_providers()),
                 secure=self.address.secure,
                 http_client=http,
             )
         return self._client
+
+    def _key_providers(self) -> list[Provider]:
+        """Keys the person gave (the TUI's form) first, then the environment, then the AWS
+        files."""
+        given = self.credentials.s3_keys(self.location)
+        chain: list[Provider] = [EnvAWSProvider(), AWSConfigProvider()]
+        if given is not None:
+            chain.insert(0, StaticProvider(given.access_key, given.secret_key))
+        return chain
 
     def _translate(self, e: BaseException) -> OSError | None:
         """The OSError a person sees for ``e``, or None when another try may work."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from recovery.devices.model import Disk
+from recovery.devices.network import Interface
 from recovery.engine.locations import Location, Locations
 from recovery.engine.plans import (
     BackupResult,
@@ -163,6 +164,28 @@ class LocationFinder(Protocol):
     def release_all(self) -> None: ...
 
 
+class NetworkSource(Protocol):
+    def interfaces(self) -> list[Interface]: ...
+
+    def renew(self, name: str) -> None:
+        """Ask DHCP again on interface ``name``; returns at once (the address comes later)."""
+        ...
+
+
+class SystemNetwork:
+    """Interfaces through iproute2 (:mod:`recovery.devices.network`)."""
+
+    def interfaces(self) -> list[Interface]:
+        from recovery.devices import network
+
+        return network.interfaces()
+
+    def renew(self, name: str) -> None:
+        from recovery.devices import network
+
+        network.renew(name)
+
+
 class Machine(Protocol):
     def power_off(self) -> None: ...
 
@@ -244,6 +267,9 @@ class Backends:
     system_partitions: Callable[[str], list[int]] | None = None
     """The engine's answer to "which partitions of this disk are the system" (it looks inside
     the file systems); None leaves the TUI's guess from partition types alone."""
+    network: NetworkSource | None = None
+    """The network interfaces, for the title bar's address and the Network screen; None shows
+    neither (tests that are not about the network)."""
 
     @classmethod
     def system(cls) -> Backends:
@@ -257,6 +283,7 @@ class Backends:
             SystemMachine(),
             privileged=os.geteuid() == 0,
             system_partitions=engine_system_partitions,
+            network=SystemNetwork(),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from recovery.devices.model import Disk
+from recovery.devices.network import Interface
 from recovery.tui.progress import ProgressSnapshot
 
 
@@ -14,6 +15,14 @@ class DisksUpdated(Message):
     def __init__(self, disks: list[Disk]) -> None:
         super().__init__()
         self.disks = disks
+
+
+class NetworkUpdated(Message):
+    """The network interfaces as read now (the app reads them every few seconds)."""
+
+    def __init__(self, interfaces: list[Interface]) -> None:
+        super().__init__()
+        self.interfaces = interfaces
 
 
 class ProgressUpdate(Message):

@@ -6,16 +6,23 @@ file order. Screenshots of tty1 go to build/boot-test/tty1-MODE.png, timings to 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import struct
 import subprocess
+import sys
 import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.boot.conftest import ARTIFACTS, BOOT_TIMEOUT
+from tests.boot.conftest import ARTIFACTS, BOOT_TIMEOUT, REPO
 from tests.boot.qemu import Machine
+from tests.servers import SSH_PASSPHRASE, SshServer, ssh_server  # noqa: F401 (a fixture)
 
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -115,6 +122,124 @@ def test_firmware_and_medium(
     assert rc == 0 and out.startswith("recovery "), out
 
 
+# The network (issue 14) and the console's colours (issue 12) ------------------------------------
+
+QEMU_GUEST_ADDRESS = "10.0.2.15"
+"""What QEMU's user network's DHCP server gives the first (only) guest; its DNS is 10.0.2.3."""
+
+
+def _tty1_screen(machine: Machine) -> str:
+    assert machine.serial is not None
+    _, out = machine.serial.run(TTY1)
+    return out.partition("\n")[2]
+
+
+def _wait_tty1(machine: Machine, found: Callable[[str], bool], what: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _tty1_screen(machine)
+        if found(screen):
+            return screen
+        time.sleep(1)
+    pytest.fail(f"tty1 did not show {what} in {timeout:.0f} s; it shows:\n{screen}")
+
+
+def _press(machine: Machine, *keys: str) -> None:
+    """Keys typed on the machine's keyboard (QEMU qcodes: "n", "esc", "down", ...), so on tty1."""
+    assert machine.qmp is not None
+    for key in keys:
+        machine.qmp.execute("send-key", keys=[{"type": "qcode", "data": key}])
+        time.sleep(0.3)
+
+
+def test_network_address_in_the_tui(machine: Machine, timings: dict[str, dict[str, float]]) -> None:
+    """Every wired interface gets an address by DHCP at boot without holding the TUI back, the
+    TUI's title bar shows it when it comes, and DNS follows DHCP."""
+    serial = machine.serial
+    assert serial is not None
+    screen = _wait_tty1(
+        machine,
+        lambda s: QEMU_GUEST_ADDRESS in (s.splitlines() or [""])[0],
+        f"{QEMU_GUEST_ADDRESS} in the title bar",
+        BOOT_TIMEOUT,
+    )
+    timings[machine.mode.name]["address_in_tui_s"] = round(machine.elapsed(), 1)
+    assert "net: " + QEMU_GUEST_ADDRESS in screen.splitlines()[0]
+    rc, out = serial.run("ip -4 -o address show scope global")
+    assert rc == 0 and f"inet {QEMU_GUEST_ADDRESS}/24" in out, out
+    rc, out = serial.run("cat /etc/resolv.conf")
+    assert "nameserver 10.0.2.3" in out, out
+    # Nothing waited for the network: the TUI came before (or with) the address.
+    rc, out = serial.run("systemctl is-enabled systemd-networkd-wait-online.service")
+    assert out.strip() == "masked", out
+    # What tty1's login waited for, kept to see what the network costs the way to the TUI.
+    _, out = serial.run("systemd-analyze critical-chain getty@tty1.service 2>&1")
+    (ARTIFACTS / f"{machine.mode.name}-critical-chain.txt").write_text(out)
+
+
+def test_network_screen_and_selection_contrast(machine: Machine) -> None:
+    """The Network screen lists the interface with its address; on the Linux console's 16
+    colours the selected rows (the home screen's highlighted task, the Network screen's focused
+    table row) read clearly: on every text row of tty1's picture, the text colour against the
+    background colour has a contrast ratio of at least 4.5 (WCAG AA)."""
+    home = _wait_tty1(machine, lambda s: "System Backup" in s, "the home screen", 120)
+    assert "Network" in home
+    picture = ARTIFACTS / f"tty1-{machine.mode.name}-home.png"
+    machine.screenshot(picture)
+    _check_contrast(picture, home)
+
+    _press(machine, "n")
+    screen = _wait_tty1(
+        machine,
+        lambda s: "recovery > Network" in s and f"{QEMU_GUEST_ADDRESS}/24" in s,
+        "the Network screen with the address",
+        120,
+    )
+    time.sleep(1)
+    picture = ARTIFACTS / f"tty1-{machine.mode.name}-network.png"
+    machine.screenshot(picture)
+    (ARTIFACTS / f"tty1-{machine.mode.name}-network.txt").write_text(screen)
+    _check_contrast(picture, screen)
+    _press(machine, "esc")
+    _wait_tty1(machine, lambda s: "System Backup" in s, "the home screen again", 120)
+
+
+def test_backup_to_sftp_on_the_host(machine: Machine, ssh_server: SshServer) -> None:  # noqa: F811
+    """A backup from inside the live system to an SSH server on the host, over QEMU's user
+    network (the guest reaches the host's 127.0.0.1 as 10.0.2.2); the host then lists and
+    verifies the image. The key's passphrase goes in the environment, never on a command line."""
+    if machine.mode.name != "bios-cd":
+        pytest.skip("the SFTP backup runs in the bios-cd boot only")
+    serial = machine.serial
+    assert serial is not None
+    key = base64.b64encode(ssh_server.identity.read_bytes()).decode()
+    rc, out = serial.run(f"echo {key} | base64 -d > /tmp/id && chmod 600 /tmp/id")
+    assert rc == 0, out
+    folder = ssh_server.root / "from-the-live-system"
+    rc, out = serial.run(
+        "src=$(readlink -f /dev/disk/by-id/virtio-recsrc); "
+        f"RECOVERY_PASSWORD='{SSH_PASSPHRASE}' recovery backup $src "
+        f"--to sftp://root@10.0.2.2:{ssh_server.port}{folder} --identity /tmp/id "
+        "--accept-new-host-key --name over-the-network --yes 2>&1",
+        timeout=900,
+    )
+    assert rc == 0, out
+    address = ssh_server.address("from-the-live-system")
+    env = {**os.environ, **ssh_server.env(), "RECOVERY_ACCEPT_NEW_HOST_KEY": "1"}
+    host = [sys.executable, "-m", "recovery"]
+    listed = subprocess.run(
+        [*host, "images", address, "--identity", str(ssh_server.identity)],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert listed.returncode == 0 and "over-the-network" in listed.stdout, listed.stderr
+    checked = subprocess.run(
+        [*host, "verify", f"{address}::over-the-network", "--identity", str(ssh_server.identity)],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_restore_inside_the_live_system(
     machine: Machine, source_files: dict[str, bytes], timings: dict[str, dict[str, float]]
 ) -> None:
@@ -179,3 +304,80 @@ def _check_restored(source: Path, target: Path, files: dict[str, bytes]) -> None
     for name, data in files.items():
         r = subprocess.run(["debugfs", "-R", f"cat {name}", str(part)], capture_output=True)
         assert r.stdout == data, f"{name}: {len(r.stdout)} bytes read back, {len(data)} expected"
+
+
+def _check_contrast(picture: Path, screen: str) -> None:
+    width, height, pixels = _read_png(picture.read_bytes())
+    rows = max(1, len(screen.splitlines()))
+    cell = height // rows
+    worst: list[str] = []
+    for row in range(height // cell):
+        counts: dict[tuple[int, int, int], int] = {}
+        for y in range(row * cell, (row + 1) * cell):
+            line = pixels[y]
+            for x in range(width):
+                counts[line[x]] = counts.get(line[x], 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        if len(ranked) < 2 or ranked[1][1] < width // 8:
+            continue  # an empty row: nothing to read
+        (background, _), (text, _) = ranked[0], ranked[1]
+        ratio = _contrast(background, text)
+        if ratio < 4.5:
+            line = screen.splitlines()[row] if row < len(screen.splitlines()) else ""
+            worst.append(f"row {row} ({line.strip()[:40]!r}): {text} on {background}, {ratio:.1f}")
+    assert not worst, f"{picture.name}: hard to read on the console:\n" + "\n".join(worst)
+
+
+def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    def luminance(c: tuple[int, int, int]) -> float:
+        def channel(v: int) -> float:
+            s = v / 255
+            return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+        r, g, b_ = (channel(v) for v in c)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b_
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _read_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
+    """An 8-bit RGB or RGBA PNG (what QEMU's screendump writes) as rows of (r, g, b)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour in (2, 6) and header[12] == 0, "not 8-bit RGB(A), or interlaced"
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    previous = bytearray(stride)
+    rows = []
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up = previous[i]
+            corner = previous[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[i] = (line[i] + pred) & 0xFF
+        rows.append([(line[i], line[i + 1], line[i + 2]) for i in range(0, stride, bpp)])
+        previous = line
+    return width, height, rows

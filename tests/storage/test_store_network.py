@@ -16,6 +16,7 @@ from recovery.errors import RepositoryError, RepositoryLocked
 from recovery.repository.address import parse_address
 from recovery.repository.backend import Backend
 from recovery.repository.remote import LOCKS_FOLDER
+from recovery.repository.secrets import EnvironmentSecrets
 from recovery.repository.store import Repository
 from tests.servers import (
     S3_SECRET_KEY,
@@ -37,10 +38,11 @@ for _name, _test in vars(test_store).items():
         globals()[_name] = _test
 
 
-class Given:
+class Given(EnvironmentSecrets):
     """Credentials a test gives explicitly (the CLI's provider reads the terminal instead)."""
 
     def __init__(self, password: str | None = None, identity: str | None = None) -> None:
+        super().__init__()
         self._password = password
         self._identity = identity
 

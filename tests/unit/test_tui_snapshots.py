@@ -17,7 +17,14 @@ from recovery.errors import Refused
 from recovery.tui.app import RecoveryApp
 from recovery.tui.progress import ProgressSnapshot
 from recovery.tui.screens.progress import ProgressScreen
-from tests.unit.tui_fakes import CLONEZILLA_IMAGE, IMAGES, FakeEngine, FakePlan, fake_backends
+from tests.unit.tui_fakes import (
+    CLONEZILLA_IMAGE,
+    IMAGES,
+    FakeEngine,
+    FakeNetwork,
+    FakePlan,
+    fake_backends,
+)
 
 SIZES = [pytest.param((80, 25), id="80x25"), pytest.param((120, 40), id="120x40")]
 MiB = 1024**2
@@ -56,6 +63,59 @@ def test_home(snap_compare: Any, size: tuple[int, int]) -> None:
 def test_home_linux_console(snap_compare: Any) -> None:
     """TERM=linux: the terminal's own 16 colours, no glyphs outside the console font."""
     assert snap_compare(make_app(console=True), terminal_size=(80, 25), run_before=keys())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_network_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    """The address in the title bar, and the Network screen's interfaces."""
+    app = make_app(network=FakeNetwork())
+    assert snap_compare(app, terminal_size=size, run_before=keys("n"))
+
+
+def test_network_screen_linux_console(snap_compare: Any) -> None:
+    app = make_app(console=True, network=FakeNetwork())
+    assert snap_compare(app, terminal_size=(80, 25), run_before=keys("n"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_network_location_form_sftp(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Backup > location > n, SFTP chosen: server, folder, user, password, key file."""
+    run = keys("2", "enter", "enter", "n", "shift+tab", "right", "enter", "tab")
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+def test_network_location_form_s3_linux_console(snap_compare: Any) -> None:
+    run = keys("3", "n", "shift+tab", "right", "right", "enter", "tab")
+    assert snap_compare(make_app(console=True), terminal_size=(80, 25), run_before=run)
+
+
+class HostKeyEngine(FakeEngine):
+    """Listing a location meets an SSH server not seen before (as the SFTP backend does)."""
+
+    def list_images(self, repo: str) -> Any:
+        from recovery.repository import secrets
+
+        fingerprint = "SHA256:q0Xb5mTzJ6Hc3Lr9fWd1pVnK8sYgA2eU7iO4tRjMhEw"
+        if not secrets.current().accept_host_key("[nas.example]:2222", "ssh-ed25519", fingerprint):
+            raise Refused("refused")
+        return super().list_images(repo)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_network_host_key_question(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def run(pilot: Pilot[Any]) -> None:
+        await keys("3", "n", "shift+tab", "right", "enter", "tab")(pilot)
+        for text in ("nas.example:2222", "/srv/backups", "alice"):
+            await pilot.press(*text, "tab")
+        await pilot.press("enter")  # the worker waits for the answer: do not wait for it
+        for _ in range(200):
+            if type(pilot.app.screen).__name__ == "ConfirmScreen":
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+
+    app = make_app(engine=HostKeyEngine())
+    assert snap_compare(app, terminal_size=size, run_before=run)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from recovery.devices.model import Disk, Partition
+from recovery.devices.network import Interface
 from recovery.engine.extract import ExtractPlan, ExtractResult
 from recovery.engine.locations import Location
 from recovery.engine.plans import (
@@ -456,6 +457,28 @@ class FakeMachine:
         return ["true"]
 
 
+class FakeNetwork:
+    """Two wired interfaces: one with an address by DHCP, one without a cable. ``renew`` is
+    recorded; ``interfaces`` can be replaced to show an address arriving."""
+
+    def __init__(self, found: list[Interface] | None = None) -> None:
+        self.found = (
+            found
+            if found is not None
+            else [
+                Interface("enp0s3", "52:54:00:12:34:56", True, ("10.0.2.15/24", "fec0::5054/64")),
+                Interface("enp0s4", "52:54:00:12:34:57", False),
+            ]
+        )
+        self.renewed: list[str] = []
+
+    def interfaces(self) -> list[Interface]:
+        return list(self.found)
+
+    def renew(self, name: str) -> None:
+        self.renewed.append(name)
+
+
 class FrozenClock:
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
@@ -478,6 +501,7 @@ def fake_backends(**kw: Any) -> Backends:
         clock=kw.pop("clock", FrozenClock()),
         system_partitions=kw.pop("system_partitions", fake_system_partitions),
         privileged=kw.pop("privileged", True),
+        network=kw.pop("network", None),
     )
 
 

@@ -140,17 +140,20 @@ class SecretScreen(ModalScreen[str | None]):
     AUTO_FOCUS = "#secret"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, lines: list[str], confirm: bool = False) -> None:
+    def __init__(
+        self, title: str, lines: list[str], confirm: bool = False, placeholder: str = "passphrase"
+    ) -> None:
         super().__init__()
         self._title = title
         self._lines = lines
         self._confirm = confirm
+        self._placeholder = placeholder
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Static(self._title, id="dialog-title", markup=False)
             yield Static("\n".join(self._lines), id="dialog-body", markup=False)
-            yield Input(password=True, id="secret", placeholder="passphrase")
+            yield Input(password=True, id="secret", placeholder=self._placeholder)
             if self._confirm:
                 yield Input(password=True, id="again", placeholder="the same again")
             yield Static("", id="secret-problem", markup=False)

@@ -25,6 +25,7 @@ TASKS: tuple[tuple[str, str, str, str], ...] = (
     ("4", "clone", "Clone", "Copy a disk, or only its system, to another disk"),
     ("5", "backups", "Backups", "See, verify, restore or remove saved images"),
     ("6", "file_backup", "File Backup", "Save chosen folders and files, e.g. documents"),
+    ("n", "network", "Network", "Interfaces and addresses; ask DHCP again"),
     ("s", "shell", "Shell", "A root command line; type 'exit' to come back"),
     ("r", "reboot", "Reboot", "Restart the machine"),
     ("p", "power_off", "Power off", "Switch the machine off"),
@@ -43,10 +44,10 @@ class HomeScreen(StepScreen):
 
     def compose_body(self) -> Iterable[Widget]:
         options = []
+        # On the Linux console bold black is dark grey: the key would be grey on light grey.
+        key_style = "reverse" if self.rapp.console_mode else "bold reverse"
         for key, action, name, what in TASKS:
-            prompt = Text.assemble(
-                (f" {key} ", "bold reverse"), "  ", (f"{name:<15}", "bold"), what
-            )
+            prompt = Text.assemble((f" {key} ", key_style), "  ", (f"{name:<15}", "bold"), what)
             options.append(Option(prompt, id=action))
         yield Static("What do you want to do? Press a key or pick with the arrows.", id="intro")
         yield OptionList(*options, id="tasks")
@@ -114,6 +115,11 @@ class HomeScreen(StepScreen):
         from recovery.tui.flows import start_file_backup
 
         start_file_backup(self.rapp)
+
+    def action_network(self) -> None:
+        from recovery.tui.screens.network import NetworkScreen
+
+        self.app.push_screen(NetworkScreen())
 
     def action_shell(self) -> None:
         from recovery.tui.flows import open_shell

@@ -1,5 +1,7 @@
-"""Pick a backup location: a partition of a detected disk, a repository found on one, or a
-typed folder.
+"""Pick a backup location: a partition of a detected disk, a repository found on one, a typed
+folder, or a network location (an SMB share, an SFTP server, an S3 bucket: ``n`` opens the form
+of :mod:`recovery.tui.screens.network_location`; those used before in this session are listed
+again, their login kept in memory).
 
 For a backup the chosen partition is mounted read-write and the image goes into the repository
 found there, or into ``recovery-backups`` at its top. To open existing backups, a partition is
@@ -48,6 +50,7 @@ class LocationScreen(StepScreen):
         Binding("s", "search_all", "Search all"),
         Binding("f5", "refresh", "Refresh"),
         Binding("ctrl+t", "type_path", "Type a path"),
+        Binding("n", "network", "Network location"),
     ]
 
     def __init__(
@@ -63,6 +66,8 @@ class LocationScreen(StepScreen):
         self.for_backup = for_backup
         self._exclude = exclude
         self._locations: list[Location] = []
+        self._network: list[str] = []
+        """Network locations used before in this session (their login is kept in memory)."""
         self._busy = False
         self._searched: set[str] = set()
         """Partitions this screen mounted read-only to look into; unmounted again when the
@@ -85,6 +90,7 @@ class LocationScreen(StepScreen):
         with Horizontal(id="path-row"):
             yield Input(placeholder="/path/to/folder", id="path")
             yield Button("Use folder", id="use-path")
+            yield Button("Network...", id="network")
 
     def on_mount(self) -> None:
         for field_id in ("path",):
@@ -92,6 +98,12 @@ class LocationScreen(StepScreen):
         table = self.query_one("#locations", FittedTable)
         self.action_refresh()
         table.focus()
+
+    def on_screen_resume(self) -> None:
+        """Back from the network form or a later step: a network location used meanwhile is
+        offered in the table."""
+        if not self._busy and self._network != self.rapp.secrets.known_locations():
+            self.show(self._locations)
 
     def on_disks_updated(self, message: DisksUpdated) -> None:
         if not self._busy:
@@ -148,6 +160,7 @@ class LocationScreen(StepScreen):
 
     def show(self, locations: list[Location], cursor: str | None = None) -> None:
         self._locations = [loc for loc in locations if loc.device not in self._exclude]
+        self._network = self.rapp.secrets.known_locations()
         table = self.query_one("#locations", FittedTable)
         rows: list[tuple[str, tuple[str, ...]]] = []
         for i, loc in enumerate(self._locations):
@@ -159,6 +172,9 @@ class LocationScreen(StepScreen):
             for j, repo in enumerate(loc.repositories):
                 short = f"\u2514 {_short(repo, loc)}"  # └ under its partition
                 rows.append((f"repo:{i}:{j}", (short, "", "", "", "", "backups")))
+        # Network locations used before in this session, their login kept in memory.
+        for k, address in enumerate(self._network):
+            rows.append((f"net:{k}", (address, "network", "", "", "", "")))
         # A location's path may be cut (at its start) to fit; a partition's name never is.
         names = [cell_len(cells[0]) for key, cells in rows if key.startswith("loc:")]
         labels = [cell_len(cells[1]) for _, cells in rows]
@@ -170,8 +186,11 @@ class LocationScreen(StepScreen):
         if cursor is not None:
             with contextlib.suppress(RowDoesNotExist):
                 table.move_cursor(row=table.get_row_index(cursor))
-        if not self._locations:
-            self.set_status("No partitions that can hold backups. Type a folder below.")
+        if not self._locations and not self._network:
+            self.set_status(
+                "No partitions that can hold backups. Type a folder below, or n for a network "
+                "location."
+            )
         else:
             self.set_status(
                 "Enter: use the highlighted line."
@@ -188,6 +207,8 @@ class LocationScreen(StepScreen):
         elif kind == "repo":
             i, j = (int(x) for x in rest.split(":"))
             self.pick_repository(i, j)
+        elif kind == "net":
+            self.finish(self._network[int(rest)])
 
     def pick_location(self, index: int) -> None:
         loc = self._locations[index]
@@ -223,6 +244,19 @@ class LocationScreen(StepScreen):
         event.stop()
         if event.button.id == "use-path":
             self.use_typed_path()
+        elif event.button.id == "network":
+            self.action_network()
+
+    def action_network(self) -> None:
+        from recovery.tui.screens.network_location import NetworkLocationScreen
+
+        def picked(address: str) -> None:
+            self.app.pop_screen()
+            self.finish(address)
+
+        self.app.push_screen(
+            NetworkLocationScreen(self.title_parts, picked, for_backup=self.for_backup)
+        )
 
     def use_typed_path(self) -> None:
         text = self.query_one("#path", Input).value.strip()
