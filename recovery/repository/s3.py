@@ -127,6 +127,9 @@ class S3Backend(Backend):
             if code in _NOT_FOUND:
                 return FileNotFoundError(errno.ENOENT, f"not found at {where} ({code})")
             if code in _REFUSED:
+                # The next request builds a new client, with keys asked anew (the person may
+                # have typed others since: the backend is kept per address).
+                self._client = None
                 return PermissionError(
                     errno.EACCES,
                     f"the S3 server refused the keys ({code}): check AWS_ACCESS_KEY_ID and "
