@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
 from recovery.core.units import human_duration, human_size
@@ -44,6 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", help="image name (default: the disk's name and the date)")
     p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another recovery is writing to the location (another machine backing up to "
+        "the same share or bucket), wait up to SECONDS for it instead of refusing at once",
+    )
+    p.add_argument(
         "--system",
         action="store_true",
         help="only the partitions the system needs to boot (EFI, Windows, Linux root)",
@@ -71,7 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.engine import vdisk
+    from recovery.engine import api, vdisk
+
+    if args.wait > 0:
+        api.wait_for_writers(args.wait, lambda line: print(line, file=sys.stderr, flush=True))
 
     if args.files:
         return _run_files(args)

@@ -13,6 +13,7 @@ imports it only when a command runs, so ``recovery --version`` and ``--help`` st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from recovery.engine import backup, clone, clonezilla, images, restore, volumes
@@ -77,6 +78,7 @@ __all__ = [
     "restore_run",
     "source_folders",
     "verify",
+    "wait_for_writers",
 ]
 
 
@@ -308,3 +310,11 @@ def change_passphrase(repo: str, new_passphrase: str) -> None:
 def lvm_volume_group(path: str, size: int) -> volumes.VolumeGroupInfo | None:
     """The LVM volume group on the PV at ``path`` (read in place, nothing activated)."""
     return volumes.volume_group(path, size)
+
+
+def wait_for_writers(seconds: float, tell: Callable[[str], None] | None = None) -> None:
+    """A writer finding a location's lock held waits up to ``seconds`` (``tell`` hears it once)
+    instead of refusing at once: two machines backing up to one share or bucket."""
+    from recovery.repository.store import wait_for_writers as wait
+
+    wait(seconds, tell)

@@ -204,6 +204,25 @@ def removing_name(image: str) -> str:
     return f"tmp/{image}.image.removing"
 
 
+LOCK_POLL_SECONDS = 2.0
+
+
+@dataclass
+class _WaitPolicy:
+    seconds: float = 0.0
+    tell: Callable[[str], None] | None = None
+
+
+_WAIT = _WaitPolicy()
+
+
+def wait_for_writers(seconds: float, tell: Callable[[str], None] | None = None) -> None:
+    """From now on, a writer finding the lock held waits up to ``seconds`` for it (0: refuses at
+    once, the default); ``tell`` hears once that it waits. Set by the command line's --wait."""
+    _WAIT.seconds = max(0.0, seconds)
+    _WAIT.tell = tell
+
+
 class Repository:
     """An opened backup location. Thread-safe for concurrent ``put_chunk``/``get_chunk``.
 
@@ -373,7 +392,8 @@ class Repository:
 
     @contextlib.contextmanager
     def locked(self, operation: str) -> Iterator[None]:
-        """Hold the writers' lock; refuse at once if another process holds it."""
+        """Hold the writers' lock. When another process holds it: refuse at once, or, after
+        :func:`wait_for_writers`, wait for it (telling the person once) up to its limit."""
         if self.keys is not None:
             operation = operation.split()[0]  # an image name says too much (FORMAT.md)
         note = json.dumps(
@@ -384,18 +404,31 @@ class Repository:
                 "since": utc_now(),
             }
         )
+        deadline = time.monotonic() + _WAIT.seconds
+        told = False
         with contextlib.ExitStack() as stack:
             # Only taking the lock is translated here: errors of the work done under it pass.
-            try:
-                stack.enter_context(self.backend.lock(note))
-                self._clear_tmp()
-            except LockHeld as held:
-                raise RepositoryLocked(
-                    f"another recovery is writing to {self.location} "
-                    f"({held.holder or 'unknown'}): wait for it to finish"
-                ) from None
-            except OSError as e:
-                raise self._write_error(e) from e
+            while True:
+                try:
+                    stack.enter_context(self.backend.lock(note))
+                    self._clear_tmp()
+                    break
+                except LockHeld as held:
+                    holder = held.holder or "unknown"
+                    if time.monotonic() >= deadline:
+                        raise RepositoryLocked(
+                            f"another recovery is writing to {self.location} "
+                            f"({holder}): wait for it to finish"
+                        ) from None
+                    if not told and _WAIT.tell is not None:
+                        _WAIT.tell(
+                            f"another recovery is writing to {self.location} ({holder}): "
+                            f"waiting for it (at most {_WAIT.seconds:.0f} s)"
+                        )
+                        told = True
+                    time.sleep(min(LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                except OSError as e:
+                    raise self._write_error(e) from e
             yield
 
     def _clear_tmp(self) -> None:

@@ -153,6 +153,39 @@ def test_lock_is_exclusive_and_dies_with_holder(tmp_path: Path) -> None:
         pass
 
 
+def test_a_writer_asked_to_wait_waits_for_the_lock(new_repo: NewRepo) -> None:
+    """With --wait, a second writer waits (told once) and then works; nothing overlaps."""
+    import threading
+
+    from recovery.repository.store import wait_for_writers
+
+    r = new_repo()
+    holding, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with r.locked("first"):
+            order.append("first in")
+            holding.set()
+            release.wait(10)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    holding.wait(10)
+    told: list[str] = []
+    wait_for_writers(30, told.append)
+    threading.Timer(0.5, release.set).start()
+    try:
+        with r.locked("second"):
+            order.append("second in")
+    finally:
+        wait_for_writers(0)
+        t.join()
+    assert order == ["first in", "first out", "second in"]
+    assert len(told) == 1 and "waiting for it" in told[0] and "first" in told[0]
+
+
 def test_map_random_access(new_repo: NewRepo) -> None:
     r = new_repo()
     cell = 65536
