@@ -408,19 +408,22 @@ def test_fuzz_listing_and_verifying_a_hostile_repository(
 
 @NO_SHRINK
 @given(json_values | st.lists(st.lists(json_values, min_size=3, max_size=3), max_size=3))
-def test_fuzz_restore_unreadable_notes(value: Any) -> None:
-    from recovery.engine.restore import unreadable_notes
+def test_fuzz_restore_image_notes(value: Any) -> None:
+    """The restore plan's notes about how an image was taken (unreadable areas, a replayed
+    journal, a read-write mount) from hostile manifest fields."""
+    from recovery.engine.plans import image_notes
 
-    notes = ours(unreadable_notes, {"unreadable": value})
-    assert notes is None or all(isinstance(n, str) for n in notes)
+    for body in ({"unreadable": value}, {"streams": value}, {"streams": [value, {"number": 1}]}):
+        notes = ours(image_notes, body)
+        assert notes is None or all(isinstance(n, str) for n in notes)
 
 
 def test_unreadable_note_with_a_text_length_is_our_error() -> None:
-    from recovery.engine.restore import unreadable_notes
+    from recovery.engine.plans import image_notes
 
     # A damaged entry is left out of the note (or is our error), never a traceback.
     with contextlib.suppress(RecoveryError):
-        unreadable_notes({"unreadable": [["p1", 0, "x"]]})
+        image_notes({"unreadable": [["p1", 0, "x"]]})
 
 
 # -- the repository header and the .verified note -----------------------------------------------
