@@ -326,6 +326,39 @@ def look_while_mounted(node: str, fstype: str, options: str, path: str = "/") ->
             tools.run(["umount", folder])
 
 
+class MountedKind(Kind):
+    """A file system that grows, and is looked into, only while mounted (xfs, btrfs): on a
+    private folder, read-only without log replay (``look_options``) to look."""
+
+    look_options: str = "ro"
+    grow_argv: tuple[str, ...] = ()
+    """The grow command; the mount point is appended."""
+
+    @property
+    def can_grow(self) -> bool:
+        return bool(self.grow_argv)
+
+    def grow_needs(self) -> list[Need]:
+        why = f"to grow {self.name} on the target (it grows only while mounted)"
+        return [Need("mount", why), Need(self.grow_argv[0], why), Need("umount", why)]
+
+    def grow(self, node: str, step: Step) -> list[str]:
+        step(f"growing {self.name} on {node}")
+        return grow_while_mounted(node, self.name, lambda folder: [*self.grow_argv, folder])
+
+    def inspect_needs(self) -> list[Need]:
+        why = f"to look inside {self.name} for an operating system (mounted read-only)"
+        return [Need("mount", why), Need("umount", why)]
+
+    def root_names(self, node: str) -> set[str]:
+        return set(look_while_mounted(node, self.name, self.look_options) or [])
+
+    def has_path(self, node: str, path: str) -> bool:
+        folder, _, name = path.rstrip("/").rpartition("/")
+        found = look_while_mounted(node, self.name, self.look_options, folder or "/")
+        return name in (found or [])
+
+
 _KINDS: dict[str, Kind] = {}
 
 

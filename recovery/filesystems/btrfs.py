@@ -47,11 +47,9 @@ from recovery.filesystems.base import (
     BlockSource,
     FileSystem,
     Geometry,
-    Kind,
+    MountedKind,
     Step,
     damaged,
-    grow_while_mounted,
-    look_while_mounted,
     power_of_two,
     read_exact,
     register,
@@ -470,23 +468,12 @@ class Btrfs(FileSystem):
             yield offset + objectid - chunk.logical, length
 
 
-class BtrfsKind(Kind):
+class BtrfsKind(MountedKind):
     mount_type = "btrfs"
     read_only_options = "ro,nologreplay"
 
-    @property
-    def can_grow(self) -> bool:
-        return True
-
-    def grow_needs(self) -> list[Need]:
-        why = "to grow btrfs on the target (it grows only while mounted)"
-        return [Need("mount", why), Need("btrfs", why), Need("umount", why)]
-
-    def grow(self, node: str, step: Step) -> list[str]:
-        step(f"growing btrfs on {node}")
-        return grow_while_mounted(
-            node, "btrfs", lambda folder: ["btrfs", "filesystem", "resize", "max", folder]
-        )
+    look_options = "ro,rescue=nologreplay"
+    grow_argv = ("btrfs", "filesystem", "resize", "max")
 
     def check_needs(self) -> list[Need]:
         return [Need("btrfs", "to check btrfs on the target")]
@@ -495,19 +482,6 @@ class BtrfsKind(Kind):
         step(f"checking btrfs on {node}")
         code, out = tools.run(["btrfs", "check", "--readonly", node])
         return [result_line(node, "btrfs check clean", code, out)]
-
-    def inspect_needs(self) -> list[Need]:
-        why = "to look inside btrfs for an operating system (mounted read-only)"
-        return [Need("mount", why), Need("umount", why)]
-
-    def root_names(self, node: str) -> set[str]:
-        return set(look_while_mounted(node, "btrfs", "ro,rescue=nologreplay") or [])
-
-    def has_path(self, node: str, path: str) -> bool:
-        folder, _, name = path.rstrip("/").rpartition("/")
-        return name in (
-            look_while_mounted(node, "btrfs", "ro,rescue=nologreplay", folder or "/") or []
-        )
 
 
 register_kind(BtrfsKind("btrfs"))

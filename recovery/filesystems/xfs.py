@@ -41,11 +41,9 @@ from recovery.filesystems.base import (
     BlockSource,
     FileSystem,
     Geometry,
-    Kind,
+    MountedKind,
     Step,
     damaged,
-    grow_while_mounted,
-    look_while_mounted,
     power_of_two,
     read_exact,
     register,
@@ -318,21 +316,12 @@ class Xfs(FileSystem):
             )
 
 
-class XfsKind(Kind):
+class XfsKind(MountedKind):
     mount_type = "xfs"
     read_only_options = "ro,norecovery"
 
-    @property
-    def can_grow(self) -> bool:
-        return True
-
-    def grow_needs(self) -> list[Need]:
-        why = "to grow xfs on the target (it grows only while mounted)"
-        return [Need("mount", why), Need("xfs_growfs", why), Need("umount", why)]
-
-    def grow(self, node: str, step: Step) -> list[str]:
-        step(f"growing xfs on {node}")
-        return grow_while_mounted(node, "xfs", lambda folder: ["xfs_growfs", folder])
+    look_options = "ro,norecovery,nouuid"
+    grow_argv = ("xfs_growfs",)
 
     def check_needs(self) -> list[Need]:
         return [Need("xfs_repair", "to check xfs on the target")]
@@ -341,19 +330,6 @@ class XfsKind(Kind):
         step(f"checking xfs on {node}")
         code, out = tools.run(["xfs_repair", "-n", node])
         return [result_line(node, "xfs_repair -n clean", code, out)]
-
-    def inspect_needs(self) -> list[Need]:
-        why = "to look inside xfs for an operating system (mounted read-only)"
-        return [Need("mount", why), Need("umount", why)]
-
-    def root_names(self, node: str) -> set[str]:
-        return set(look_while_mounted(node, "xfs", "ro,norecovery,nouuid") or [])
-
-    def has_path(self, node: str, path: str) -> bool:
-        folder, _, name = path.rstrip("/").rpartition("/")
-        return name in (
-            look_while_mounted(node, "xfs", "ro,norecovery,nouuid", folder or "/") or []
-        )
 
 
 register_kind(XfsKind("xfs"))
