@@ -16,7 +16,8 @@ libfuse's signal handlers stay out of pytest. Its mount holds two files:
   ``disappear`` the file also reports size 0, as a removed disk does once the kernel notices
   (``losetup -c`` on the loop device makes the kernel notice, as it does for a pulled USB disk).
 - ``/control``: write one command per ``write()``: ``bad OFFSET LENGTH`` (add a bad range),
-  ``clear`` (no bad ranges), ``die [ERRNO]``, ``disappear [ERRNO]`` (errno name, default EIO;
+  ``clear`` (no bad ranges), ``slow SECONDS`` (every image read takes at least that long),
+  ``die [ERRNO]``, ``disappear [ERRNO]`` (errno name, default EIO;
   a loop device turns every error into EIO anyway), ``reappear``. Reading it gives JSON
   counters: ``reads``, ``failed_reads``, ``writes``, ``disappeared``.
 
@@ -79,6 +80,7 @@ def _serve(config: Config, mountpoint: str) -> None:
             self.bad: list[tuple[int, int]] = list(config.bad)
             self.gone = 0  # errno while dead or disappeared, else 0
             self.sizeless = False  # disappeared: the file reports size 0
+            self.delay = 0.0  # seconds each image read takes at least ("slow")
             self.counters = {"reads": 0, "failed_reads": 0, "writes": 0}
             self.now = time.time_ns()
 
@@ -133,6 +135,9 @@ def _serve(config: Config, mountpoint: str) -> None:
                 )
                 if fail:
                     self.counters["failed_reads"] += 1
+                delay = self.delay
+            if delay:
+                time.sleep(delay)
             if fail:
                 raise mfusepy.FuseOSError(fail)
             return os.pread(self.fd, size, offset)
@@ -175,6 +180,8 @@ def _serve(config: Config, mountpoint: str) -> None:
                     self.bad.append((int(words[1]), int(words[2])))
                 elif words == ["clear"]:
                     self.bad.clear()
+                elif words[:1] == ["slow"] and len(words) == 2:
+                    self.delay = float(words[1])
                 elif words[:1] in (["die"], ["disappear"]):
                     self.gone = getattr(errno, words[1]) if len(words) > 1 else errno.EIO
                     self.sizeless = words[0] == "disappear"
@@ -225,6 +232,11 @@ class FaultyFile:
 
     def reappear(self) -> None:
         self.command("reappear")
+
+    def slow(self, seconds: float) -> None:
+        """Every read of the image takes at least ``seconds`` from now on (0: full speed), so
+        a test can act while a command is surely still reading."""
+        self.command(f"slow {seconds}")
 
     def stats(self) -> dict[str, object]:
         with open(self.mountpoint / CONTROL, "rb", buffering=0) as f:

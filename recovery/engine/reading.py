@@ -11,7 +11,8 @@ stream.
 A source that disappears (unplugged, ENODEV/ENXIO, or its device node gone) is not a bad
 sector: it ends the operation with a message that says so. So does a source that stops
 answering while attached: when a whole cell fails, a sector that was read before is read
-again; if that fails too, the disk is dead, not scratched.
+again; if that fails too, the disk is dead, not scratched. That check also comes before any
+salvage: on a dead disk, going through a cell sector by sector would take hours.
 
 After ``max_errors`` unreadable ranges, ``ask`` is called once with a question for the person;
 if it answers False the operation stops (the repository stays valid).
@@ -89,6 +90,9 @@ class SourceReader:
                 self._last_good = self.stream_start + cell_pos + off
             except OSError as e:
                 self._gone_check(e)
+                # A dead disk fails every read, and salvaging a cell sector by sector would
+                # take hours there: first make sure the disk still reads what it read before.
+                self._check_alive()
                 self._salvage(view, off, length, cell_pos)
         if self._lost() - lost_before >= cell.used:
             self._check_alive()
@@ -136,9 +140,12 @@ class SourceReader:
     def _salvage(self, view: memoryview, off: int, length: int, cell_pos: int) -> None:
         """Read ``[off, off+length)`` of the cell in ever smaller blocks; zero what fails."""
         failed: list[tuple[int, int]] = []
-        for start, size in _blocks(off, length, FIRST_PASS):
+        blocks = _blocks(off, length, FIRST_PASS)
+        for start, size in blocks:
             if not self._try(view, start, size, cell_pos):
                 failed.append((start, size))
+        if len(failed) == len(blocks):
+            self._check_alive()  # it may have died during the first pass
         for start, size in failed:
             for page_start, page_size in _blocks(start, size, PAGE):
                 if self._try_direct(view, page_start, page_size, cell_pos):

@@ -674,6 +674,7 @@ def test_source_unplugged_mid_backup(tmp_path: Path) -> None:
     line and leaves no image; once the disk is back a rerun works."""
     repo = tmp_path / "repo"
     with source_on_faultfs(tmp_path) as (ff, dev):
+        ff.slow(0.02)  # a quiet machine reads the 96 MiB before the test could pull the disk
         run = Running("backup", dev, "--to", str(repo), "--name", "gone")
         run.wait_for_progress("saving partition 1")
         # What the kernel does when a USB disk is pulled: I/O fails, the capacity drops to 0.
@@ -684,6 +685,7 @@ def test_source_unplugged_mid_backup(tmp_path: Path) -> None:
         assert dev in last and "removed" in last, last
         assert images(repo) == []
         ff.reappear()
+        ff.slow(0)
         loopdev.run("losetup", "-c", dev)
         flushbufs(dev)
         run_recovery("backup", dev, "--to", str(repo), "--name", "gone", "--level", "1")
@@ -695,6 +697,7 @@ def test_source_dies_mid_backup(tmp_path: Path) -> None:
     attached, ends the backup with one clear line within a bounded time."""
     repo = tmp_path / "repo"
     with source_on_faultfs(tmp_path) as (ff, dev):
+        ff.slow(0.02)
         run = Running("backup", dev, "--to", str(repo), "--name", "dead")
         run.wait_for_progress("saving partition 1")
         ff.die()

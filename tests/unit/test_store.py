@@ -174,8 +174,12 @@ def test_a_writer_asked_to_wait_waits_for_the_lock(new_repo: NewRepo) -> None:
     t.start()
     holding.wait(10)
     told: list[str] = []
-    wait_for_writers(30, told.append)
-    threading.Timer(0.5, release.set).start()
+
+    def tell(line: str) -> None:  # the first lets go only once the second was told it waits
+        told.append(line)
+        release.set()
+
+    wait_for_writers(30, tell)
     try:
         with r.locked("second"):
             order.append("second in")
