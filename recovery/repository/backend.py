@@ -53,6 +53,17 @@ class Backend(ABC):
         """The stored bytes of ``name`` from ``offset`` (all of them, or ``length``; short only
         at the end). ``FileNotFoundError`` when there is no such file."""
 
+    def read_into(self, name: str, buf: bytearray) -> int:
+        """Read all of ``name`` into the front of ``buf`` (a buffer its caller reuses, so
+        reading many files allocates nothing per file); the file's size. When that is larger
+        than ``buf``, what ``buf`` holds is undefined and the caller reads again with a larger
+        one. ``FileNotFoundError`` as :meth:`read`. This default reads the whole file through
+        :meth:`read` and copies it: no gain where a read is a transfer."""
+        data = self.read(name)
+        if len(data) <= len(buf):
+            buf[: len(data)] = data
+        return len(data)
+
     @abstractmethod
     def size(self, name: str) -> int | None:
         """The stored size of ``name``, or None when it does not exist."""

@@ -63,6 +63,8 @@ MAX_MANIFEST = 16 << 20
 
 CHUNK_HEADER = struct.Struct("<4sBBHII")
 CHUNK_MAGIC = b"RCK1"
+MAX_STORED_CHUNK = MAX_CELL + CHUNK_HEADER.size + SEAL_OVERHEAD
+"""The largest chunk file: a raw 64 MiB cell with its header, sealed."""
 UNREADABLE = "unreadable-"
 """Prefix of the name an encrypted location lists a manifest under that does not open."""
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -112,6 +114,27 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return c
 
 
+SCRATCH_KEEP = 8 << 20
+"""Largest buffer a thread keeps for its next chunk (a 4 MiB cell's chunk file fits)."""
+
+
+def _scratch(slot: str, size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes that this thread reuses for every chunk file it
+    reads (slot ``"stored"``) or opens (``"plain"``). Fresh memory per chunk cost more than
+    the work done in it: allocation, zeroing and a page fault per 4 KiB (the restore's check
+    pass spent 0.46 s of CPU on the 780 MB of the reference image, 0.07 s of it in AES-GCM).
+    A rare chunk larger than :data:`SCRATCH_KEEP` gets a buffer of its own."""
+    old: bytearray | None = getattr(_thread_local, slot, None)
+    if old is not None and len(old) >= size:
+        return old
+    # Doubling: a thread meets a few growing sizes, not one reallocation per chunk.
+    grown = min(2 * len(old), SCRATCH_KEEP) if old is not None else 1 << 20
+    buf = bytearray(max(size, grown))
+    if len(buf) <= SCRATCH_KEEP:
+        setattr(_thread_local, slot, buf)
+    return buf
+
+
 def encode_chunk(raw: bytes | bytearray | memoryview, level: int) -> bytes:
     """The bytes of a chunk file for ``raw``: header + zstd frame (or raw if that is smaller)."""
     compressed = _compressor(level).compress(raw)
@@ -124,7 +147,7 @@ def encode_chunk(raw: bytes | bytearray | memoryview, level: int) -> bytes:
 
 
 def decode_chunk(
-    blob: bytes,
+    blob: bytes | bytearray | memoryview,
     expected: bytes,
     where: str,
     hasher: Callable[[bytes | bytearray | memoryview], bytes] = hash_bytes,
@@ -456,7 +479,7 @@ class Repository:
         try:
             if self.backend.size(name) is not None:
                 return 0
-            blob = encode_chunk(raw, level)
+            blob: bytes | bytearray = encode_chunk(raw, level)
             if self.keys is not None:
                 blob = self.keys.seal(blob, digest)
             self.backend.write(name, blob)
@@ -465,38 +488,88 @@ class Repository:
         return len(blob)
 
     def read_chunk_file(self, digest: bytes, where: str = "") -> bytes:
+        """A chunk file's stored bytes (at most one byte more than any chunk file can hold)."""
         name = chunk_name(digest)
         try:
-            return self.backend.read(name, 0, MAX_CELL + CHUNK_HEADER.size + SEAL_OVERHEAD + 1)
+            return self.backend.read(name, 0, MAX_STORED_CHUNK + 1)
         except FileNotFoundError:
-            prefix = f"{where}: " if where else ""
-            raise IntegrityError(
-                f"{prefix}chunk {digest.hex()} is missing ({self.location}/{name})"
-            ) from None
+            raise self._missing(digest, where) from None
         except OSError as e:
             raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
 
-    def get_chunk(self, digest: bytes, where: str = "") -> bytes:
-        """The raw bytes of a chunk, with every check of the format (docs/FORMAT.md)."""
-        return self.decode_chunk_file(self.open_chunk_file(digest, where), digest, where)
+    def _missing(self, digest: bytes, where: str) -> IntegrityError:
+        prefix = f"{where}: " if where else ""
+        return IntegrityError(
+            f"{prefix}chunk {digest.hex()} is missing ({self.location}/{chunk_name(digest)})"
+        )
+
+    def _read_chunk_scratch(self, digest: bytes, where: str) -> memoryview | bytes:
+        """A chunk file's stored bytes in this thread's reused buffer (:func:`_scratch`): valid
+        until this thread reads its next chunk file, so never handed beyond this class. From a
+        location not on this machine, fresh bytes (read_chunk_file): a transfer costs more
+        than memory does, and a file larger than the buffer would be transferred twice."""
+        if self.backend.local_path() is None:
+            return self.read_chunk_file(digest, where)
+        name = chunk_name(digest)
+        try:
+            buf = _scratch("stored", 0)
+            size = self.backend.read_into(name, buf)
+            if size > len(buf):
+                if size > MAX_STORED_CHUNK:
+                    # Larger than any chunk file: damaged, as read_chunk_file reports it.
+                    return self.read_chunk_file(digest, where)
+                buf = _scratch("stored", size)
+                size = self.backend.read_into(name, buf)
+                if size > len(buf):  # it grew meanwhile
+                    return self.read_chunk_file(digest, where)
+        except FileNotFoundError:
+            raise self._missing(digest, where) from None
+        except OSError as e:
+            raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
+        return memoryview(buf)[:size]
+
+    def _open_scratch(
+        self, blob: bytes | bytearray | memoryview, digest: bytes, where: str
+    ) -> memoryview:
+        """A sealed chunk file authenticated and decrypted into this thread's reused buffer;
+        the view is valid until this thread opens its next chunk."""
+        assert self.keys is not None
+        what = f"{where or self.location}: chunk {digest.hex()}"
+        buf = _scratch("plain", self.keys.plaintext_size(blob, what))
+        return self.keys.open_into(blob, digest, what, buf)
+
+    def get_chunk(self, digest: bytes, where: str = "", stored: bytes | None = None) -> bytes:
+        """The raw bytes of a chunk, with every check of the format (docs/FORMAT.md).
+
+        ``stored``: the chunk file as :meth:`authenticate_chunk_file` kept it, so it is not
+        read again (it is opened and checked again all the same)."""
+        blob = stored if stored is not None else self._read_chunk_scratch(digest, where)
+        # The file and its plaintext sit in this thread's reused buffers: decode_chunk returns
+        # fresh bytes (decompressed or copied), so no view of them outlives this call.
+        if self.keys is not None:
+            blob = self._open_scratch(blob, digest, where)
+        return decode_chunk(blob, digest, where or self.location, self.hash)
 
     @property
     def authenticates_chunk_files(self) -> bool:
-        """Whether :meth:`open_chunk_file` proves a chunk intact without decompressing it
-        (a sealed chunk's AES-GCM tag); otherwise only :meth:`decode_chunk_file` does."""
+        """Whether :meth:`authenticate_chunk_file` proves a chunk intact without decompressing
+        it (a sealed chunk's AES-GCM tag); otherwise only :meth:`get_chunk` does."""
         return self.keys is not None
 
-    def open_chunk_file(self, digest: bytes, where: str = "") -> bytes:
-        """A chunk file's version-1 bytes (``RCK1`` header + payload), read and, in an
-        encrypted location, authenticated: damage there raises IntegrityError here."""
-        blob = self.read_chunk_file(digest, where)
-        if self.keys is not None:
-            blob = self.keys.open(blob, digest, f"{where or self.location}: chunk {digest.hex()}")
-        return blob
+    def authenticate_chunk_file(self, digest: bytes, where: str = "") -> bytes | None:
+        """Read a sealed chunk file and authenticate it (its AES-GCM tag, which binds it to
+        ``digest``): damage raises IntegrityError here. Encrypted locations only.
 
-    def decode_chunk_file(self, blob: bytes, digest: bytes, where: str = "") -> bytes:
-        """The raw bytes of what :meth:`open_chunk_file` gave, checked against ``digest``."""
-        return decode_chunk(blob, digest, where or self.location, self.hash)
+        Returns the stored bytes when keeping them for :meth:`get_chunk` is worth memory: on a
+        location that is not on this machine, where reading them again costs a transfer; on
+        a local folder, reading again from the page cache costs less than keeping (None)."""
+        assert self.keys is not None
+        if self.backend.local_path() is None:
+            blob = self.read_chunk_file(digest, where)
+            self._open_scratch(blob, digest, where)
+            return blob
+        self._open_scratch(self._read_chunk_scratch(digest, where), digest, where)
+        return None
 
     def check_chunk_header(self, digest: bytes, where: str) -> None:
         """Cheap pre-flight check: the file exists and its header fits its size."""
@@ -599,7 +672,7 @@ class Repository:
         if len(data) > MAX_MANIFEST:
             raise RepositoryError(f"image {name}: manifest too large ({len(data)} bytes)")
         head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, version, 0, len(data))
-        blob = head + data
+        blob: bytes | bytearray = head + data
         blob += hash_bytes(blob)
         if self.keys is not None:
             blob = self.keys.seal(blob, b"manifest")
@@ -630,7 +703,7 @@ class Repository:
 
     def mark_verified(self, name: str) -> str:
         when = utc_now()
-        blob = json.dumps({"verified": when}).encode()
+        blob: bytes | bytearray = json.dumps({"verified": when}).encode()
         if self.keys is not None:
             blob = self.keys.seal(blob, b"verified")
         self._write(verified_name(self._image_file(name)), blob, durable=True)
@@ -677,7 +750,7 @@ class Repository:
 
     # -- files ---------------------------------------------------------------------------
 
-    def _write(self, name: str, data: bytes, durable: bool) -> None:
+    def _write(self, name: str, data: bytes | bytearray, durable: bool) -> None:
         try:
             self.backend.write(name, data, durable=durable)
         except OSError as e:

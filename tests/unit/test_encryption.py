@@ -159,6 +159,50 @@ def test_a_chunk_moved_under_another_name_fails_authentication(backend: Backend)
         r.get_chunk(r.hash(one))
 
 
+@pytest.mark.parametrize("offset", [0, 4, 16, 40, -1])
+def test_the_check_before_writing_authenticates_each_chunk_file(
+    backend: Backend, offset: int
+) -> None:
+    """A restore's check pass (authenticate_chunk_file): intact chunks pass, and their stored
+    bytes are handed back for keeping only where reading again costs a transfer (not a folder
+    here); a flipped byte anywhere, or a chunk under another's name, is damage. What was kept
+    is opened and checked again when it is written."""
+    r = Repository.open(backend, create=True, encrypt=True)
+    one, two = SECRET[:65536], os.urandom(3 << 20)
+    for data in (one, two):
+        r.put_chunk(r.hash(data), data, 1)
+        kept = r.authenticate_chunk_file(r.hash(data), "t")
+        assert (kept is None) == isinstance(backend, LocalFolder)
+        assert r.get_chunk(r.hash(data), "t", kept) == data
+    name = f"chunks/{r.hash(one).hex()[:2]}/{r.hash(one).hex()}"
+    good = backend.read(name)
+    bad = bytearray(good)
+    bad[offset] ^= 0x01
+    backend.write(name, bytes(bad))
+    with pytest.raises(IntegrityError, match=r.hash(one).hex()):
+        r.authenticate_chunk_file(r.hash(one), "t")
+    with pytest.raises(IntegrityError, match=r.hash(one).hex()):
+        r.get_chunk(r.hash(one), "t", bytes(bad))  # a kept copy is no more trusted
+    other = f"chunks/{r.hash(two).hex()[:2]}/{r.hash(two).hex()}"
+    backend.write(name, backend.read(other))
+    with pytest.raises(IntegrityError, match="authentication"):
+        r.authenticate_chunk_file(r.hash(one), "t")
+
+
+def test_sealed_files_open_into_a_reused_buffer() -> None:
+    keys = sealing.Keys(os.urandom(64))
+    buf = bytearray(1 << 20)
+    for data in (b"", b"x" * 1000, os.urandom(700_000)):
+        sealed = keys.seal(data, b"aad")
+        assert len(sealed) == len(data) + sealing.SEAL_OVERHEAD
+        assert bytes(keys.open_into(sealed, b"aad", "x", buf)) == data
+        assert keys.open(bytes(sealed), b"aad", "x") == data
+    with pytest.raises(ValueError, match="does not fit"):
+        keys.open_into(keys.seal(bytes(2 << 20), b"aad"), b"aad", "x", buf)
+    with pytest.raises(IntegrityError):
+        keys.open_into(keys.seal(b"data", b"aad"), b"other", "x", buf)
+
+
 def test_a_flipped_byte_in_a_manifest_is_reported(backend: Backend) -> None:
     r = Repository.open(backend, create=True, encrypt=True)
     make_image(r, "a", [SECRET[:65536]])

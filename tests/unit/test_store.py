@@ -332,6 +332,55 @@ def test_backend_without_rename_removes_through_a_durable_marker() -> None:
         assert backend.size("images/a.image") is None
 
 
+@pytest.mark.parametrize("kind", ["folder", "memory"])
+def test_backend_reads_are_sized_by_the_file(kind: str, tmp_path: Path) -> None:
+    """read() returns at most what is there however large ``length`` is (a chunk is read with
+    the largest chunk's size as its length); read_into() fills a reused buffer or says how
+    large it must be."""
+    from recovery.repository.local import LocalFolder
+
+    b = LocalFolder(tmp_path / "b") if kind == "folder" else MemoryBackend()
+    b.create()
+    data = os.urandom(300_000)
+    b.write("chunks/ab/x", data)
+    assert b.read("chunks/ab/x") == data
+    assert b.read("chunks/ab/x", 0, 64 << 20) == data
+    assert b.read("chunks/ab/x", 1000, 10) == data[1000:1010]
+    assert b.read("chunks/ab/x", 299_990, 100) == data[299_990:]
+    assert b.read("chunks/ab/x", 400_000, 100) == b""
+    buf = bytearray(b"\xff" * 400_000)
+    assert b.read_into("chunks/ab/x", buf) == len(data)
+    assert buf[: len(data)] == data
+    small = bytearray(1000)
+    assert b.read_into("chunks/ab/x", small) == len(data)  # too small: nothing promised
+    b.write("chunks/ab/empty", b"")
+    assert b.read("chunks/ab/empty") == b"" and b.read_into("chunks/ab/empty", buf) == 0
+    with pytest.raises(FileNotFoundError):
+        b.read("chunks/ab/missing")
+    with pytest.raises(FileNotFoundError):
+        b.read_into("chunks/ab/missing", buf)
+
+
+def test_chunks_read_through_reused_buffers_stay_intact(new_repo: NewRepo) -> None:
+    """get_chunk reads each chunk file into a buffer its thread reuses: what it returned before
+    must not change when the next chunk is read, in one thread or many, whatever the sizes
+    (a raw chunk larger than the first buffer makes it grow)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = new_repo()
+    payloads = [os.urandom(3 << 20), b"small" * 100, os.urandom(1 << 20) * 2, b"\0x" * 70000]
+    payloads += [os.urandom(n) for n in (10, 700_000, 2_500_000)]
+    digests = [r.hash(p) for p in payloads]
+    for d, p in zip(digests, payloads, strict=True):
+        r.put_chunk(d, p, 1)
+    got = [r.get_chunk(d, "t") for d in digests]
+    assert got == payloads
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda d: r.get_chunk(d, "t"), digests * 3)) == payloads * 3
+    assert got == payloads
+
+
 def test_chunk_names_follow_the_format() -> None:
     d = bytes(range(32))
     assert chunk_name(d) == f"chunks/00/{d.hex()}"
