@@ -57,6 +57,7 @@ def profile(bufs: list[bytearray]) -> None:
     raw = sum(len(b) for b in bufs)
     plain, enc = Clock(), Clock()
     stored = 0
+    scratch = bytearray(max(len(b) for b in bufs) + 64 * 1024)
     # Each cell goes through both paths, backup then restore, and nothing is kept (as in the
     # engine, where every buffer is freed after its chunk is written); which path goes first
     # alternates, so neither always meets the cell cold in the CPU caches.
@@ -81,9 +82,10 @@ def profile(bufs: list[bytearray]) -> None:
                 sealed = keys.seal(kblob, kdigest)
                 del kblob
                 enc.lap("backup: seal (AES-256-GCM)")
-                keys.open(sealed, kdigest, "profile")
+                # Opened into one reused buffer, as the engine does (store._scratch).
+                keys.open_into(sealed, kdigest, "profile", scratch)
                 enc.lap("restore check pass: open (AES-256-GCM)")
-                opened = keys.open(sealed, kdigest, "profile")
+                opened = keys.open_into(sealed, kdigest, "profile", scratch)
                 enc.lap("restore: open again (AES-256-GCM)")
                 decode_chunk(opened, kdigest, "profile", keys.hash)
                 enc.lap("restore: zstd -d + keyed BLAKE3 check")
