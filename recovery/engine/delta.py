@@ -82,6 +82,12 @@ class Delta:
         s = self.streams.get(sid)
         return s is None or s.flags[cell] == WRITE
 
+    def untouched(self, sid: str) -> bool:
+        """Whether the run writes nothing into stream ``sid``: measured, and every cell matched
+        (then it needs no finishing and no check after the run: engine/finish.py)."""
+        s = self.streams.get(sid)
+        return s is not None and s.writing == 0
+
     def describe(self) -> list[str]:
         return [
             f"delta: {human_size(self.matching_bytes)} already match, "
