@@ -295,14 +295,14 @@ class DirectWriter:
             if got <= 0:
                 raise DeviceError(f"the device ended at byte {offset + done}")
             done += got
-        # bytes against bytes compares with memcmp (memoryview == memoryview goes item by item).
-        now = held.tobytes()
         buf = self._buffer(n)
         buf[:] = data
         written = 0
         run_start = -1
         for pos in range(0, n + block, block):
-            differs = pos < n and data[pos : pos + block] != now[pos : pos + block]
+            # bytes.startswith(view, pos) is a memcmp without copying either side
+            # (memoryview == memoryview goes item by item).
+            differs = pos < n and not data.startswith(held[pos : pos + block], pos)
             if differs and run_start < 0:
                 run_start = pos
             elif not differs and run_start >= 0:
