@@ -23,7 +23,13 @@ from recovery.core.layout import fits_unchanged
 from recovery.core.table import Move, Table, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
-from recovery.devices.partitions import read_table, refresh_udev, tell_kernel, write_table
+from recovery.devices.partitions import (
+    kernel_has,
+    read_table,
+    refresh_udev,
+    tell_kernel,
+    write_table,
+)
 from recovery.devices.tools import require
 from recovery.engine.bootentry import add_entry, plan_offer
 from recovery.engine.delta import Delta, cover_overwritten, measure_restore, same_table
@@ -382,7 +388,11 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
                         w.source_size, tail.pread, progress,
                     )  # fmt: skip
             os.fsync(fd)
-            if plan.layout is not None:
+            # A delta restore keeps the very table the disk has; when the kernel already has
+            # its partitions, deleting and adding them again only sets udev probing them.
+            if plan.layout is not None and not (
+                plan.delta is not None and kernel_has(plan.target, plan.layout.table)
+            ):
                 tell_kernel(plan.target)
     except IntegrityError as e:
         raise IntegrityError(

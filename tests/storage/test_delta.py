@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from recovery.devices.partitions import kernel_has, read_table
 from tests import loopdev
 from tests.storage.disks import (
     MiB,
@@ -107,3 +109,14 @@ def test_delta_clone_onto_an_earlier_clone(loop) -> None:  # type: ignore[no-unt
     full = last_json(run_recovery("clone", src, dst, "--yes", "--full", "--json").stdout)
     assert full["matched_bytes"] == 0
     assert full["copied_bytes"] == again["copied_bytes"] + again["matched_bytes"]
+
+
+def test_kernel_has_compares_the_kernels_partitions_with_the_table(loop) -> None:  # type: ignore[no-untyped-def]
+    # A delta restore skips telling the kernel about partitions it already has (restore.py).
+    src, _ = make_gpt_system_disk(loop)
+    table = read_table(src)
+    assert table is not None
+    assert kernel_has(src, table)
+    assert not kernel_has(src, replace(table, entries=table.entries[1:]))
+    moved = replace(table.entries[0], size=table.entries[0].size - 2048)
+    assert not kernel_has(src, replace(table, entries=(moved, *table.entries[1:])))
