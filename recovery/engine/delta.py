@@ -36,14 +36,14 @@ from recovery.repository.maps import DATA, ZERO, Record, StreamInfo, StreamReade
 from recovery.repository.store import Repository
 
 MEASURE_WORKERS = COPY_WORKERS
-"""Threads reading and comparing target cells (4 on 2 cores; each holds one 4 MiB buffer). Each
-thread hashes a cell right after the kernel copied it into its buffer (with few buffers that
-copy is likelier still in the CPU's cache, which would explain the figures). Measuring the 851 used cells of the benchmark disk (warm
-page cache, 3 rounds each, load 5-9): 16 threads took 0.92-0.98 s CPU here plus 0.70-0.79 s in
-the loop device's kernel worker, 4 threads 0.71-0.81 s plus 0.51-0.62 s, 2 threads about the
-same as 4; 1 MiB reads hashed incrementally gained nothing. Cold, 16 threads were not clearly
-faster either (4.8 and 4.0 s against 4.8 and 3.3 s with 4, load 20), and 4 reads of 4 MiB in
-flight keep an SSD busy."""
+"""Threads reading and comparing target cells (4 on 2 cores; each holds one 4 MiB buffer).
+Each thread hashes a cell right after the kernel copied it into its buffer (with few buffers
+that copy is likelier still in the CPU's cache, which would explain the figures). Measuring
+the 851 used cells of the benchmark disk (warm page cache, 3 rounds each, load 5-9): 16
+threads took 0.92-0.98 s CPU here plus 0.70-0.79 s in the loop device's kernel worker, 4
+threads 0.71-0.81 s plus 0.51-0.62 s, 2 threads about the same as 4; 1 MiB reads hashed
+incrementally gained nothing. Cold, 16 threads were not clearly faster either (4.8 and 4.0 s
+against 4.8 and 3.3 s with 4, load 20), and 4 reads of 4 MiB in flight keep an SSD busy."""
 
 WRITE = 1
 """A cell flag: this cell differs on the target and is written."""
