@@ -55,7 +55,16 @@ TOOLS: dict[str, Tool] = {
             "bytes without device-mapper",
         ),
         Tool("qemu-img", "qemu-utils", "exporting to, and backing up, virtual disk files"),
-        Tool("ip", "iproute2", "showing network addresses and asking DHCP again"),
+        Tool(
+            "ip",
+            "iproute2",
+            "showing network addresses, asking DHCP again and clearing an interface's addresses",
+        ),
+        Tool(
+            "systemctl",
+            "systemd",
+            "having systemd-networkd take a static address (it restarts and reads its files)",
+        ),
         Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
         Tool("e2fsck", "e2fsprogs", "checking ext2/3/4, and before growing it"),
         Tool("resize2fs", "e2fsprogs", "growing and shrinking ext2/3/4"),
