@@ -58,7 +58,7 @@ def test_fuzz_addresses(text: str) -> None:
         where = parse_address(text)
     except RecoveryError:
         return
-    assert where.kind in ("smb", "sftp", "s3", "s3+http")
+    assert where.kind in ("smb", "sftp", "s3", "s3+http", "nfs")
     assert where.port is None or 0 < where.port < 65536
     str(where)
 
