@@ -45,6 +45,7 @@ def live(
     make_source_disk(source, source_files)
     mode = next(m for m in MODES if m.name == "bios-cd")
     vm = Machine(mode=mode, iso=iso, workdir=work, disks=[Disk(source, "recsrc")])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     vm.start()
     try:
         assert vm.serial is not None
@@ -53,7 +54,6 @@ def live(
         assert vm.power_off() == 0
     finally:
         vm.kill()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         for name in ("serial.log", "qemu.log"):
             if (work / name).exists():
                 shutil.copyfile(work / name, ARTIFACTS / f"network-live-{name}")

@@ -33,7 +33,7 @@ def test_mount_options_name_the_server_by_address_over_tcp() -> None:
     assert "port=20490," in nfs.mount_options("10.0.2.2", 20490, "4.1")
     assert nfs.server_ip("127.0.0.1") == "127.0.0.1"
     assert nfs.server_ip("localhost") in ("127.0.0.1", "::1")
-    with pytest.raises(DeviceError, match="NFS server no-such-host.invalid not found"):
+    with pytest.raises(DeviceError, match=r"NFS server no-such-host\.invalid not found"):
         nfs.server_ip("no-such-host.invalid")
 
 
