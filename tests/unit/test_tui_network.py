@@ -142,6 +142,8 @@ class RecordingEngine(FakeEngine):
         provider = secrets.current()
         if repo.startswith("s3"):  # asking a password here would open the dialog
             self.asked.append((repo, None, None, provider.s3_keys(repo)))
+        elif repo.startswith("nfs"):  # the NFS backend asks for nothing
+            self.asked.append((repo, None, None, None))
         else:
             self.asked.append((repo, provider.password(repo), provider.identity(repo), None))
         return super().list_images(repo)
@@ -232,3 +234,19 @@ def test_static_address_form_checks_each_field_then_sets_it() -> None:
     assert "enp0s3 set to 10.0.2.50/24" in seen[1]
     assert network.dhcp == ["enp0s3"], seen[2]
     assert "enp0s3 asks DHCP again" in seen[2]
+
+
+def test_network_form_takes_an_nfs_export_without_a_login() -> None:
+    engine = RecordingEngine()
+    app = RecoveryApp(fake_backends(engine=engine), cursor_blink=False)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "3", "n")
+        form = pilot.app.screen
+        assert isinstance(form, NetworkLocationScreen)
+        await fill(pilot, 4, ["10.0.2.2", "export/pc1"])
+        assert not form.query_one("#login-row").display
+        await press(pilot, "enter")
+
+    drive(app, scenario, size=(120, 40))
+    assert engine.asked[0][0] == "nfs://10.0.2.2/export/pc1"
