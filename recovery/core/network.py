@@ -71,17 +71,25 @@ def check_static(interface: str, address: str, gateway: str, dns: str) -> Static
     return StaticAddress(interface, parsed, router, tuple(servers))
 
 
+def _shown(text: str) -> str:
+    """Typed text as a message shows it: as typed, or quoted when it holds a line break or
+    another character that would break the one-line message."""
+    return text if text.isprintable() else repr(text)
+
+
 def _check_address(text: str, problems: list[str]) -> IPInterface | None:
     if not text:
         problems.append("Address: give the address with its prefix length, e.g. 192.168.1.20/24.")
         return None
     if "/" not in text:
-        problems.append(f"Address: {text} needs a prefix length, e.g. {text}/24.")
+        problems.append(f"Address: {_shown(text)} needs a prefix length, e.g. {_shown(text)}/24.")
         return None
     try:
         parsed = ipaddress.ip_interface(text)
     except ValueError:
-        problems.append(f"Address: {text} is not an address with a prefix length (a.b.c.d/nn).")
+        problems.append(
+            f"Address: {_shown(text)} is not an address with a prefix length (a.b.c.d/nn)."
+        )
         return None
     ip = parsed.ip
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local:
@@ -105,7 +113,7 @@ def _check_gateway(text: str, address: IPInterface | None, problems: list[str]) 
     try:
         gateway = ipaddress.ip_address(text)
     except ValueError:
-        problems.append(f"Gateway: {text} is not an IP address (for example 192.168.1.1).")
+        problems.append(f"Gateway: {_shown(text)} is not an IP address (for example 192.168.1.1).")
         return None
     if address is None:
         return gateway
