@@ -10,7 +10,8 @@ One boot (BIOS CD) on QEMU's user network, with the small source disk of the oth
 - then, over that address, a backup of the disk to an NFS export served from the host by
   nfs-ganesha (a user-space NFSv4 server on the host's 127.0.0.1, which the guest reaches as
   10.0.2.2), listed and verified inside the guest through ``nfs://`` and on the host as the
-  plain folder behind the export; nothing stays mounted after each command.
+  plain folder behind the export; nothing stays mounted after each command;
+- DHCP chosen again in the same form: the leased address comes back.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def test_static_address_set_in_the_tui(live: Machine) -> None:
     _wait_tty1(live, lambda s: "recovery > Network" in s and "10.0.2.15/24" in s, "Network", 120)
     _press(live, "s")
     _wait_tty1(live, lambda s: "Address/prefix" in s, "the address form", 120)
+    _press(live, "tab")  # from the choice (static is chosen) to the address
     _type(live, f"{STATIC}/24")
     _press(live, "tab")
     _type(live, "10.0.2.2")
@@ -122,3 +124,27 @@ def test_backup_to_nfs_on_the_host(live: Machine, nfs_server: NfsServer) -> None
         [*host, "verify", f"{folder}::over-nfs"], capture_output=True, text=True, cwd=REPO
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_dhcp_again_from_the_tui(live: Machine) -> None:
+    """Choosing DHCP in the same form gives the interface back to the ISO's DHCP file: the
+    static file goes and the lease (10.0.2.15) comes back in place of the static address."""
+    serial = live.serial
+    assert serial is not None
+    _wait_tty1(live, lambda s: "System Backup" in s, "the home screen", 120)
+    _press(live, "n")
+    _wait_tty1(live, lambda s: "recovery > Network" in s and f"{STATIC}/24" in s, "Network", 120)
+    _press(live, "s")
+    _wait_tty1(live, lambda s: "Address/prefix" in s, "the address form", 120)
+    _press(live, "right", "ret", "tab", "ret")  # DHCP chosen; Tab to Apply, the fields hidden
+    _wait_tty1(
+        live,
+        lambda s: "net: 10.0.2.15" in (s.splitlines() or [""])[0],
+        "the leased address in the title bar again",
+        180,
+    )
+    rc, out = serial.run("ip -4 -o address show scope global")
+    assert rc == 0 and "inet 10.0.2.15/24" in out and STATIC not in out, out
+    rc, out = serial.run("ls /run/systemd/network/")
+    assert "10-recovery-static" not in out, out
+    _press(live, "esc")

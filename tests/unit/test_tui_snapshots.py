@@ -83,7 +83,7 @@ def test_static_address_form(snap_compare: Any, size: tuple[int, int]) -> None:
 
     async def run(pilot: Pilot[Any]) -> None:
         await keys("n", "s")(pilot)
-        await pilot.press(*"10.0.2.50", "tab", "tab", *"10.0.2.3 10.0.2.x", "enter")
+        await pilot.press("tab", *"10.0.2.50", "tab", "tab", *"10.0.2.3 10.0.2.x", "enter")
         await settle(pilot)
 
     assert snap_compare(make_app(network=FakeNetwork()), terminal_size=size, run_before=run)

@@ -66,7 +66,9 @@ class StaticAddressScreen(StepScreen):
             widget.border_title = title
             widget.cursor_blink = self.rapp.cursor_blink
         self.show_mode(self.static)
-        self.query_one("#address" if self.static else "#kind").focus()
+        # The choice first, and Tab from it to the fields: the Linux console's keymap sends
+        # Shift+Tab as a plain Tab, so nothing must need a way back.
+        self.query_one("#kind").focus()
 
     def show_mode(self, static: bool) -> None:
         self.static = static
