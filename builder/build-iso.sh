@@ -153,11 +153,14 @@ mksquashfs "$layer" "$medium/live/recovery.squashfs" -noappend -no-progress -qui
 step "initrd, GRUB, ESP, ISO"
 mkdir -p "$work/initrd-extra/conf"
 echo "$build_uuid" > "$work/initrd-extra/conf/uuid.conf"
+# iso/initrd/: our scripts for live-boot's phases (scripts/live-bottom/prefetch), added here
+# rather than by an initramfs-tools hook so that changing them does not rebuild the root file system.
+cp -a "$repo/iso/initrd/." "$work/initrd-extra/"
 # The kernel unpacks concatenated cpio archives; an uncompressed one must start 4-byte aligned,
 # and zero bytes between archives are skipped, so pad the zstd archive with zeros first.
 size=$(stat -c %s "$medium/live/initrd.img")
 head -c $(( (4 - size % 4) % 4 )) /dev/zero >> "$medium/live/initrd.img"
-(cd "$work/initrd-extra" && find conf | cpio --quiet -o -H newc -R 0:0) >> "$medium/live/initrd.img"
+(cd "$work/initrd-extra" && find conf scripts | cpio --quiet -o -H newc -R 0:0) >> "$medium/live/initrd.img"
 echo "$build_uuid" > "$medium/.disk/live-uuid-generic"
 echo "recovery $version ($commit$dirty) $built" > "$medium/.disk/info"
 cp "$repo/iso/grub.cfg" "$medium/boot/grub/grub.cfg"

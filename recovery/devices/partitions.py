@@ -127,10 +127,29 @@ def tell_kernel(disk: str) -> None:
         )
 
 
+def kernel_has(disk: str, table: Table) -> bool:
+    """Whether the kernel's partitions of ``disk`` are exactly those of ``table`` (sysfs:
+    the same numbers, starts and sizes, no others), so :func:`tell_kernel` has nothing to do."""
+    base = Path("/sys/class/block") / sysfs_name(disk)
+    have: dict[int, tuple[int, int]] = {}
+    try:
+        for part in base.iterdir():
+            if (part / "partition").exists():
+                have[int((part / "partition").read_text())] = (
+                    int((part / "start").read_text()),
+                    int((part / "size").read_text()),
+                )
+    except (OSError, ValueError):
+        return False
+    unit = table.sector_size // 512  # sysfs counts 512-byte sectors
+    want = {e.number: (e.start * unit, e.size * unit) for e in table.entries}
+    return have == want
+
+
 def refresh_udev(disk: str) -> None:
     """Let udev re-probe ``disk`` and its partitions so what is shown next is current."""
     _run(["udevadm", "trigger", "--action=change", disk])
     _run(["udevadm", "settle", "--timeout=20"])
 
 
-__all__ = ["disk_lock", "read_table", "refresh_udev", "tell_kernel", "write_table"]
+__all__ = ["disk_lock", "kernel_has", "read_table", "refresh_udev", "tell_kernel", "write_table"]

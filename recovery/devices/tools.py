@@ -39,13 +39,18 @@ TOOLS: dict[str, Tool] = {
         Tool("partx", "util-linux", "telling the kernel about new partitions (BLKPG)"),
         Tool("blkid", "util-linux", "recognising file systems"),
         Tool("udevadm", "udev", "refreshing what udev knows after a disk was written"),
-        Tool("mount", "mount", "mounting backup locations, and the file systems of an open image"),
+        Tool(
+            "mount",
+            "mount",
+            "mounting backup locations (NFS exports too), and the file systems of an open image",
+        ),
         Tool(
             "umount",
             "mount",
             "unmounting backup locations, an open image, the view a file system is shrunk on "
             "and what was mounted to grow it",
         ),
+        Tool("modprobe", "kmod", "loading the kernel's NFS client for an nfs:// location"),
         Tool("findmnt", "util-linux", "finding where a file backup's source is mounted"),
         Tool("fusermount3", "fuse3", "serving FUSE views (open, and a shrinking restore's view)"),
         Tool(
@@ -55,7 +60,16 @@ TOOLS: dict[str, Tool] = {
             "bytes without device-mapper",
         ),
         Tool("qemu-img", "qemu-utils", "exporting to, and backing up, virtual disk files"),
-        Tool("ip", "iproute2", "showing network addresses and asking DHCP again"),
+        Tool(
+            "ip",
+            "iproute2",
+            "showing network addresses, asking DHCP again and clearing an interface's addresses",
+        ),
+        Tool(
+            "systemctl",
+            "systemd",
+            "having systemd-networkd take a static address (it restarts and reads its files)",
+        ),
         Tool("mkswap", "util-linux", "recreating swap after a restore or clone"),
         Tool("e2fsck", "e2fsprogs", "checking ext2/3/4, and before growing it"),
         Tool("resize2fs", "e2fsprogs", "growing and shrinking ext2/3/4"),

@@ -222,6 +222,7 @@ def run_clone(
             c.stream.label,
             old_start=c.stream.start,
             new_start=c.target_start,
+            unchanged=plan.delta is not None and plan.delta.untouched(c.stream.id),
         )
         for c in plan.copies
     ]

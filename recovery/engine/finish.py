@@ -38,6 +38,9 @@ class Written:
     """Byte offset of the partition on the source disk."""
     new_start: int = 0
     """Byte offset on the target disk."""
+    unchanged: bool = False
+    """A delta restore or clone wrote nothing into it: every byte it must hold was measured to
+    be there already (engine/delta.py), so it is left as it is, neither finished nor checked."""
 
 
 def wait_node(node: str) -> None:
@@ -55,7 +58,8 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
     """Finish every written partition through its file system's home, then refresh udev.
 
     For each, in this order: fix what names the old start (a moved NTFS or FAT), recreate what
-    was not imaged (swap), grow it when its partition grew and it can, and check it.
+    was not imaged (swap), grow it when its partition grew and it can, and check it. A partition
+    a delta run did not write (:attr:`Written.unchanged`) is only reported.
     """
     checks: list[str] = []
 
@@ -66,6 +70,11 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
         node = disk if w.number == 0 else partition_node(disk, w.number)
         wait_node(node)
         kind = kind_of(w.fstype)
+        if w.unchanged:
+            # Checking it would only say again what the last check of it said: this run did
+            # not touch it (a large data partition beside a changed system one takes minutes).
+            checks.append(f"{node}: {w.fstype or 'partition'} already held the image, not written")
+            continue
         if w.old_start != w.new_start:
             checks.extend(kind.after_move(node, w.new_start))
         checks.extend(kind.after_write(node, w.uuid, w.label))

@@ -25,6 +25,7 @@ import mmap
 import os
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 from recovery.core.cells import Cell
 from recovery.core.extents import merge
@@ -67,6 +68,9 @@ class SourceReader:
         self._direct_fd: int | None = None
         self._last_good: int | None = None
         """Absolute offset of a sector read without error, for the liveness probe."""
+        self._failure: DeviceError | None = None
+        """Set once the source is found dead or gone: every thread's next read raises it, so
+        the readers stop at once instead of each failing its way through a cell."""
 
     def close(self) -> None:
         if self._direct_fd is not None:
@@ -80,6 +84,7 @@ class SourceReader:
             return [tuple(e) for e in merge(sorted(self._bad))]  # type: ignore[misc]
 
     def read_cell(self, cell: Cell) -> bytearray:
+        self._stop_if_failed()
         buf = bytearray(cell.size)
         view = memoryview(buf)
         cell_pos = cell.number * self.cell_size
@@ -106,17 +111,30 @@ class SourceReader:
             return sum(n for _, n in self._bad)
 
     def _check_alive(self) -> None:
-        """A whole cell failed: read a sector that read fine before; if it fails, stop."""
-        good = self._last_good
-        if good is None:
-            return
+        """A read failed: read again a sector that read fine before; if it fails, stop. Before
+        any read of this stream succeeded, that is the device's first sector, which making the
+        plan read (the partition table, or the file system's boot sector)."""
+        good = self._last_good if self._last_good is not None else 0
         aligned = good - good % SECTOR
         if not self._read_direct_ok(aligned, SECTOR, None):
-            raise DeviceError(
-                f"{self.path} stopped answering: sectors that read fine before now fail too. "
-                "The disk or its connection has died; reconnect it (another port or cable) "
-                "and run again"
+            self._fail(
+                DeviceError(
+                    f"{self.path} stopped answering: sectors that read fine before now fail "
+                    "too. The disk or its connection has died; reconnect it (another port or "
+                    "cable) and run again"
+                )
             )
+
+    def _fail(self, error: DeviceError, cause: BaseException | None = None) -> NoReturn:
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+        raise error from cause
+
+    def _stop_if_failed(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            raise DeviceError(str(failure))
 
     def _read_exact(self, view: memoryview, pos: int) -> None:
         done = 0
@@ -129,11 +147,15 @@ class SourceReader:
             done += n
 
     def _gone_check(self, e: OSError) -> None:
+        self._stop_if_failed()
         if e.errno in GONE or not blockio.is_block_device(self.path):
-            raise DeviceError(
-                f"{self.path} disappeared while it was being read ({e.strerror}): reconnect "
-                "it and run again"
-            ) from e
+            self._fail(
+                DeviceError(
+                    f"{self.path} disappeared while it was being read ({e.strerror}): "
+                    "reconnect it and run again"
+                ),
+                e,
+            )
         if e.errno != errno.EIO:
             raise DeviceError(f"cannot read {self.path}: {e.strerror}") from e
 

@@ -16,8 +16,8 @@ from recovery.errors import UsageError
 
 KINDS = (
     "a folder (/media/usb/backups), smb://[USER@]HOST[:PORT]/SHARE[/PATH], "
-    "sftp://[USER@]HOST[:PORT]/PATH, s3://HOST[:PORT]/BUCKET[/PREFIX] or "
-    "s3+http://HOST[:PORT]/BUCKET[/PREFIX]"
+    "sftp://[USER@]HOST[:PORT]/PATH, s3://HOST[:PORT]/BUCKET[/PREFIX], "
+    "s3+http://HOST[:PORT]/BUCKET[/PREFIX] or nfs://HOST[:PORT]/EXPORT[/PATH]"
 )
 """The kinds of location this build takes, as the refusal of an unknown address names them."""
 
@@ -33,12 +33,13 @@ class Address:
     ``/``: relative to the share (SMB) or bucket (S3); for SFTP it is absolute unless ``home``."""
 
     kind: str
-    """``smb``, ``sftp``, ``s3`` or ``s3+http``."""
+    """``smb``, ``sftp``, ``s3``, ``s3+http`` or ``nfs``."""
     host: str
     port: int | None
     user: str | None
     share: str
-    """The SMB share or the S3 bucket; empty for SFTP."""
+    """The SMB share, the S3 bucket or the NFS export (the path's first element); empty for
+    SFTP."""
     path: str
     home: bool = False
     """SFTP only: ``path`` starts at the user's home (``/~/dir``)."""
@@ -69,12 +70,7 @@ def parse_address(text: str) -> Address:
     if not m:
         raise UsageError(f"'{text}' is not a network address: give {KINDS}")
     scheme, rest = m.group(1).lower(), m.group(2)
-    if scheme == "nfs":
-        raise UsageError(
-            "nfs:// locations are not spoken directly yet: mount the export "
-            "(mount -t nfs HOST:/EXPORT /mnt/nfs) and give the folder (/mnt/nfs/backups)"
-        )
-    if scheme not in ("smb", "sftp", "s3", "s3+http"):
+    if scheme not in ("smb", "sftp", "s3", "s3+http", "nfs"):
         raise UsageError(f"'{scheme}://' is not a kind of backup location: give {KINDS}")
     authority, _, path = rest.partition("/")
     user: str | None = None
@@ -92,6 +88,11 @@ def parse_address(text: str) -> Address:
             raise UsageError(
                 f"'{text}': an s3:// address takes no user; give the keys in "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        if scheme == "nfs":
+            raise UsageError(
+                f"'{text}': an nfs:// address takes no user; the server decides by this "
+                "machine's address what it may do"
             )
     h = _HOST.match(authority)
     if not h:
@@ -113,7 +114,7 @@ def parse_address(text: str) -> Address:
         below = segments[1:] if home else segments
         return Address("sftp", host, port, user, "", "/".join(below), home=home)
     if not segments:
-        what = "SHARE" if scheme == "smb" else "BUCKET"
+        what = {"smb": "SHARE", "nfs": "EXPORT"}.get(scheme, "BUCKET")
         raise UsageError(f"'{text}' names no {what.lower()}: give {scheme}://HOST/{what}[/PATH]")
     share, rel = segments[0], "/".join(segments[1:])
     if scheme.startswith("s3") and not _BUCKET.match(share):

@@ -66,4 +66,8 @@ def _network_backend(text: str, credentials: Secrets) -> Backend:
         from recovery.repository.s3 import S3Backend
 
         return S3Backend(where, credentials)
+    if where.kind == "nfs":
+        from recovery.repository.nfs import NfsBackend
+
+        return NfsBackend(where)
     raise UsageError(f"'{where.kind}://' is not a kind of backup location: give {KINDS}")

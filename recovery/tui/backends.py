@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from recovery.core.network import StaticAddress
 from recovery.devices.model import Disk
 from recovery.devices.network import Interface
 from recovery.engine.locations import Location, Locations
@@ -171,6 +172,14 @@ class NetworkSource(Protocol):
         """Ask DHCP again on interface ``name``; returns at once (the address comes later)."""
         ...
 
+    def set_static(self, settings: StaticAddress) -> None:
+        """Give one interface a static address, gateway and DNS servers (DHCP off on it)."""
+        ...
+
+    def use_dhcp(self, name: str) -> None:
+        """Give interface ``name`` back to DHCP after a static address."""
+        ...
+
 
 class SystemNetwork:
     """Interfaces through iproute2 (:mod:`recovery.devices.network`)."""
@@ -184,6 +193,16 @@ class SystemNetwork:
         from recovery.devices import network
 
         network.renew(name)
+
+    def set_static(self, settings: StaticAddress) -> None:
+        from recovery.devices import network
+
+        network.set_static(settings)
+
+    def use_dhcp(self, name: str) -> None:
+        from recovery.devices import network
+
+        network.use_dhcp(name)
 
 
 class Machine(Protocol):

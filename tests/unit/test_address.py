@@ -31,6 +31,12 @@ from recovery.repository.address import Address, parse_address
             Address("s3+http", "127.0.0.1", 8333, None, "bkt", "a/b"),
         ),
         ("SMB://nas/share%20x", Address("smb", "nas", None, None, "share x", "")),
+        ("nfs://10.0.2.2/export", Address("nfs", "10.0.2.2", None, None, "export", "")),
+        (
+            "nfs://nas.local:2050/srv/backups/pc1/",
+            Address("nfs", "nas.local", 2050, None, "srv", "backups/pc1"),
+        ),
+        ("nfs://[fd00::2]/e", Address("nfs", "fd00::2", None, None, "e", "")),
     ],
 )
 def test_addresses_parse(text: str, want: Address) -> None:
@@ -38,7 +44,12 @@ def test_addresses_parse(text: str, want: Address) -> None:
 
 
 def test_printed_address_round_trips() -> None:
-    for text in ("smb://alice@nas:4445/backups/pc1", "sftp://h/~/x", "s3+http://h:1/bkt/p"):
+    for text in (
+        "smb://alice@nas:4445/backups/pc1",
+        "sftp://h/~/x",
+        "s3+http://h:1/bkt/p",
+        "nfs://nas:2049/export/pc1",
+    ):
         assert str(parse_address(text)) == text
         assert parse_address(str(parse_address(text))) == parse_address(text)
 
@@ -48,7 +59,9 @@ def test_printed_address_round_trips() -> None:
     [
         ("ftp://host/x", "smb://"),
         ("smbb://host/x", "sftp://"),
-        ("nfs://host/export", "mount"),
+        ("nfs://host", "export"),
+        ("nfs://alice@host/export", "takes no user"),
+        ("nfs://host/export/../x", "'..'"),
         ("smb://alice:hunter2@nas/share", "RECOVERY_PASSWORD"),
         ("smb://nas", "share"),
         ("smb://nas/", "share"),

@@ -58,7 +58,7 @@ def test_fuzz_addresses(text: str) -> None:
         where = parse_address(text)
     except RecoveryError:
         return
-    assert where.kind in ("smb", "sftp", "s3", "s3+http")
+    assert where.kind in ("smb", "sftp", "s3", "s3+http", "nfs")
     assert where.port is None or 0 < where.port < 65536
     str(where)
 
@@ -103,3 +103,26 @@ def test_lease_examples() -> None:
     for pid in (2**70, -1, 0, True):
         body = {**fresh, "host": "here", "pid": pid}
         assert remote.is_stale(body, host="here") in (True, False)
+
+
+ip_like = st.text(alphabet="0123456789abcdef.:/ ,\n[]=", max_size=40)
+
+
+@FUZZ
+@given(st.text(max_size=20), ip_like | st.text(max_size=30), ip_like, ip_like)
+def test_fuzz_static_address_fields(name: str, address: str, gateway: str, dns: str) -> None:
+    """The Network form's fields (issue 14): refused with one line per wrong field, or a
+    networkd file with exactly one Name= and Address= line and nothing that could start another
+    line or section of it."""
+    from recovery.core.network import InvalidSettings, check_static, network_file_text
+
+    try:
+        settings = check_static(name, address, gateway, dns)
+    except InvalidSettings as e:
+        assert e.problems and all("\n" not in p for p in e.problems)
+        return
+    text = network_file_text(settings)
+    lines = text.splitlines()
+    assert sum(line.startswith("Name=") for line in lines) == 1
+    assert sum(line.startswith("Address=") for line in lines) == 1
+    assert [line for line in lines if line.startswith("[")] == ["[Match]", "[Link]", "[Network]"]

@@ -386,12 +386,12 @@ def test_chunk_names_follow_the_format() -> None:
     assert chunk_name(d) == f"chunks/00/{d.hex()}"
 
 
-@pytest.mark.parametrize("address", ["ftp://host/x", "smbb://typo/x", "nfs://host/export"])
+@pytest.mark.parametrize("address", ["ftp://host/x", "smbb://typo/x", "nfs://host"])
 def test_unknown_location_kind_is_refused_before_anything_is_made(
     address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match=r"smb://|mount") as refused:
+    with pytest.raises(UsageError, match=r"smb://|EXPORT") as refused:
         open_backend(address)
     assert "\n" not in str(refused.value)
     with pytest.raises(UsageError):

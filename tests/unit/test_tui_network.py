@@ -142,6 +142,8 @@ class RecordingEngine(FakeEngine):
         provider = secrets.current()
         if repo.startswith("s3"):  # asking a password here would open the dialog
             self.asked.append((repo, None, None, provider.s3_keys(repo)))
+        elif repo.startswith("nfs"):  # the NFS backend asks for nothing
+            self.asked.append((repo, None, None, None))
         else:
             self.asked.append((repo, provider.password(repo), provider.identity(repo), None))
         return super().list_images(repo)
@@ -192,3 +194,59 @@ def test_network_form_builds_the_address_and_keeps_secrets_out_of_it() -> None:
     assert "s3-secret-2" not in repr(s3[3])
     assert "sftp://alice@nas.example:2222/~/backups" in seen[1]  # offered again
     assert "\n" not in seen[2].strip() and seen[2]
+
+
+def test_static_address_form_checks_each_field_then_sets_it() -> None:
+    """Network screen > s on the first interface: wrong fields are named one line each and
+    nothing is set; right ones reach the backend as checked settings, the form closes and the
+    Network screen says what was done. DHCP gives the interface back."""
+    from recovery.tui.screens.static_address import StaticAddressScreen
+
+    network = FakeNetwork()
+    app = RecoveryApp(fake_backends(network=network), cursor_blink=False)
+    seen: list[str] = []
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "n", "s")
+        form = pilot.app.screen
+        assert isinstance(form, StaticAddressScreen)
+        assert pilot.app.focused is form.query_one("#kind")
+        await pilot.press("tab", *"10.0.2.500", "tab", *"10.0.3.1", "tab", *"10.0.2.3,x", "enter")
+        await settle(pilot)
+        seen.append(str(form.query_one("#status").render()))
+        for field, text in (("address", "10.0.2.50/24"), ("gateway", "10.0.2.2")):
+            form.query_one(f"#{field}", Input).value = text
+        form.query_one("#dns", Input).value = "10.0.2.3"
+        await press(pilot, "enter")
+        seen.append(screen_text(pilot.app))
+        assert isinstance(pilot.app.screen, NetworkScreen)
+        await press(pilot, "s", "right", "enter", "tab", "enter")
+        seen.append(screen_text(pilot.app))
+
+    drive(app, scenario, size=(120, 40))
+    assert seen[0].splitlines() == [
+        "Address: 10.0.2.500 needs a prefix length, e.g. 10.0.2.500/24.",
+        "DNS: 'x' is not an IP address (for example 10.0.2.3).",
+    ]
+    assert network.static[0].address.with_prefixlen == "10.0.2.50/24"
+    assert str(network.static[0].gateway) == "10.0.2.2"
+    assert [str(s) for s in network.static[0].dns] == ["10.0.2.3"]
+    assert "enp0s3 set to 10.0.2.50/24" in seen[1]
+    assert network.dhcp == ["enp0s3"], seen[2]
+    assert "enp0s3 asks DHCP again" in seen[2]
+
+
+def test_network_form_takes_an_nfs_export_without_a_login() -> None:
+    engine = RecordingEngine()
+    app = RecoveryApp(fake_backends(engine=engine), cursor_blink=False)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await press(pilot, "3", "n")
+        form = pilot.app.screen
+        assert isinstance(form, NetworkLocationScreen)
+        await fill(pilot, 4, ["10.0.2.2", "export/pc1"])
+        assert not form.query_one("#login-row").display
+        await press(pilot, "enter")
+
+    drive(app, scenario, size=(120, 40))
+    assert engine.asked[0][0] == "nfs://10.0.2.2/export/pc1"

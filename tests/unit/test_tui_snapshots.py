@@ -78,6 +78,23 @@ def test_network_screen_linux_console(snap_compare: Any) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_static_address_form(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Network > s: a static address for the highlighted interface, two fields wrong."""
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await keys("n", "s")(pilot)
+        await pilot.press("tab", *"10.0.2.50", "tab", "tab", *"10.0.2.3 10.0.2.x", "enter")
+        await settle(pilot)
+
+    assert snap_compare(make_app(network=FakeNetwork()), terminal_size=size, run_before=run)
+
+
+def test_static_address_form_linux_console(snap_compare: Any) -> None:
+    app = make_app(console=True, network=FakeNetwork())
+    assert snap_compare(app, terminal_size=(80, 25), run_before=keys("n", "s"))
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_network_location_form_sftp(snap_compare: Any, size: tuple[int, int]) -> None:
     """Backup > location > n, SFTP chosen: server, folder, user, password, key file."""
     run = keys("2", "enter", "enter", "n", "shift+tab", "right", "enter", "tab")

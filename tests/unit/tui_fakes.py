@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from recovery.core.network import StaticAddress
 from recovery.devices.model import Disk, Partition
 from recovery.devices.network import Interface
 from recovery.engine.extract import ExtractPlan, ExtractResult
@@ -471,12 +472,20 @@ class FakeNetwork:
             ]
         )
         self.renewed: list[str] = []
+        self.static: list[StaticAddress] = []
+        self.dhcp: list[str] = []
 
     def interfaces(self) -> list[Interface]:
         return list(self.found)
 
     def renew(self, name: str) -> None:
         self.renewed.append(name)
+
+    def set_static(self, settings: StaticAddress) -> None:
+        self.static.append(settings)
+
+    def use_dhcp(self, name: str) -> None:
+        self.dhcp.append(name)
 
 
 class FrozenClock:

@@ -1,5 +1,5 @@
-"""The Network screen: the wired interfaces, their link state and addresses, and "ask DHCP
-again" for one of them.
+"""The Network screen: the wired interfaces, their link state and addresses, "ask DHCP again"
+for one of them, and setting its address by hand (``s``: :mod:`.static_address`).
 
 Reached from the home screen (``n``). It shows what the app reads every few seconds
 (:meth:`RecoveryApp.refresh_network`), so an address that arrives while it is open appears by
@@ -25,6 +25,7 @@ class NetworkScreen(StepScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("r", "renew", "Ask DHCP again"),
+        Binding("s", "set_address", "Set address"),
         Binding("f5", "refresh", "Refresh"),
     ]
 
@@ -37,7 +38,8 @@ class NetworkScreen(StepScreen):
     def compose_body(self) -> Iterable[Widget]:
         yield Static(
             "Wired network interfaces. Each one asks for an address by DHCP by itself; plug "
-            "in a cable and its address appears here. r asks again on the highlighted one.",
+            "in a cable and its address appears here. r asks again on the highlighted one; "
+            "s sets its address by hand.",
             id="intro",
             markup=False,
         )
@@ -91,6 +93,20 @@ class NetworkScreen(StepScreen):
         self._told = True
         self.query_one("#status", Static).update(f"Asking for an address on {name} again...")
         self.run_job(f"renew:{name}", source.renew, name)
+
+    def action_set_address(self) -> None:
+        from recovery.tui.screens.static_address import StaticAddressScreen
+
+        name = self.selected()
+        interface = next((i for i in self.rapp.interfaces if i.name == name), None)
+        if interface is None or self.rapp.backends.network is None:
+            return
+        self.app.push_screen(StaticAddressScreen(interface))
+
+    def tell(self, text: str) -> None:
+        """A line about what was just done, kept until something else is said."""
+        self._told = True
+        self.query_one("#status", Static).update(text)
 
     def action_refresh(self) -> None:
         self.rapp.refresh_network()

@@ -1,4 +1,5 @@
-"""The network location form: an SMB share, an SFTP server or an S3 bucket, with the login.
+"""The network location form: an SMB share, an SFTP server, an S3 bucket or an NFS export, with
+the login (none for NFS: the server decides by this machine's address).
 
 Reached from the location picker (``n``, or its button) for a backup, a restore or opening
 backups. Connect builds the address (:mod:`recovery.repository.address` checks it), hands the
@@ -29,6 +30,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("sftp", "SFTP server"),
     ("s3", "S3 bucket"),
     ("s3+http", "S3, plain HTTP"),
+    ("nfs", "NFS"),
 )
 
 # (place title, place placeholder, user title, secret title) per kind.
@@ -37,6 +39,7 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "sftp": ("Folder", "/srv/backups or ~/backups", "User", "Password or key passphrase"),
     "s3": ("Bucket and prefix", "my-bucket/pc1", "Access key", "Secret key"),
     "s3+http": ("Bucket and prefix", "my-bucket/pc1", "Access key", "Secret key"),
+    "nfs": ("Export and folder", "export/pc1", "", ""),
 }
 
 
@@ -59,8 +62,8 @@ class NetworkLocationScreen(StepScreen):
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(
-            "A NAS or Windows share (SMB), an SSH server (SFTP) or S3 object storage. The "
-            "password or keys stay in memory for this session only.",
+            "A NAS or Windows share (SMB), an SSH server (SFTP), S3 object storage or an NFS "
+            "export. The password or keys stay in memory for this session only.",
             id="intro",
             markup=False,
         )
@@ -71,7 +74,7 @@ class NetworkLocationScreen(StepScreen):
         with Horizontal(classes="form-row"):
             yield Input(placeholder="nas.local or 192.168.1.10:445", id="server")
             yield Input(id="place")
-        with Horizontal(classes="form-row"):
+        with Horizontal(classes="form-row", id="login-row"):
             yield Input(id="user")
             yield Input(password=True, id="secret")
         with Horizontal(classes="form-row", id="identity-row"):
@@ -97,6 +100,7 @@ class NetworkLocationScreen(StepScreen):
         self.query_one("#user", Input).border_title = user
         self.query_one("#secret", Input).border_title = secret
         self.query_one("#identity-row").display = kind == "sftp"
+        self.query_one("#login-row").display = kind != "nfs"
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         event.stop()
@@ -118,12 +122,14 @@ class NetworkLocationScreen(StepScreen):
             raise _Missing("Give the server's name or address.")
         if not place:
             raise _Missing(f"Give the {FIELDS[self.kind][0].lower()}.")
-        at = f"{user}@" if user and not self.kind.startswith("s3") else ""
+        at = f"{user}@" if user and self.kind in ("smb", "sftp") else ""
         return str(parse_address(f"{self.kind}://{at}{server}/{place}"))
 
     def login(self) -> NetworkLogin:
         user = self.query_one("#user", Input).value.strip()
         secret = self.query_one("#secret", Input).value
+        if self.kind == "nfs":
+            return NetworkLogin()
         if self.kind.startswith("s3"):
             if bool(user) != bool(secret):
                 raise _Missing("Give both S3 keys, or neither (keys from the environment).")
