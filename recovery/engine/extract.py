@@ -88,6 +88,23 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/") or folder == "/"
 
 
+def check_destination(to: str, repo: Repository, location: str) -> str:
+    """The real path of the folder ``to`` copy into, refused unless it is (or can be made as)
+    a folder outside the backup location ``location`` (how the person named it)."""
+    dest = os.path.realpath(to)
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise UsageError(f"{to} is not a folder: give a folder to copy into")
+    if not os.path.isdir(os.path.dirname(dest.rstrip("/")) or "/"):
+        raise UsageError(f"the folder that would hold {to} does not exist")
+    local = repo.local_path()
+    if local is not None and _inside(dest, local):
+        raise Refused(
+            f"{to} is inside the backup location {location}: copy somewhere else; "
+            "nothing was copied"
+        )
+    return dest
+
+
 def plan_extract(
     repo_path: str, image: str, paths: list[str], to: str, overwrite: bool = False
 ) -> ExtractPlan:
@@ -103,17 +120,7 @@ def plan_extract(
         for s in streams_of(body, repo.manifest_where(image))
         if s.id != "disk"
     }
-    dest = os.path.realpath(to)
-    if os.path.exists(dest) and not os.path.isdir(dest):
-        raise UsageError(f"{to} is not a folder: give a folder to copy into")
-    if not os.path.isdir(os.path.dirname(dest.rstrip("/")) or "/"):
-        raise UsageError(f"the folder that would hold {to} does not exist")
-    local = repo.local_path()
-    if local is not None and _inside(dest, local):
-        raise Refused(
-            f"{to} is inside the backup location {repo_path}: copy somewhere else; "
-            "nothing was copied"
-        )
+    dest = check_destination(to, repo, repo_path)
     for v in opened.open_views():
         if _inside(dest, str(v.get("dir", "/nonexistent"))):
             raise Refused(

@@ -20,9 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from recovery.core.units import human_size
-from recovery.engine.extract import ExtractPlan, ExtractResult, _inside
+from recovery.engine.extract import ExtractPlan, ExtractResult, check_destination
 from recovery.engine.progress import CancelToken, Progress
-from recovery.errors import RecoveryError, Refused, UsageError
+from recovery.errors import RecoveryError, UsageError
 from recovery.repository import filetree
 from recovery.repository.filetree import Entry
 from recovery.repository.store import Repository, check_name
@@ -54,17 +54,7 @@ def plan_file_extract(
     check_name(image)
     if not paths:
         raise UsageError("name what to copy: a path in the image, e.g. /Users/alice/Documents")
-    dest = os.path.realpath(to)
-    if os.path.exists(dest) and not os.path.isdir(dest):
-        raise UsageError(f"{to} is not a folder: give a folder to copy into")
-    if not os.path.isdir(os.path.dirname(dest.rstrip("/")) or "/"):
-        raise UsageError(f"the folder that would hold {to} does not exist")
-    local = repo.local_path()
-    if local is not None and _inside(dest, local):
-        raise Refused(
-            f"{to} is inside the backup location {repo.location}: copy somewhere else; "
-            "nothing was copied"
-        )
+    dest = check_destination(to, repo, repo.location)
     wanted = [os.fsencode(p.strip().strip("/")) for p in paths]
     names: set[bytes] = set()
     for w in wanted:
