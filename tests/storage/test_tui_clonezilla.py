@@ -19,12 +19,12 @@ from recovery.tui.screens.dialogs import ConfirmScreen
 from recovery.tui.screens.plan import PlanScreen
 from recovery.tui.screens.progress import ProgressScreen
 from tests import loopdev
+from tests.pilot import press
 from tests.storage.disks import MiB, blkid, ext4_digest, fat_get
 from tests.storage.test_clonezilla import EFI_FILE, make_source, ocs_save, table_lines
 from tests.storage.test_tui_storage import (
     drive,
     pick_disk,
-    press,
     real_backends,
     type_text,
     until,

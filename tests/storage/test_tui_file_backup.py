@@ -17,8 +17,9 @@ from recovery.tui.screens.files import FolderTree, FolderTreeScreen
 from recovery.tui.screens.plan import PlanScreen
 from recovery.tui.screens.progress import ProgressScreen
 from tests import loopdev
+from tests.pilot import press
 from tests.storage.disks import mounted, run_recovery, tree_digest
-from tests.storage.test_tui_storage import drive, press, real_backends, type_text, until
+from tests.storage.test_tui_storage import drive, real_backends, type_text, until
 from tests.unit.tui_fakes import screen_text
 
 MiB = 1 << 20

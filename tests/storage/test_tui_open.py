@@ -17,10 +17,11 @@ from recovery.tui.screens.backups import BackupsScreen
 from recovery.tui.screens.location import LocationScreen
 from recovery.tui.screens.open_image import OpenImageScreen
 from recovery.tui.screens.progress import ProgressScreen
+from tests.pilot import press, settle
 from tests.storage.disks import MiB, mounted, run_recovery
 from tests.storage.open_disk import make_open_disk
 from tests.storage.test_open import tree
-from tests.storage.test_tui_storage import drive, press, real_backends, settle, until
+from tests.storage.test_tui_storage import drive, real_backends, until
 from tests.unit.tui_fakes import screen_text
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices, mounts)")

@@ -9,7 +9,6 @@ another disk of the machine.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import subprocess
@@ -36,6 +35,8 @@ from recovery.tui.screens.plan import PlanScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.widgets.disk_table import DiskTable
 from tests import loopdev
+from tests.pilot import drive as drive_app
+from tests.pilot import press
 from tests.storage.disks import (
     ext4_digest,
     fat_get,
@@ -78,24 +79,7 @@ def drive(
     scenario: Callable[[Pilot[Any]], Awaitable[None]],
     size: tuple[int, int] = (100, 32),
 ) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(pilot)
-            await scenario(pilot)
-
-    asyncio.run(main())
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def press(pilot: Pilot[Any], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
+    drive_app(app, scenario, size)
 
 
 async def type_text(pilot: Pilot[Any], text: str) -> None:

@@ -17,6 +17,7 @@ from recovery.tui.app import RecoveryApp
 from recovery.tui.messages import DisksUpdated
 from recovery.tui.screens.location import LocationScreen
 from recovery.tui.widgets.fitted_table import CUT, FittedTable, cut, fit_widths
+from tests.pilot import settle
 from tests.unit.tui_fakes import FakeLocations, fake_backends
 
 GiB = 1024**3
@@ -89,12 +90,6 @@ def look_at_rows_before_idle(size: tuple[int, int]) -> list[tuple[str, int, list
 
     asyncio.run(main())
     return seen
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 @pytest.mark.parametrize("size", [(80, 25), (120, 40)])

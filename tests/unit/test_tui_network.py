@@ -5,9 +5,7 @@ read into plain data (captured output of ``ip -json address`` on a QEMU guest)."
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.pilot import Pilot
@@ -19,6 +17,7 @@ from recovery.tui.app import RecoveryApp
 from recovery.tui.screens.network import NetworkScreen
 from recovery.tui.screens.network_location import NetworkLocationScreen
 from recovery.tui.widgets.titlebar import TitleBar
+from tests.pilot import drive, press, settle
 from tests.unit.tui_fakes import FakeEngine, FakeNetwork, fake_backends, screen_text
 
 IP_JSON = [
@@ -58,30 +57,6 @@ def test_ip_json_becomes_plain_interfaces() -> None:
 def test_ip_json_of_another_shape_is_no_interface_not_an_error() -> None:
     for text in ("", "{", "{}", "[1, null]", '[{"ifname": 3}]', '[{"ifname": "e", "flags": 1}]'):
         assert all(isinstance(i, Interface) for i in parse_ip_json(text))
-
-
-Scenario = Callable[[Pilot[Any]], Awaitable[None]]
-
-
-def drive(app: RecoveryApp, scenario: Scenario, size: tuple[int, int] = (80, 25)) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(pilot)
-            await scenario(pilot)
-
-    asyncio.run(main())
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def press(pilot: Pilot[Any], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
 
 
 def test_title_bar_shows_the_address_when_dhcp_answers() -> None:

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from recovery.tui.app import RecoveryApp
 from recovery.tui.screens.backups import BackupsScreen
 from recovery.tui.screens.open_image import OpenImageScreen, copy_destination, entry_label
+from tests.pilot import settle
 from tests.unit.tui_fakes import FakeEngine, fake_backends
 
 WHEN = 1_700_000_000  # 2023-11-14 22:13 UTC
@@ -59,12 +60,6 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import recovery.tui.screens.open_image as screen
 
     monkeypatch.setattr(screen, "RUN_DIR", str(tmp_path / "run"))
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def open_keys(*more: str) -> Any:

@@ -24,6 +24,7 @@ from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.partitions import PartitionPickerScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.widgets.disk_table import DiskTable
+from tests.pilot import press, settle
 from tests.unit.tui_fakes import (
     CLONEZILLA_IMAGE,
     IMAGES,
@@ -51,18 +52,6 @@ def drive(
 
     asyncio.run(main())
     return app
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def press(pilot: Pilot[Any], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
 
 
 def engine_calls(app: RecoveryApp) -> list[str]:

@@ -17,6 +17,7 @@ from recovery.errors import Refused
 from recovery.tui.app import RecoveryApp
 from recovery.tui.progress import ProgressSnapshot
 from recovery.tui.screens.progress import ProgressScreen
+from tests.pilot import settle
 from tests.unit.tui_fakes import (
     CLONEZILLA_IMAGE,
     IMAGES,
@@ -32,12 +33,6 @@ MiB = 1024**2
 
 def make_app(console: bool = False, **backends: Any) -> RecoveryApp:
     return RecoveryApp(fake_backends(**backends), console=console, cursor_blink=False)
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def keys(*pressed: str) -> Any:
