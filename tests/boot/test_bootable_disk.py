@@ -24,6 +24,7 @@ from tests import loopdev
 from tests.boot.bootable_disk import BootableDisk, Booted, boot, bootable_disk, login
 from tests.boot.conftest import ARTIFACTS, _write_timings
 from tests.storage.disks import run_recovery
+from tests.storage.open_disk import left_behind
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices, FUSE)")
 
@@ -79,21 +80,6 @@ def _keep_logs(workdir: Path, name: str) -> None:
             shutil.copyfile(workdir / log, ARTIFACTS / f"bootable-disk-{name}-{log}")
 
 
-def _left_behind(directory: Path, pid: int) -> list[str]:
-    problems = []
-    mounts = Path("/proc/self/mounts").read_text()
-    if str(directory) in mounts:
-        problems.append("a mount is left: " + mounts)
-    loops = subprocess.run(["losetup", "-l", "-n"], capture_output=True, text=True).stdout
-    if str(directory) in loops:
-        problems.append("a loop device is left: " + loops)
-    if Path(f"/proc/{pid}").exists():
-        problems.append(f"the FUSE server {pid} still runs")
-    if any(directory.iterdir()):
-        problems.append(f"{directory} is not empty: {list(directory.iterdir())}")
-    return problems
-
-
 def test_opened_image_boots_with_snapshot(
     disk: BootableDisk,
     repo: Path,
@@ -119,7 +105,7 @@ def test_opened_image_boots_with_snapshot(
             _write_timings(timings)
     finally:
         run_recovery("close", str(view))
-    assert _left_behind(view, pid) == []
+    assert left_behind(view, pid) == []
 
 
 def test_exported_qcow2_boots(

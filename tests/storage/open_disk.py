@@ -92,3 +92,20 @@ def fill_ntfs(part: str) -> None:
     finally:
         loopdev.run("umount", str(d))
         d.rmdir()
+
+
+def left_behind(directory: Path, pid: int) -> list[str]:
+    """What a closed view left behind: a mount or loop device under ``directory``, its server
+    process ``pid``, or files in the folder (empty when it closed cleanly)."""
+    problems = []
+    mounts = Path("/proc/self/mounts").read_text()
+    if str(directory) in mounts:
+        problems.append("a mount is left: " + mounts)
+    loops = subprocess.run(["losetup", "-l", "-n"], capture_output=True, text=True).stdout
+    if str(directory) in loops:
+        problems.append("a loop device is left: " + loops)
+    if Path(f"/proc/{pid}").exists():
+        problems.append(f"the server {pid} still runs")
+    if any(directory.iterdir()):
+        problems.append(f"{directory} is not empty: {list(directory.iterdir())}")
+    return problems

@@ -18,7 +18,7 @@ import pytest
 
 from tests import loopdev
 from tests.storage.disks import MiB, mounted, run_recovery
-from tests.storage.open_disk import make_open_disk
+from tests.storage.open_disk import left_behind, make_open_disk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices, mounts)")
 ENV = dict(os.environ, MTOOLS_SKIP_CHECK="1")
@@ -100,21 +100,6 @@ def view_fat_files(root: Path) -> dict[str, str]:
         for p in root.rglob("*")
         if p.is_file() and p.name.upper() != "ESP"  # fusefat lists the volume label as a file
     }
-
-
-def left_behind(directory: Path, pid: int) -> list[str]:
-    problems = []
-    mounts = Path("/proc/self/mounts").read_text()
-    if str(directory) in mounts:
-        problems.append("a mount is left: " + mounts)
-    loops = subprocess.run(["losetup", "-l", "-n"], capture_output=True, text=True).stdout
-    if str(directory) in loops:
-        problems.append("a loop device is left: " + loops)
-    if Path(f"/proc/{pid}").exists():
-        problems.append(f"the server {pid} still runs")
-    if any(directory.iterdir()):
-        problems.append(f"{directory} is not empty: {list(directory.iterdir())}")
-    return problems
 
 
 def test_open_extract_close(loop, tmp_path: Path, ntfs_mounted) -> None:  # type: ignore[no-untyped-def]
