@@ -146,6 +146,30 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         offset += n
 
 
+def flush(fd: int, what: str) -> None:
+    """Push what was written to ``what`` (open as ``fd``) out to the device. A write that the
+    device refused after it was accepted into memory (a dying disk, a pulled cable, a loop
+    device whose backing file's file system is full) surfaces here, as one line."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        raise write_failed(fd, None, e) from e
+
+
+def write_failed(fd: int, offset: int | None, e: OSError) -> DeviceError:
+    """The one line for a write to the disk open as ``fd`` that failed: the disk is then
+    incomplete, whatever the reason."""
+    try:
+        what = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        what = "the target"
+    where = f" at byte {offset}" if offset is not None else ""
+    return DeviceError(
+        f"cannot write to {what}{where}: {e.strerror}; was the disk removed, or is it failing? "
+        f"{what} is incomplete"
+    )
+
+
 def mounted_devices() -> dict[str, str]:
     """``{"major:minor": mountpoint}`` for every mounted block device, swap included."""
     result: dict[str, str] = {}

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
 
 from recovery.core.layout import Alignment
 from recovery.core.table import ALIGN, InvalidTable, Table, sfdisk_script
-from recovery.devices.blockio import disk_lock, sysfs_name
+from recovery.devices.blockio import disk_lock, flush, sysfs_name
 from recovery.devices.tools import TOOLS
 from recovery.errors import DeviceError, MissingTool
 
@@ -107,7 +106,7 @@ def write_table(fd: int, disk: str, table: Table) -> None:
         time.sleep(0.1 * (attempt + 1))
     else:
         raise DeviceError(f"cannot write the partition table of {disk}: {last}")
-    os.fsync(fd)
+    flush(fd, disk)
     tell_kernel(disk)
 
 

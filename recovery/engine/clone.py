@@ -205,7 +205,7 @@ def run_clone(
                             dst_fd, plan.target, c.number, c.stream.fstype, c.target_start,
                             c.target_size, c.stream.size, _source_reader(src_fd, c), progress,
                         )  # fmt: skip
-                os.fsync(dst_fd)
+                blockio.flush(dst_fd, plan.target)
                 if plan.layout is not None:
                     tell_kernel(plan.target)
         finally:
@@ -330,9 +330,7 @@ def _copy_stream(
             writer.write(buf, pos)
             same = writer.matches(buf, pos)
         except OSError as e:
-            raise DeviceError(
-                f"cannot write to byte {pos} of {target}: {e.strerror}; was the disk removed?"
-            ) from e
+            raise blockio.write_failed(writer.fallback_fd, pos, e) from e
         if not same:
             raise IntegrityError(
                 f"partition {c.number} on {target} differs from the source at bytes "

@@ -26,7 +26,7 @@ from recovery.engine.finish import Written, finish
 from recovery.engine.plans import ImageInfo, PartitionSummary, RestoreResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.targets import Target, check_target
-from recovery.errors import DeviceError, ImageNotFound, PeerImageError, Refused
+from recovery.errors import ImageNotFound, PeerImageError, Refused
 from recovery.peers import partclone
 from recovery.peers.clonezilla import (
     ClonezillaImage,
@@ -339,7 +339,7 @@ def run_restore(
                     continue
                 cancel.check()
                 written += _write_partition(fd, w, w.image, progress, cancel)
-            os.fsync(fd)
+            blockio.flush(fd, plan.target)
             tell_kernel(plan.target)
     except PeerImageError as e:
         raise PeerImageError(
@@ -431,10 +431,7 @@ def _write_partition(
             try:
                 blockio.pwrite_all(fd, data, w.target_start + off)
             except OSError as e:
-                raise DeviceError(
-                    f"cannot write to the target at byte {w.target_start + off}: "
-                    f"{e.strerror}; was the disk removed?"
-                ) from e
+                raise blockio.write_failed(fd, w.target_start + off, e) from e
             written += len(data)
             progress.advance(len(data))
             cancel.check()

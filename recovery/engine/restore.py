@@ -40,7 +40,7 @@ from recovery.engine.shrink import minimum_of_stream, plan_shrink, shrink_partit
 from recovery.engine.sources import layout_extents
 from recovery.engine.targets import Target, check_still_same, check_target
 from recovery.engine.workers import WORKERS, in_order
-from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
+from recovery.errors import IntegrityError, Refused, UsageError
 from recovery.filesystems.base import growable_numbers
 from recovery.repository.images import cell_size_of, streams_of
 from recovery.repository.maps import DATA, ZERO, StreamInfo, StreamReader
@@ -390,7 +390,7 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
                         fd, plan.target, w.number, w.fstype, w.target_start, w.target_size,
                         w.source_size, tail.pread, progress,
                     )  # fmt: skip
-            os.fsync(fd)
+            blockio.flush(fd, plan.target)
             # A delta restore keeps the very table the disk has; when the kernel already has
             # its partitions, deleting and adding them again only sets udev probing them.
             if plan.layout is not None and not (
@@ -523,10 +523,7 @@ def _write_cells(
             else:
                 blockio.pwrite_all(fd, data, base + cell * cell_size)
         except OSError as e:
-            raise DeviceError(
-                f"cannot write to the target at byte {base + cell * cell_size}: "
-                f"{e.strerror}; was the disk removed?"
-            ) from e
+            raise blockio.write_failed(fd, base + cell * cell_size, e) from e
         progress.advance(len(data))
         return len(data), wrote
 

@@ -131,7 +131,7 @@ def shrink_partition(
 
     with serve_composed(composed) as view:
         lines = kind_of(fstype).shrink(view.path, new_size, step)
-    os.fsync(fd)
+    blockio.flush(fd, disk)
     lines = [line.replace(view.path, node) for line in lines]
     failed = [line for line in lines if line.startswith("FAILED")] + view.problems
     if failed:

@@ -409,6 +409,22 @@ def test_kill_during_clone_then_rerun(big: BigDisk, loop) -> None:  # type: igno
     assert_copy_of(big, dst)
 
 
+def test_target_whose_writes_fail_gives_one_clear_line(big: BigDisk, tmp_path: Path) -> None:
+    """Promise: a target that accepts writes and then fails them (here a loop disk whose backing
+    file lives on a 64 MiB tmpfs, full long before the 272 MiB disk is written; a dying disk
+    looks the same) stops the restore with one line saying the disk is incomplete."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    loopdev.run("mount", "-t", "tmpfs", "-o", "size=64m", "recovery-test-full", str(mnt))
+    try:
+        with loopdev.loop_disk(mnt, BIG_DISK) as dst:
+            r = run_recovery("restore", f"{big.repo}::base", dst, "--yes", check=False)
+            last = one_clear_line(r)
+            assert dst in last and "incomplete" in last, last
+    finally:
+        loopdev.run("umount", str(mnt))
+
+
 def kill_remove_after_manifest_moved(repo: Path, name: str) -> None:
     """Start ``remove``, and kill it the moment its manifest leaves images/ (FORMAT.md step 2),
     so it dies while it deletes chunks."""
