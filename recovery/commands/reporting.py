@@ -110,9 +110,13 @@ class JsonProgress:
 
     def advance(self, nbytes: int) -> None:
         with self._lock:
+            before = self.done
             self.done += nbytes
             now = time.monotonic()
-            if now - self._last >= 0.2 or self.done >= self.total:
+            # The step's end is always told, once; a step without a total (0) has no end to
+            # tell, and its many zero advances would otherwise each be a line.
+            ended = self.total > 0 and before < self.total <= self.done
+            if now - self._last >= 0.2 or ended:
                 self._last = now
                 self._emit(
                     {"event": "progress", "step": self.name, "done": self.done, "total": self.total}
