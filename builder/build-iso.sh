@@ -53,7 +53,7 @@ else
     mv "$rootfs.tmp" "$rootfs"
     # Keep this one and the one before it (a branch switch back should not cost a rebuild).
     ls -dt "$cache"/rootfs-???????????????? | tail -n +3 | xargs -r rm -rf
-    rm -f "$cache"/base-*.squashfs
+    rm -f "$cache"/base-*
 fi
 
 # 2. Debian's signed boot loaders, at the versions the sources offer now.
@@ -90,18 +90,40 @@ kver=${kernels[0]##*/vmlinuz-}
 cp "$rootfs/boot/vmlinuz-$kver" "$medium/live/vmlinuz"
 cp "$rootfs/boot/initrd.img-$kver" "$medium/live/initrd.img"
 
-base=$cache/base-$key-$comp.squashfs
-if [ -f "$base" ]; then
+# Boot order (iso/boot-files.txt): the files the boot reads go first in their layer (mksquashfs
+# -sort), so that the initrd's prefetch (iso/initrd/scripts/live-bottom/prefetch) reads them in a
+# few large requests from the front of the layer instead of the whole layer. front_of prints how
+# many bytes of the layer they take: the size of a squashfs of those files alone, plus a margin.
+boot_order() {  # LAYER SOURCE-DIR SORT-FILE
+    awk -v l="$1" '$1 == l { print $2 }' "$repo/iso/boot-files.txt" | while read -r p; do
+        if [ -f "$2/$p" ] && [ ! -L "$2/$p" ]; then printf '%s\n' "$p"; fi
+    done > "$3.list"
+    sed 's/$/ 1/' "$3.list" > "$3"
+}
+front_of() {  # SOURCE-DIR SORT-FILE
+    local tree=$work/front
+    rm -rf "$tree" && mkdir "$tree"
+    (cd "$1" && cpio -pdm --quiet "$tree" < "$2.list")
+    mksquashfs "$tree" "$tree.squashfs" -noappend -no-progress -quiet "${squashfs_opts[@]}" \
+        2> >(grep -v 'xattr prefix' >&2) >/dev/null
+    echo $(( $(stat -c %s "$tree.squashfs") * 21 / 20 + (1 << 20) ))
+    rm -rf "$tree" "$tree.squashfs"
+}
+boot_order system "$rootfs" "$work/system.sort"
+base=$cache/base-$key-$comp-$(sha256sum < "$work/system.sort" | cut -c1-8).squashfs
+if [ -f "$base" ] && [ -f "$base.front" ]; then
     step "system layer: cached $base"
 else
     step "system layer: compressing the root file system ($comp, takes a few minutes)"
     # Kernel and initrd boot from the medium; inside the squashfs they would be dead weight.
     mksquashfs "$rootfs" "$base.tmp" -noappend -no-progress -quiet "${squashfs_opts[@]}" \
+        -sort "$work/system.sort" \
         -wildcards -e 'boot/vmlinuz-*' 'boot/initrd.img-*' vmlinuz initrd.img vmlinuz.old \
         initrd.img.old 'var/cache/apt/*' 'var/lib/apt/lists/*' 'tmp/*' \
         2> >(grep -v 'xattr prefix' >&2)
+    front_of "$rootfs" "$work/system.sort" > "$base.front"
     mv "$base.tmp" "$base"
-    ls -t "$cache"/base-*.squashfs | tail -n +3 | xargs -r rm -f
+    ls -t "$cache"/base-*.squashfs | tail -n +3 | while read -r old; do rm -f "$old" "$old.front"; done
 fi
 ln "$base" "$medium/live/filesystem.squashfs"
 
@@ -144,8 +166,9 @@ printf '%s\n' "VERSION=$version" "COMMIT=$commit$dirty" "BUILT=$built" \
     "BUILD_UUID=$build_uuid" "KERNEL=$kver" > "$layer/etc/recovery-release"
 # Files from the checkout carry the builder's ownership; on the live system root owns them.
 chown -R 0:0 "$layer"
+boot_order recovery "$layer" "$work/recovery.sort"
 mksquashfs "$layer" "$medium/live/recovery.squashfs" -noappend -no-progress -quiet \
-    "${squashfs_opts[@]}"
+    "${squashfs_opts[@]}" -sort "$work/recovery.sort"
 
 # 4. The medium. The build UUID pins initrd and medium together: live-boot mounts a squashfs only
 # from a medium whose .disk/live-uuid-* holds the UUID in the initrd's /conf/uuid.conf, so it never
@@ -156,6 +179,19 @@ echo "$build_uuid" > "$work/initrd-extra/conf/uuid.conf"
 # iso/initrd/: our scripts for live-boot's phases (scripts/live-bottom/prefetch), added here
 # rather than by an initramfs-tools hook so that changing them does not rebuild the root file system.
 cp -a "$repo/iso/initrd/." "$work/initrd-extra/"
+# What the prefetch reads, in 4 MiB units ("LAYER SKIP COUNT"): each layer's tables (inodes,
+# directories, ids: from inode_table_start, superblock byte 64, to bytes_used, byte 40), which
+# every lookup needs, then the front of each layer, where the boot's files are.
+superblock() { od -An -t u8 -j "$2" -N 8 "$1" | tr -d ' '; }
+span() { echo "$1 $(( $2 >> 22 )) $(( (($3 + (1 << 22) - 1) >> 22) - ($2 >> 22) ))"; }
+{
+    for name in filesystem.squashfs recovery.squashfs; do
+        f=$medium/live/$name
+        span "$name" "$(superblock "$f" 64)" "$(superblock "$f" 40)"
+    done
+    span filesystem.squashfs 0 "$(cat "$base.front")"
+    span recovery.squashfs 0 "$(front_of "$layer" "$work/recovery.sort")"
+} > "$work/initrd-extra/conf/prefetch.conf"
 # The kernel unpacks concatenated cpio archives; an uncompressed one must start 4-byte aligned,
 # and zero bytes between archives are skipped, so pad the zstd archive with zeros first.
 size=$(stat -c %s "$medium/live/initrd.img")
