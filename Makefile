@@ -88,6 +88,7 @@ bench: venv
 	$(SUDO) $(BIN)/python bench/file_backup.py
 	$(SUDO) $(BIN)/python bench/delta_restore.py
 	$(SUDO) $(BIN)/python bench/network.py
+	$(BIN)/python bench/summary.py
 
 # Only the file-backup case (issue 13): ours against restic and borg on a ~1 GB tree.
 bench-files: venv

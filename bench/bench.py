@@ -88,16 +88,28 @@ MiB = 1 << 20
 TARGETS = (
     ("backup_time", "backup time vs partclone -c | zstd -T0 -3", 0.5),
     ("backup_size", "backup size vs partclone -c | zstd -T0 -3", 1.0),
-    ("restore_time", "restore time vs zstd -d | partclone -r", 0.5),
-    ("second_time", "2nd image time vs full partclone backup", 0.15),
+    ("restore_time", "restore time vs zstd -d | partclone -r", 0.3),
+    ("second_time", "2nd image time vs full partclone backup", 0.1),
     ("second_bytes", "2nd image new bytes vs repository size", 0.01),
-    ("clone_time", "clone time vs partclone -b", 1.0),
+    ("clone_time", "clone time vs partclone -b", 0.5),
     ("backup_rss", "peak memory of our backup (MiB, absolute)", 400.0),
     ("restore_rss", "peak memory of our restore (MiB, absolute)", 400.0),
+    ("clone_rss", "peak memory of our clone (MiB, absolute)", 400.0),
 )
 
 
 # -- small tools ---------------------------------------------------------------------------
+
+
+def save_section(name: str, section: dict[str, Any]) -> None:
+    """Write ``section`` as ``name`` into the results file, keeping the other sections (each
+    part of `make bench` writes its own; bench/summary.py reads them all)."""
+    results: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        results = json.loads(RESULTS.read_text())
+    results[name] = section
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nResults written to {RESULTS.relative_to(REPO_ROOT)} ({name})")
 
 
 def log(msg: str) -> None:
@@ -643,6 +655,7 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         ),
         "backup_rss": r["ours_backup"]["max_rss"] / MiB,
         "restore_rss": r["ours_restore"]["max_rss"] / MiB,
+        "clone_rss": r["ours_clone"]["max_rss"] / MiB if "ours_clone" in r else None,
     }
     return out
 
@@ -693,8 +706,10 @@ def _print_ratios(
     w = max(46, *(len(what) for _, what, _ in targets))
     print(f"\n  {'ratio (ours / reference)':<{w}} {'value':>8}  {'target':<10} {'':4}  cpu ratio")
     for key, what, limit in targets:
-        v = values[key]
-        if key.endswith("rss"):
+        v = values.get(key)
+        if v is None:
+            shown, lim = "n/a", f"{limit}"
+        elif key.endswith("rss"):
             shown, lim = f"{v:.0f} MiB", f"{limit:.0f} MiB"
         elif key == "second_bytes":
             shown, lim = f"{v:.3%}", f"{limit:.0%}"

@@ -17,7 +17,6 @@ reference disk is attached read-only, and everything attached is detached at the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -107,6 +106,7 @@ def main() -> int:
             "written_bytes": delta.result.get("written_bytes"),
             "matched_bytes": delta.result.get("matched_bytes"),
         },
+        "max_rss": max(delta.max_rss, full.max_rss),
         "full": {
             "seconds": full.seconds,
             "cpu_seconds": full.cpu_seconds,
@@ -134,13 +134,7 @@ def main() -> int:
         f"delta restore time / full restore time: {ratio:.2f}x (target <= {TARGET}x: {verdict}); "
         f"CPU {cpu_ratio:.2f}x"
     )
-    results: dict[str, Any] = {}
-    try:
-        results = json.loads(ref.RESULTS.read_text())
-    except (OSError, ValueError):
-        results = {}
-    results["delta_restore"] = section
-    ref.RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    ref.save_section("delta_restore", section)
     return 0
 
 

@@ -12,15 +12,14 @@ pays AES besides). Between runs the page cache is dropped, so every tool reads t
 
 Prints wall time and repository growth per run, and the ratios against the targets (first
 backup ≤ 0.7x restic's time and ≤ 1.0x its size; second ≤ 0.1x the first's time and ≤ 1 % new
-bytes); writes bench/last-files-results.json. Leaves nothing behind but the cached tree.
+bytes) and our peak memory; writes its section of bench/last-results.json. Leaves nothing behind
+but the cached tree.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench as ref  # noqa: E402
+
 CACHE = Path("/var/cache/recovery-bench/files-tree")
 TARGET_BYTES = 1000 << 20
 SOURCES = [
@@ -94,21 +97,21 @@ def du(path: Path) -> int:
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall and CPU seconds of ``cmd``, read cold (the page cache dropped first). CPU seconds
-    sway less than wall time when other work shares the machine."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Wall and CPU seconds of ``cmd`` and its peak memory in bytes, read cold (the page cache
+    dropped first). CPU seconds sway less than wall time when other work shares the machine."""
     drop_caches()
-    cpu0, t0 = children_cpu(), time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    took, cpu = time.monotonic() - t0, children_cpu() - cpu0
-    if r.returncode not in (0, 1):  # borg exits 1 on warnings
-        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return took, cpu
+    with tempfile.TemporaryFile() as out:
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        took = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode not in (0, 1):  # borg exits 1 on warnings
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+            raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{text}")
+    return took, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
 def change_two_percent(tree: Path, seed: int = 13) -> int:
@@ -189,12 +192,13 @@ def main() -> None:
                 ),
             ):
                 before = du(repo) if repo.exists() else 0
-                took, cpu = timed(cmd, env)
+                took, cpu, rss = timed(cmd, env)
                 grown = du(repo) - before
                 runs[name][label] = {
                     "seconds": round(took, 2),
                     "cpu_seconds": round(cpu, 2),
                     "new_bytes": grown,
+                    "max_rss": rss,
                 }
                 print(
                     f"  {label:<8} {name:<7} {took:7.1f} s  CPU {cpu:6.1f} s  "
@@ -234,14 +238,19 @@ def main() -> None:
         t = targets.get(k)
         mark = "" if t is None else ("  ok" if v <= t else "  MISSED")
         print(f"  {k:<28} {v:6.3f}   {'' if t is None else f'<= {t}'}{mark}")
-    out = {
-        "tree": {"files": files, "bytes": total},
-        "runs": runs,
-        "ratios": ratios,
-        "targets": targets,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (ROOT / "bench" / "last-files-results.json").write_text(json.dumps(out, indent=1) + "\n")
+    peak = max(run["max_rss"] for run in o.values())
+    print(f"  peak memory of our file backup: {peak / 2**20:.0f} MiB")
+    ref.save_section(
+        "file_backup",
+        {
+            "tree": {"files": files, "bytes": total},
+            "runs": runs,
+            "ratios": ratios,
+            "targets": targets,
+            "max_rss": peak,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 if __name__ == "__main__":

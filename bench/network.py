@@ -299,12 +299,7 @@ def main() -> int:
         "runs": runs,
         **report(runs, kinds, runs[-1]["used_bytes"]),
     }
-    results: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        results = json.loads(harness.RESULTS.read_text())
-    results["network"] = section
-    harness.RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nResults written to {harness.RESULTS.relative_to(harness.REPO_ROOT)}")
+    harness.save_section("network", section)
     return 0
 
 

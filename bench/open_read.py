@@ -25,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import bench as ref  # noqa: E402
 from tests import loopdev  # noqa: E402
 from tests.storage.disks import mounted  # noqa: E402
 from tests.storage.open_disk import make_open_disk  # noqa: E402
@@ -44,6 +46,14 @@ def cpu_of(pid: int) -> float:
     """User + system CPU seconds of a process and its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss(pid: int) -> int:
+    """The largest resident set of a running process so far, in bytes (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def children_cpu() -> float:
@@ -88,6 +98,7 @@ def main() -> None:
             view = tmp / "view"
             view.mkdir()
             ours_walls, ref_walls, cpus = [], [], []
+            peak = 0
             for _ in range(ROUNDS):
                 r = subprocess.run(
                     [*RECOVERY, "open", f"{repo}::b", str(view), "--json"],
@@ -101,6 +112,7 @@ def main() -> None:
                     server0 = cpu_of(pid)
                     ours_wall, ours_cpu = timed(["cat", str(view / "p2/home/alice/big.bin")])
                     ours_cpu += cpu_of(pid) - server0
+                    peak = max(peak, peak_rss(pid))
                 finally:
                     subprocess.run(
                         [*RECOVERY, "close", str(view)], check=True, cwd=ROOT, capture_output=True
@@ -122,7 +134,21 @@ def main() -> None:
                 f"open_read: a {mb:.0f} MB file read through open in {min(ours_walls):.2f} s,"
                 f" zstd -d of the same bytes in {min(ref_walls):.2f} s (best of {ROUNDS} each)\n"
                 f"open_read: ratio {ratio:.2f}x (target <= {TARGET}x: {verdict}); median of the"
-                f" rounds' ratios {medians:.2f}x; cpu {statistics.median(cpus):.2f}x"
+                f" rounds' ratios {medians:.2f}x; cpu {statistics.median(cpus):.2f}x;"
+                f" peak memory of the view {peak / 2**20:.0f} MiB"
+            )
+            ref.save_section(
+                "open_read",
+                {
+                    "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "bytes": size,
+                    "ours_seconds": ours_walls,
+                    "zstd_seconds": ref_walls,
+                    "ratio": ratio,
+                    "median_ratio": medians,
+                    "cpu_ratio": statistics.median(cpus),
+                    "max_rss": peak,
+                },
             )
         finally:
             for cm in reversed(stack):
