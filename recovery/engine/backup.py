@@ -21,7 +21,7 @@ from recovery.engine.plans import BackupPlan, BackupResult, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.sources import StreamPlan, plan_sources, resolve_sources, stream_extents
-from recovery.engine.workers import WORKERS, in_order
+from recovery.engine.workers import PIPELINE_WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
 from recovery.repository.images import commit_image
 from recovery.repository.kinds import open_backend
@@ -167,7 +167,7 @@ def _save_stream(
         return DATA, digest, repo.put_chunk(digest, buf, level)
 
     todo = cells(stream_extents(sp, fd), CELL_SIZE, sp.size)
-    workers = max(WORKERS, repo.backend.parallel_requests)  # network locations: more in flight
+    workers = max(PIPELINE_WORKERS, repo.backend.parallel_requests)  # network: more in flight
     with closing(in_order(work, todo, workers, "backup", cancel)) as done:
         for cell, (kind, digest, written) in done:
             while next_cell < cell.number:

@@ -39,7 +39,7 @@ from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.shrink import minimum_of_stream, plan_shrink, shrink_partition
 from recovery.engine.sources import layout_extents
 from recovery.engine.targets import Target, check_still_same, check_target
-from recovery.engine.workers import WORKERS, in_order
+from recovery.engine.workers import PIPELINE_WORKERS, WORKERS, in_order
 from recovery.errors import IntegrityError, Refused, UsageError
 from recovery.filesystems.base import growable_numbers
 from recovery.repository.images import cell_size_of, streams_of
@@ -547,7 +547,7 @@ def _write_cells(
             elif rec.kind == DATA:
                 yield cell, rec.digest, rec.length
 
-    workers = max(WORKERS, reader.repo.backend.parallel_requests)
+    workers = max(PIPELINE_WORKERS, reader.repo.backend.parallel_requests)
     with closing(in_order(fetch_and_write, data_cells(), workers, "restore", cancel)) as done:
         for _, (length, wrote) in done:
             written += wrote
