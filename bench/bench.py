@@ -29,6 +29,7 @@ cached images are attached read-only; everything attached is detached in ``final
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import itertools
 import json
@@ -397,7 +398,16 @@ def recovery_command() -> list[str]:
     return [sys.executable, "-m", "recovery"]
 
 
+def ensure_bytecode() -> None:
+    """Compile our package to bytecode, as the shipped binary has it. Where
+    PYTHONDONTWRITEBYTECODE is set (this machine's shells set it), every `python -m recovery`
+    would otherwise compile its ~150 modules again: 0.1-0.2 s a command, more after the page
+    cache was dropped, which is most of an unchanged second file backup."""
+    compileall.compile_dir(REPO_ROOT / "recovery", quiet=1)
+
+
 def recovery_env() -> dict[str, str]:
+    ensure_bytecode()
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{REPO_ROOT}:{path}" if path else str(REPO_ROOT)}
 

@@ -133,6 +133,7 @@ def change_two_percent(tree: Path, seed: int = 13) -> int:
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (drop_caches): sudo make bench-files")
+    ref.ensure_bytecode()
     for tool in ("restic", "borg"):
         if shutil.which(tool) is None:
             package = "borgbackup" if tool == "borg" else tool

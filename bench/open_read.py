@@ -71,6 +71,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (loop devices, mounts): sudo make bench")
     loopdev.ensure_udev()
+    ref.ensure_bytecode()
     with tempfile.TemporaryDirectory(prefix="recovery-bench-open-") as t:
         tmp = Path(t)
         stack = []
