@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.engine import api, vdisk
+    from recovery.engine import api
 
     if args.wait > 0:
         api.wait_for_writers(args.wait, lambda line: print(line, file=sys.stderr, flush=True))
@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         from recovery.errors import UsageError
 
         raise UsageError("--exclude and --preset go with --files (a backup of files)")
+
+    from recovery.engine import vdisk  # ctypes: not for a file backup, whose start-up counts
 
     if len(args.sources) == 1 and vdisk.is_virtual_disk(args.sources[0]):
         # A virtual disk file: back up the disk inside it, through a read-only loop device.

@@ -7,8 +7,10 @@ safety rule, returns a plan whose ``describe()`` lines the UI shows) and ``run_*
 plan the person confirmed, after checking the target is still the disk the plan showed).
 
 The plans and results are the types of :mod:`recovery.engine.plans`, re-exported here. Importing
-this module imports the whole engine (zstandard, blake3 and the file system readers): the CLI
-imports it only when a command runs, so ``recovery --version`` and ``--help`` stay quick.
+this module imports the repository (zstandard, blake3); each engine module is imported by the
+function that needs it, so a command loads only its own part of the engine (a file backup's
+start-up time counts against its second run, which does almost nothing else), and the CLI
+imports this module only when a command runs, so ``recovery --version`` and ``--help`` stay quick.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from recovery.engine import backup, clone, clonezilla, images, restore, volumes
-from recovery.engine.clonezilla import ClonezillaRestorePlan
 from recovery.engine.plans import (
     BackupPlan,
     BackupResult,
@@ -39,6 +39,9 @@ from recovery.errors import NotARepository, UsageError
 from recovery.repository.store import Repository
 
 if TYPE_CHECKING:
+    from recovery.engine import volumes
+    from recovery.engine.clonezilla import ClonezillaRestorePlan
+
     # Imported when called: the view needs libfuse, which no other command loads.
     from recovery.engine.extract import ExtractPlan, ExtractResult
     from recovery.engine.view import ViewResult
@@ -48,7 +51,6 @@ __all__ = [
     "BackupResult",
     "ClonePlan",
     "CloneResult",
-    "ClonezillaRestorePlan",
     "FileBackupPlan",
     "FileBackupResult",
     "ImageInfo",
@@ -95,6 +97,8 @@ def backup_plan(
     """Validate sources and repository; return a plan (``describe()`` gives lines to show).
     ``encrypt``: a new location is created encrypted (docs/FORMAT.md). ``force``: image
     partitions mounted read-write too (refused otherwise; the image may be inconsistent)."""
+    from recovery.engine import backup
+
     return backup.plan_backup(
         sources,
         repo,
@@ -114,6 +118,8 @@ def backup_run(
     ask: Question | None = None,
 ) -> BackupResult:
     """``ask`` decides whether to go on when the source has many unreadable areas (None: go on)."""
+    from recovery.engine import backup
+
     return backup.run_backup(plan, progress or NullProgress(), cancel or CancelToken(), ask)
 
 
@@ -166,6 +172,8 @@ def restore_plan(
     When ``repo::image`` is a Clonezilla image folder (see :func:`list_images`) the plan is a
     :class:`ClonezillaRestorePlan`: always the whole disk, always written whole (``full`` and
     ``boot_entry`` do not apply)."""
+    from recovery.engine import clonezilla, restore
+
     if clonezilla.is_clonezilla_ref(repo, image):
         if partitions is not None:
             raise UsageError(
@@ -182,7 +190,9 @@ def restore_run(
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
 ) -> RestoreResult:
-    if isinstance(plan, ClonezillaRestorePlan):
+    from recovery.engine import clonezilla, restore
+
+    if isinstance(plan, clonezilla.ClonezillaRestorePlan):
         return clonezilla.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
     return restore.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
 
@@ -191,6 +201,8 @@ def list_images(repo: str) -> list[ImageInfo]:
     """Our images at ``repo``, then the Clonezilla image folders in it (status ``clonezilla``:
     they can be verified, restored and imported, not opened or removed). NotARepository when it
     holds neither."""
+    from recovery.engine import clonezilla, images
+
     peers = clonezilla.list_images(repo) if "://" not in repo else []
     try:
         ours = images.list_images(repo)
@@ -205,6 +217,8 @@ def verify(
     repo: str, image: str, progress: Progress | None = None, cancel: CancelToken | None = None
 ) -> VerifyResult:
     """Every chunk's hash (ours), or every partclone checksum (a Clonezilla image)."""
+    from recovery.engine import clonezilla, images
+
     if clonezilla.is_clonezilla_ref(repo, image):
         return clonezilla.verify_image(
             repo, image, progress or NullProgress(), cancel or CancelToken()
@@ -213,6 +227,8 @@ def verify(
 
 
 def remove(repo: str, image: str) -> RemoveResult:
+    from recovery.engine import images
+
     return images.remove_image(repo, image)
 
 
@@ -228,6 +244,8 @@ def clone_plan(
     """Check source and target and lay out the target; ``describe()`` gives lines to show.
     ``full``: copy everything even onto an earlier clone; ``force``: copy partitions mounted
     read-write too (refused otherwise); ``boot_entry``: offer a missing UEFI boot entry."""
+    from recovery.engine import clone
+
     return clone.plan_clone(
         source,
         target,
@@ -246,6 +264,8 @@ def clone_run(
     ask: Question | None = None,
 ) -> CloneResult:
     """``ask`` decides whether to go on when the source has many unreadable areas (None: go on)."""
+    from recovery.engine import clone
+
     return clone.run_clone(plan, progress or NullProgress(), cancel or CancelToken(), ask)
 
 
@@ -309,6 +329,8 @@ def change_passphrase(repo: str, new_passphrase: str) -> None:
 
 def lvm_volume_group(path: str, size: int) -> volumes.VolumeGroupInfo | None:
     """The LVM volume group on the PV at ``path`` (read in place, nothing activated)."""
+    from recovery.engine import volumes
+
     return volumes.volume_group(path, size)
 
 

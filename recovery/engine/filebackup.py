@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,9 +39,9 @@ from recovery.engine.plans import (
     SourceFolders,
 )
 from recovery.engine.progress import CancelToken, Progress
-from recovery.engine.view import MOUNTS
 from recovery.engine.workers import WORKERS
 from recovery.errors import DeviceError, FileSystemError, RecoveryError, UsageError
+from recovery.filesystems.mounts import MOUNTS
 from recovery.repository import filetree
 from recovery.repository.filetree import Entry, Piece, TreeWriter
 from recovery.repository.kinds import open_backend
@@ -261,78 +261,84 @@ def walk(
     sel: Selection, root: str, skip: Callable[[str, str], None], keep_out: str | None = None
 ) -> Iterator[Found]:
     """Depth-first, a folder before what it holds, names in byte order; never leaves the
-    source's file system. ``skip(path, reason)`` hears of folders that cannot be listed."""
+    source's file system. ``skip(path, reason)`` hears of folders that cannot be listed.
+
+    A loop over a stack of open folders rather than recursion: a generator nested once per
+    level makes every name it yields hop through each level, which was most of the walk's
+    time on a deep tree."""
     src = sel.source
     root_b = os.fsencode(root.rstrip("/") or "/")
+    base = root_b.rstrip(b"/")
     place = src.place.encode()
     # fusefat shows a FAT volume's label as an empty file at the root: it is not a file.
     fat_label = os.fsencode(src.label) if src.fstype == "vfat" and src.label else None
     try:
-        os.lstat(root_b)
+        root_st = os.lstat(root_b)
     except OSError as e:
         raise FileSystemError(f"{src.spec}: cannot read its root: {e.strerror}") from e
 
-    def image_path(fs_path: str) -> bytes:
-        rel = os.fsencode(fs_path.strip("/"))
-        return b"/".join(p for p in (place, rel) if p)
-
-    def local_of(fs_path: str) -> bytes:
-        return root_b.rstrip(b"/") + os.fsencode(fs_path) if fs_path != "/" else root_b
-
     if place:
-        st = os.lstat(root_b)
-        yield Found(place, root_b, st)
+        yield Found(place, root_b, root_st)
 
-    def visit(fs_path: str, st: os.stat_result, inside: bool, dev: int | None) -> Iterator[Found]:
-        # ``inside``: an ancestor is inside a chosen folder, so this path is too. ``dev``: the
-        # file system of the chosen folder above, which the walk does not leave (a folder on
-        # the way to it may be on another one: /home mounted apart from /).
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if fs_path != "/":
-            if keep_out is not None and _within(fs_path, keep_out):
-                return
-            state = "inside" if inside else sel.includes.state(fs_path)
-            if state == "outside":
-                return
-            if not (state == "towards" and is_dir) and sel.excludes.excluded(fs_path, is_dir):
-                return
-            if state == "inside" or is_dir:
-                yield Found(image_path(fs_path), local_of(fs_path), st)
-            if state == "towards" and not is_dir:
-                return
-            inside = state == "inside"
-        else:
-            inside = sel.includes.state("/") == "inside"
-        if not is_dir:
-            return
-        if inside and dev is None:
-            dev = st.st_dev
-        elif dev is not None and st.st_dev != dev:
-            sel.notes.append(f"{fs_path} is another file system: not crossed")
-            return
+    state_of, excluded = sel.includes.state, sel.excludes.excluded
+    lstat, S_ISDIR = os.lstat, stat.S_ISDIR
+
+    def listing(fs_path: str, local: bytes) -> Iterator[bytes] | None:
         try:
-            with os.scandir(local_of(fs_path)) as it:
-                names = sorted(e.name for e in it)
+            with os.scandir(local) as it:
+                return iter(sorted(e.name for e in it))
         except OSError as e:
             skip(fs_path, f"cannot list the folder: {e.strerror}")
-            return
-        for name in names:
-            child = fs_path.rstrip("/") + "/" + os.fsdecode(name)
-            try:
-                cst = os.lstat(local_of(child))
-            except OSError as e:
-                skip(child, f"cannot read: {e.strerror}")
-                continue
-            if (
-                fs_path == "/"
-                and name == fat_label
-                and stat.S_ISREG(cst.st_mode)
-                and cst.st_size == 0
-            ):
-                continue
-            yield from visit(child, cst, inside, dev)
+            return None
 
-    yield from visit("/", os.lstat(root_b), False, None)
+    # An open folder: its path in the file system as text and as bytes ("" for the root), its
+    # names still to go, whether it lies inside a chosen folder, and the file system (st_dev)
+    # of the chosen folder above it, which the walk does not leave (a folder on the way to one
+    # may be on another file system: /home mounted apart from /). A path in the image is the
+    # place, then the path in the file system without its leading "/".
+    inside = state_of("/") == "inside"
+    names = listing("/", root_b)
+    stack = [("", b"", names, inside, root_st.st_dev if inside else None)] if names else []
+    fsdecode = os.fsdecode
+    while stack:
+        prefix, prefix_b, names, inside, dev = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        child = prefix + "/" + fsdecode(name)
+        child_b = prefix_b + b"/" + name
+        child_local = base + child_b
+        try:
+            st = lstat(child_local)
+        except OSError as e:
+            skip(child, f"cannot read: {e.strerror}")
+            continue
+        mode = st.st_mode
+        if not prefix and name == fat_label and stat.S_ISREG(mode) and st.st_size == 0:
+            continue
+        if keep_out is not None and _within(child, keep_out):
+            continue
+        is_dir = S_ISDIR(mode)
+        state = "inside" if inside else state_of(child)
+        if state == "outside":
+            continue
+        if not (state == "towards" and is_dir) and excluded(child, is_dir):
+            continue
+        if state == "inside" or is_dir:
+            yield Found(place + child_b if place else child_b[1:], child_local, st)
+        if not is_dir:
+            continue
+        child_inside = state == "inside"
+        child_dev = dev
+        if child_inside and child_dev is None:
+            child_dev = st.st_dev
+        elif child_dev is not None and st.st_dev != child_dev:
+            sel.notes.append(f"{child} is another file system: not crossed")
+            continue
+        sub = listing(child, child_local)
+        if sub is not None:
+            stack.append((child, child_b, sub, child_inside, child_dev))
 
 
 def groups(sources: list[FileSource]) -> list[list[FileSource]]:
@@ -397,6 +403,39 @@ def _root_names(root: str) -> set[str]:
         return set()
 
 
+@dataclass
+class _Walked:
+    """What planning a file backup walked: for each group of sources, what the walk found,
+    what it could not read, and its notes; kept for a run that follows straight on."""
+
+    at: float
+    groups: list[tuple[list[Found], list[tuple[str, str]], list[str]]]
+
+
+REUSE_WALK_SECONDS = 10.0
+"""A run that starts this soon after its plan uses the plan's walk instead of walking again:
+the command line, which runs straight on (on an unchanged tree the second walk was a sixth of
+the backup's time). After a longer pause (the TUI's confirmation) the run walks again, so that
+it sees what changed in between."""
+REUSE_WALK_ENTRIES = 100_000
+"""A plan keeps its walk only up to this many names (~40 MB): beyond, the run walks again."""
+_walks: dict[tuple[object, ...], _Walked] = {}
+
+
+def _walk_key(plan: FileBackupPlan) -> tuple[object, ...]:
+    return (plan.repo, plan.name, plan.sources, plan.include, plan.exclude)
+
+
+def _collector(into: list[tuple[str, str]]) -> Callable[[str, str], None]:
+    """A walk's ``skip`` that keeps what it hears in ``into``."""
+    return lambda path, why: into.append((path, why))
+
+
+def _stable_root(source: FileSource) -> bool:
+    """Whether :func:`mounted` gives ``source`` the same root each time (not a new mount)."""
+    return source.device is None or source.mounted_at is not None
+
+
 def plan_file_backup(
     sources: list[str],
     repo: str,
@@ -419,6 +458,7 @@ def plan_file_backup(
     skipped: list[str] = []
     notes: list[str] = []
     include_pairs: list[tuple[str, str]] = []
+    keep: list[tuple[list[Found], list[tuple[str, str]], list[str]]] | None = []
     all_excludes = list(excludes or [])
     for group in groups(resolved):
         with mounted(group[0]) as root:
@@ -430,14 +470,25 @@ def plan_file_backup(
             keep_out = _repo_inside(local, sel.source, root)
             if keep_out and sel.includes.state(keep_out) == "inside":
                 notes.append(f"the backup location ({keep_out}) is left out")
-            for f in walk(sel, root, lambda p, why: skipped.append(p), keep_out):
+            found: list[Found] = []
+            skips: list[tuple[str, str]] = []
+            for f in walk(sel, root, _collector(skips), keep_out):
                 if stat.S_ISREG(f.st.st_mode):
                     files += 1
                     total += f.st.st_size
+                if keep is not None:
+                    found.append(f)
+                    if len(found) > REUSE_WALK_ENTRIES:
+                        keep = None
+            skipped += [p for p, _ in skips]
             notes.extend(sel.notes)
+            if keep is not None and _stable_root(group[0]):
+                keep.append((found, skips, list(sel.notes)))
+            else:
+                keep = None
     if skipped:
         notes.append(f"{len(skipped)} folder(s) or file(s) could not be read while planning")
-    return FileBackupPlan(
+    plan = FileBackupPlan(
         tuple(resolved),
         repo,
         name,
@@ -449,6 +500,10 @@ def plan_file_backup(
         total,
         tuple(dict.fromkeys(notes)),
     )
+    _walks.clear()
+    if keep is not None:
+        _walks[_walk_key(plan)] = _Walked(time.monotonic(), keep)
+    return plan
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -481,7 +536,7 @@ def previous_trees(repo: Repository, keys: dict[str, str]) -> dict[bytes, Entry]
         seen.add(found["name"])
         where = repo.manifest_where(found["name"])
         try:
-            for e in filetree.read_tree(repo, found["body"], where):
+            for e in filetree.read_tree(repo, found["body"], where, keep_raw=True):
                 if e.type == filetree.REGULAR:
                     cache[e.path] = e
         except RecoveryError:
@@ -742,35 +797,58 @@ def run_file_backup(
                         total += e.size
                         progress.advance(e.size)
 
-                for sel, m in zip(sels, mounts, strict=True):
-                    keep_out = _repo_inside(local, sel.source, m)
-                    for f in walk(sel, m, skip, keep_out):
+                walked = _walks.pop(_walk_key(plan), None)
+                if walked is not None and (
+                    time.monotonic() - walked.at > REUSE_WALK_SECONDS
+                    or len(walked.groups) != len(sels)
+                ):
+                    walked = None
+
+                def walk_of(i: int, sel: Selection, m: str) -> Iterable[Found]:
+                    if walked is None:
+                        return walk(sel, m, skip, _repo_inside(local, sel.source, m))
+                    found, skips, sel_notes = walked.groups[i]
+                    for p, why in skips:
+                        skip(p, why)
+                    sel.notes.extend(sel_notes)
+                    return found
+
+                for i, (sel, m) in enumerate(zip(sels, mounts, strict=True)):
+                    for f in walk_of(i, sel, m):
                         cancel.check()
                         if f.image_path in emitted:
                             continue  # two sources of one file system overlap
                         old = cache.get(f.image_path)
-                        e = entry_of(f, sel.source.fstype, old)
                         job: Future[Content] | None = None
-                        if e.type == filetree.FOLDER:
-                            folders += 1
-                        elif e.type == filetree.SYMLINK:
-                            try:
-                                e.target = os.readlink(f.local)
-                            except OSError as err:
-                                skip(os.fsdecode(e.path), f"cannot read the link: {err.strerror}")
-                                continue
-                        elif e.type == filetree.REGULAR:
-                            ino = (f.st.st_dev, f.st.st_ino)
-                            if f.st.st_nlink > 1 and ino in links:
-                                e.type, e.target, e.size = filetree.HARDLINK, links[ino], 0
-                            else:
-                                if f.st.st_nlink > 1:
-                                    links[ino] = e.path
-                                pieces = cached_pieces(e, old, sel.source.stable_inodes)
-                                if pieces is not None:
-                                    e.pieces = pieces
+                        if old is not None and unchanged(old, f.st):
+                            # Its old entry, record and all (each is used once).
+                            e = old
+                            if e.atime_ns != f.st.st_atime_ns:
+                                e.set_atime(f.st.st_atime_ns)
+                        else:
+                            e = entry_of(f, sel.source.fstype, old)
+                            if e.type == filetree.FOLDER:
+                                folders += 1
+                            elif e.type == filetree.SYMLINK:
+                                try:
+                                    e.target = os.readlink(f.local)
+                                except OSError as err:
+                                    skip(
+                                        os.fsdecode(e.path), f"cannot read the link: {err.strerror}"
+                                    )
+                                    continue
+                            elif e.type == filetree.REGULAR:
+                                ino = (f.st.st_dev, f.st.st_ino)
+                                if f.st.st_nlink > 1 and ino in links:
+                                    e.type, e.target, e.size = filetree.HARDLINK, links[ino], 0
                                 else:
-                                    job = readers.submit(read_content, saver, f.local, e.size)
+                                    if f.st.st_nlink > 1:
+                                        links[ino] = e.path
+                                    pieces = cached_pieces(e, old, sel.source.stable_inodes)
+                                    if pieces is not None:
+                                        e.pieces = pieces
+                                    else:
+                                        job = readers.submit(read_content, saver, f.local, e.size)
                         emitted.add(e.path)
                         pending.append((e, f, job))
                         if job is not None and e.size < SMALL_FILE:
@@ -878,6 +956,26 @@ def read_content(saver: Saver, local: bytes, size: int) -> Content:
             time.sleep(0.05)
     assert last is not None
     return Content(failed=f"cannot read: {last.strerror or last}")
+
+
+def unchanged(old: Entry, st: os.stat_result) -> bool:
+    """Whether the previous image's entry ``old`` (a regular file) describes ``st`` field for
+    field but the access time, so that its record can be written again as it is (with the new
+    access time: backing a file up reads it, which moves that): same inode, size, mode, owner,
+    change and modification times, and one name (a file with more goes the long way, for
+    hard-link grouping). The ctime moves with any change of extended attributes or creation
+    time, so those hold too."""
+    return (
+        old.ctime_ns == st.st_ctime_ns
+        and old.mtime_ns == st.st_mtime_ns
+        and old.size == st.st_size
+        and old.inode == st.st_ino
+        and old.mode == st.st_mode
+        and old.uid == st.st_uid
+        and old.gid == st.st_gid
+        and st.st_nlink == 1
+        and bool(old.raw)
+    )
 
 
 def cached_pieces(e: Entry, old: Entry | None, stable_inodes: bool) -> list[Piece] | None:

@@ -31,27 +31,10 @@ from typing import Any, NamedTuple
 from recovery.core.view import CellCache, DiskLayout, Placed, ReadAhead
 from recovery.devices.tools import Need, unavailable
 from recovery.errors import IntegrityError, RecoveryError
+from recovery.filesystems.mounts import MOUNTS, NO_FILES
 from recovery.repository.images import cell_size_of, streams_of
 from recovery.repository.maps import DATA, StreamInfo, StreamReader
 from recovery.repository.store import Repository, check_name
-
-# --- How each file system is mounted read-only (to move to recovery/filesystems/ at merge) ---
-# fstype (as blkid names it) -> (how, options). "kernel": `mount -t FSTYPE -o OPTIONS` on a
-# read-only loop device; "ntfs-3g" / "fusefat": that FUSE driver on the pNimg file itself. No
-# option here replays a journal or clears a hibernation: the image must not change, and the
-# kernel refuses to write through a read-only loop device anyway.
-MOUNTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "ext2": (("kernel", "ro,noload"),),
-    "ext3": (("kernel", "ro,noload"),),
-    "ext4": (("kernel", "ro,noload"),),
-    "xfs": (("kernel", "ro,norecovery"),),
-    "btrfs": (("kernel", "ro,rescue=nologreplay"),),
-    # ntfs-3g mounts a hibernated or unclean volume read-only; remove_hiberfile is never used.
-    "ntfs": (("ntfs-3g", "ro"), ("ntfs-3g", "ro,norecover")),
-    # The kernel's vfat where this kernel has it, else a FUSE FAT driver.
-    "vfat": (("kernel", "ro,shortname=mixed,utf8"), ("fusefat", "ro")),
-}
-NO_FILES = {"swap": "a swap area holds no files"}
 
 
 class Span(NamedTuple):

@@ -33,6 +33,10 @@ TYPE_NAMES = {
 
 ENTRY = struct.Struct("<IBBHIIIIQqqqqQQII8x")
 """The fixed part of an entry (FORMAT.md, "Tree"): 96 bytes."""
+_ZERO8 = bytes(8)
+_ATIME = struct.Struct("<q")
+_ATIME_AT = 40
+"""Where the access time lies in an entry's fixed part."""
 PIECE = struct.Struct("<32sII")
 XATTR_HEAD = struct.Struct("<HI")
 MAX_PATH = 4096
@@ -81,6 +85,19 @@ class Entry:
     target: bytes = b""
     xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
     pieces: list[Piece] = field(default_factory=list)
+    raw: bytes = field(default=b"", compare=False, repr=False)
+    """The entry's record as read (``parse_entries(keep_raw=True)``), which :meth:`encode`
+    would give again (the encoding is canonical), as long as no field is changed; empty for a
+    new entry. A file backup writes an unchanged file's old record as it is
+    (:meth:`TreeWriter.add`), which spares it decoding into fields and encoding again."""
+
+    def set_atime(self, atime_ns: int) -> None:
+        """A new access time, in :attr:`raw` too: reading a file moves it, and nothing else."""
+        self.atime_ns = atime_ns
+        if self.raw:
+            raw = bytearray(self.raw)
+            _ATIME.pack_into(raw, _ATIME_AT, atime_ns)
+            self.raw = bytes(raw)
 
     def encode(self) -> bytes:
         xattrs = b"".join(XATTR_HEAD.pack(len(n), len(v)) + n + v for n, v in self.xattrs)
@@ -111,7 +128,10 @@ class Entry:
 def check_path(path: bytes) -> bool:
     if not 0 < len(path) <= MAX_PATH or b"\0" in path:
         return False
-    return all(part not in (b"", b".", b"..") for part in path.split(b"/"))
+    # No empty, "." or ".." part: with a "/" added at both ends, no part is empty unless "//"
+    # appears, and "." or ".." is a part exactly when "/./" or "/../" does.
+    framed = b"/" + path + b"/"
+    return b"//" not in framed and b"/./" not in framed and b"/../" not in framed
 
 
 def parent_of(path: bytes) -> bytes:
@@ -138,7 +158,7 @@ def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
         tlen,
         xlen,
     ) = ENTRY.unpack_from(buf, at)
-    if kind not in TYPE_NAMES or reserved != 0 or bytes(buf[at + 88 : at + 96]) != bytes(8):
+    if kind not in TYPE_NAMES or reserved != 0 or buf[at + 88 : at + 96] != _ZERO8:
         raise IntegrityError(f"{where}: a tree entry has an invalid type or reserved field")
     if length != ENTRY.size + plen + tlen + xlen + PIECE.size * npieces:
         raise IntegrityError(f"{where}: a tree entry's length does not match its fields")
@@ -163,8 +183,8 @@ def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
     pieces = [Piece(*PIECE.unpack_from(buf, p + i * PIECE.size)) for i in range(npieces)]
     if npieces and kind != REGULAR:
         raise IntegrityError(f"{where}: {path!r}: only regular files have content")
-    if any(pc.length == 0 for pc in pieces) or sum(pc.length for pc in pieces) != (
-        size if kind == REGULAR else 0
+    if (size if kind == REGULAR else 0) != (sum(pc[2] for pc in pieces) if pieces else 0) or any(
+        pc[2] == 0 for pc in pieces
     ):
         raise IntegrityError(f"{where}: {path!r}: its pieces do not add up to its size")
     if kind in (REGULAR, FOLDER) and tlen:
@@ -190,9 +210,10 @@ def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
     )
 
 
-def parse_entries(chunks: Iterable[bytes], where: str) -> Iterator[Entry]:
+def parse_entries(chunks: Iterable[bytes], where: str, keep_raw: bool = False) -> Iterator[Entry]:
     """The entries of a tree given as its chunks' raw bytes in order, each checked (types,
-    lengths, paths, parents before children, hard links to earlier files)."""
+    lengths, paths, parents before children, hard links to earlier files); ``keep_raw``: each
+    keeps its record's bytes (:attr:`Entry.raw`)."""
     buf = b""
     folders: set[bytes] = set()
     files: set[bytes] = set()
@@ -207,6 +228,8 @@ def parse_entries(chunks: Iterable[bytes], where: str) -> Iterator[Entry]:
             if len(buf) - at < length:
                 break
             e = _decode_one(buf, at, where)
+            if keep_raw:
+                e.raw = bytes(buf[at : at + length])
             at += length
             parent = parent_of(e.path)
             if parent and parent not in folders:
@@ -238,7 +261,7 @@ class TreeWriter:
         self.count = 0
 
     def add(self, entry: Entry) -> None:
-        self._buf += entry.encode()
+        self._buf += entry.raw or entry.encode()
         self.count += 1
         if len(self._buf) >= TREE_MAX_CHUNK or (
             len(self._buf) >= TREE_MIN_CUT and self.repo.hash(entry.path)[0] == 0
@@ -275,10 +298,12 @@ def tree_hashes(body: dict[str, Any], where: str) -> list[bytes]:
     return hashes
 
 
-def read_tree(repo: Repository, body: dict[str, Any], where: str) -> Iterator[Entry]:
+def read_tree(
+    repo: Repository, body: dict[str, Any], where: str, keep_raw: bool = False
+) -> Iterator[Entry]:
     """Every entry of a file image, read chunk by chunk and checked."""
     hashes = tree_hashes(body, where)
-    return parse_entries((repo.get_chunk(h, f"{where}: tree") for h in hashes), where)
+    return parse_entries((repo.get_chunk(h, f"{where}: tree") for h in hashes), where, keep_raw)
 
 
 def referenced_chunks(repo: Repository, body: dict[str, Any], where: str) -> Iterator[bytes]:

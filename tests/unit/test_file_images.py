@@ -75,6 +75,26 @@ def test_folder_round_trip(tree: Path, tmp_path: Path, encrypt: bool, encrypted:
     assert info["two"].kind == "files" and info["two"].files == 2
 
 
+def test_a_run_straight_after_its_plan_reuses_the_walk_and_a_late_one_walks_again(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recovery.engine import filebackup
+
+    repo = tmp_path / "repo"
+    backup(tree, repo, "one")
+    # Straight on (the command line): the run uses what the plan walked, so a file made in
+    # between is not seen, as if it had come after the backup.
+    plan = api.file_backup_plan([str(tree)], str(repo), name="two", excludes=["*.tmp"])
+    (tree / "docs" / "new.txt").write_text("new")
+    assert api.file_backup_run(plan).files == 2
+    # After a pause longer than REUSE_WALK_SECONDS (the TUI's confirmation) the run walks again.
+    plan = api.file_backup_plan([str(tree)], str(repo), name="three", excludes=["*.tmp"])
+    (tree / "docs" / "newer.txt").write_text("newer")
+    monkeypatch.setattr(filebackup, "REUSE_WALK_SECONDS", -1.0)
+    assert api.file_backup_run(plan).files == 4
+    assert not filebackup._walks  # a walk is used once, and not kept after its run
+
+
 def test_extract_names_a_missing_path(tree: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     backup(tree, repo, "one")

@@ -255,3 +255,14 @@ def test_presets_recognise_the_system() -> None:
     lin = user_data_preset({"etc", "home", "usr"})
     assert lin is not None and lin.include == ("/home", "/root", "/etc")
     assert user_data_preset({"photos"}) is None
+
+
+def test_a_kept_record_with_a_new_access_time_is_what_encoding_gives() -> None:
+    e = Entry(b"docs/a.txt", 1, mode=0o100644, size=5, mtime_ns=7, atime_ns=8, ctime_ns=9)
+    e.pieces = [Piece(bytes(range(32)), 0, 5)]
+    folder = Entry(b"docs", 2, mode=0o40755)
+    _, kept = parse_entries([folder.encode() + e.encode()], "t", keep_raw=True)
+    assert kept.raw == e.encode()
+    kept.set_atime(123456789)
+    e.atime_ns = 123456789
+    assert kept.raw == e.encode() == kept.encode()

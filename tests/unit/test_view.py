@@ -154,7 +154,7 @@ def test_partitions_without_files_get_one_line_reason(
 
 
 def test_every_mount_is_read_only_and_never_replays_or_clears() -> None:
-    from recovery.engine.view import MOUNTS
+    from recovery.filesystems.mounts import MOUNTS
 
     for fstype, ways in MOUNTS.items():
         for how, options in ways:
