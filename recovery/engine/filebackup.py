@@ -31,6 +31,7 @@ from pyfastcdc import FastCDC
 
 from recovery import __version__
 from recovery.core.excludes import Excludes, Includes, user_data_preset
+from recovery.devices import loops
 from recovery.engine.plans import (
     FileBackupPlan,
     FileBackupResult,
@@ -186,17 +187,12 @@ def mounted(source: FileSource) -> Iterator[str]:
     ok = False
     for how, options in MOUNTS[source.fstype]:
         if how == "kernel":
-            # Direct I/O: the file system's reads reach the source exactly as asked, without the
-            # source's own read-ahead around them. On a failing disk a read-ahead that spans a
-            # bad sector fails a file whose own blocks are good (seen in test_file_backup); and
-            # the bytes are not cached twice.
-            r = _run("losetup", "--find", "--show", "--read-only", "--direct-io=on", source.device)
-            if r.returncode != 0:  # a kernel or losetup without it
-                r = _run("losetup", "--find", "--show", "--read-only", source.device)
-            if r.returncode != 0:
-                failures.append(f"no loop device: {r.stderr.strip()}")
+            # Direct I/O: no read-ahead of the source's own around the file system's reads,
+            # which on a failing disk failed files whose own blocks are good (test_file_backup).
+            loop, why = loops.attach_read_only(source.device)
+            if loop is None:
+                failures.append(why)
                 continue
-            loop = r.stdout.strip()
             m = _run("mount", "-t", source.fstype, "-o", options, loop, target)
             if m.returncode == 0:
                 ok = True

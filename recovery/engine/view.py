@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from recovery.core.view import CellCache, DiskLayout, Placed, ReadAhead
+from recovery.devices import loops
 from recovery.devices.tools import Need, unavailable
 from recovery.errors import IntegrityError, RecoveryError
 from recovery.filesystems.mounts import MOUNTS, NO_FILES
@@ -355,15 +356,10 @@ def mount_partition(p: Partition, image_file: str, target: str) -> None:
             if missing:
                 failures += missing
                 continue
-            # Direct I/O: the loop device reads the view without keeping a second copy in the
-            # view file's page cache (bench/open_read.py: 1.27x zstd -d instead of 1.41-1.56x).
-            r = _run("losetup", "--find", "--show", "--read-only", "--direct-io=on", image_file)
-            if r.returncode != 0:  # a kernel or losetup without it
-                r = _run("losetup", "--find", "--show", "--read-only", image_file)
-            if r.returncode != 0:
-                failures.append(f"no loop device: {r.stderr.strip()}")
+            loop, why = loops.attach_read_only(image_file)
+            if loop is None:
+                failures.append(why)
                 continue
-            loop = r.stdout.strip()
             m = _run("mount", "-t", fstype, "-o", options, loop, target)
             if m.returncode == 0:
                 p.loop, p.mounted = loop, True

@@ -8,6 +8,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from recovery.devices.blockio import DirectReader
 from recovery.devices.partitions import kernel_has, read_table
 from tests import loopdev
 from tests.storage.disks import (
@@ -74,6 +75,37 @@ def test_delta_restore_writes_only_the_change(loop, tmp_path: Path) -> None:  # 
     assert fat_get(tparts[0], "BOOTX64.EFI") == esp
     loopdev.run("e2fsck", "-fn", tparts[1])
     loopdev.run("fsck.vfat", "-n", tparts[0])
+
+    # A cell the image holds as zeros is compared with zeros, not by hash: garbage in one is
+    # found and written over (the plan's measure, then the result equals B again).
+    from recovery.engine import api
+    from recovery.repository.maps import ZERO, StreamReader
+    from recovery.repository.store import Repository
+
+    plan = api.restore_plan(str(repo), "b", tgt)
+    assert plan.delta is not None and plan.delta.write_bytes == 0
+    zero_at, zero_len = next(
+        (w.target_start + cell * plan.cell_size, rec.length)
+        for w in plan.writes
+        for cell, rec in StreamReader(
+            Repository.open(str(repo)), w.stream, plan.cell_size, plan.image
+        ).records()
+        if rec.kind == ZERO
+    )
+    fd = os.open(tgt, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"\xff" * 4096, zero_at)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    mended = last_json(run_recovery("restore", f"{repo}::b", tgt, "--yes", "--json").stdout)
+    assert mended["matched_bytes"] == plan.delta.matching_bytes - zero_len, mended
+    reader = DirectReader(tgt)
+    try:
+        assert not any(reader.read(zero_at, 4096))
+    finally:
+        reader.close()
+    assert ext4_digest(loopdev.partition_paths(tgt)[1]) == want_b
 
     # Nothing changed since: a second delta restore writes nothing; --full writes everything.
     again = run_recovery("restore", f"{repo}::b", tgt, "--yes")
