@@ -281,11 +281,12 @@ def walk(
 
     def listing(fs_path: str, local: bytes) -> Iterator[bytes] | None:
         try:
-            with os.scandir(local) as it:
-                return iter(sorted(e.name for e in it))
+            names = os.listdir(local)  # bytes in, bytes out
         except OSError as e:
             skip(fs_path, f"cannot list the folder: {e.strerror}")
             return None
+        names.sort()
+        return iter(names)
 
     # An open folder: its path in the file system as text and as bytes ("" for the root), its
     # names still to go, whether it lies inside a chosen folder, and the file system (st_dev)
