@@ -68,6 +68,19 @@ class Backend(ABC):
     def size(self, name: str) -> int | None:
         """The stored size of ``name``, or None when it does not exist."""
 
+    def head(self, name: str, length: int) -> tuple[int, bytes] | None:
+        """The stored size of ``name`` and its first ``length`` bytes (fewer when it is
+        shorter), or None when it does not exist: what checking a file's header takes. This
+        default asks :meth:`size`, then :meth:`read`; a network location answers both in one
+        round trip where its protocol allows."""
+        size = self.size(name)
+        if size is None:
+            return None
+        try:
+            return size, self.read(name, 0, length)
+        except FileNotFoundError:
+            return None  # removed meanwhile
+
     @abstractmethod
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
         """Create or replace ``name`` atomically: readers see all of ``data`` or none of it.

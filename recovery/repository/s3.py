@@ -196,6 +196,38 @@ class S3Backend(Backend):
 
         return self._call(f"read {name}", get)
 
+    def head(self, name: str, length: int) -> tuple[int, bytes] | None:
+        """One ranged GET: its Content-Range (``bytes 0-15/SIZE``) names the object's size, so
+        no HEAD request goes first."""
+        self._uploads.wait_for(name)
+        if length <= 0:
+            return super().head(name, length)
+
+        def get() -> tuple[int, bytes] | None:
+            try:
+                response = self._minio().get_object(
+                    self.bucket, self._key(name), offset=0, length=length
+                )
+            except S3Error as e:
+                if e.code == "InvalidRange":
+                    return None  # an empty object: asked the long way
+                raise
+            try:
+                data = bytes(response.read())
+                total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+            finally:
+                response.close()
+                response.release_conn()
+            if total.isdigit():
+                return int(total), data
+            return (len(data), data[:length]) if response.status == 200 else None
+
+        try:
+            found = self._call(f"read {name}", get)
+        except FileNotFoundError:
+            return None
+        return found if found is not None else super().head(name, length)
+
     def size(self, name: str) -> int | None:
         self._uploads.wait_for(name)
         try:

@@ -17,6 +17,7 @@ always refused.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import getpass
@@ -56,6 +57,18 @@ OPENSSH_READ = 255 << 10
 """Read request size when the server is OpenSSH (its limit is 256 KiB per message); other
 servers get paramiko's 32 KiB, which every SFTP server must take. Measured on loopback: reads
 go from ~40 to ~80 MiB/s."""
+OPENSSH_WRITE = OPENSSH_READ
+"""Write request size for OpenSSH (paramiko's 32 KiB otherwise): the SSH packets stay 32 KiB,
+but sftp-server answers each request with a status message that paramiko handles in Python,
+and writes each with a system call of its own. Writing 305 MB of chunk files on loopback
+with six threads took 1.1-1.25 s of our CPU instead of 1.8 s (170-194 MB/s instead of 145)."""
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+"""Offered before paramiko's own list (AES-CTR with a separate HMAC), which follows for servers
+without them. OpenSSH sends data in packets of 32 KiB whatever the client allows, and paramiko
+handles each in Python: with AES-GCM it decrypts and authenticates a packet in one call instead
+of a decryption, an HMAC and a MAC comparison in Python. Reading 305 MB of chunk files on
+loopback with six threads took 1.3-1.5 s of our CPU and 0.6-0.8 s of sshd's instead of 2.2-3.2
+s and 1.0-1.2 s."""
 
 
 class _Refused(Exception):
@@ -70,6 +83,46 @@ class _Refused(Exception):
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's form: ``SHA256:`` and unpadded base64."""
     return str(key.fingerprint)
+
+
+OPENSSH_KEY = "OPENSSH PRIVATE KEY"
+OPENSSH_KEY_MAGIC = b"openssh-key-v1\0"
+KEY_CLASSES: dict[str, type[paramiko.PKey]] = {
+    "ssh-ed25519": paramiko.Ed25519Key,
+    "ssh-rsa": paramiko.RSAKey,
+    "ecdsa-sha2-nistp256": paramiko.ECDSAKey,
+    "ecdsa-sha2-nistp384": paramiko.ECDSAKey,
+    "ecdsa-sha2-nistp521": paramiko.ECDSAKey,
+}
+
+
+def _openssh_key_type(path: Path) -> str | None:
+    """The key type an OpenSSH-format private key file names in its public part (which is not
+    encrypted), or None for any other file."""
+    try:
+        text = path.read_text()
+        body = text.split(f"-----BEGIN {OPENSSH_KEY}-----", 1)[1]
+        blob = base64.b64decode(body.split(f"-----END {OPENSSH_KEY}-----", 1)[0])
+        if not blob.startswith(OPENSSH_KEY_MAGIC):
+            return None
+        m = paramiko.Message(blob[len(OPENSSH_KEY_MAGIC) :])
+        m.get_string(), m.get_string(), m.get_string()  # cipher, KDF, KDF options
+        if m.get_int() < 1:
+            return None
+        return str(paramiko.Message(m.get_string()).get_text())
+    except (OSError, UnicodeDecodeError, IndexError, ValueError, paramiko.SSHException):
+        return None
+
+
+def _load_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
+    """A private key file, decrypted once. ``PKey.from_path`` decrypts it twice (once to learn
+    its type, once more in the class it picks), and an OpenSSH key's bcrypt KDF takes 0.14 s of
+    CPU each time, before the first connection; so the class is chosen from the key's public
+    part when the file is in OpenSSH's format."""
+    key_class = KEY_CLASSES.get(_openssh_key_type(path) or "")
+    if key_class is None:
+        return paramiko.PKey.from_path(path, passphrase)
+    return key_class.from_private_key_file(str(path), passphrase)
 
 
 def _close(client: paramiko.SFTPClient) -> None:
@@ -159,7 +212,7 @@ class SftpBackend(Backend):
                 continue
             try:
                 try:
-                    keys.append(paramiko.PKey.from_path(path))
+                    keys.append(_load_key(path, None))
                 except (
                     paramiko.PasswordRequiredException,
                     TypeError,
@@ -173,7 +226,7 @@ class SftpBackend(Backend):
                                 "RECOVERY_PASSWORD",
                             ) from None
                         continue
-                    keys.append(paramiko.PKey.from_path(path, phrase.encode()))
+                    keys.append(_load_key(path, phrase.encode()))
             except FileNotFoundError:
                 raise _Refused(errno.ENOENT, f"there is no SSH key file {path}") from None
             except (paramiko.SSHException, ValueError):
@@ -187,14 +240,19 @@ class SftpBackend(Backend):
         return keys
 
     def _authenticate(self, t: paramiko.Transport) -> None:
+        """Log in on ``t``. Connections log in side by side (a restore opens six at once);
+        only unlocking the keys and asking for the password are one thread's at a time."""
         tried = []
-        for key in self._load_keys():
+        with self._mutex:
+            keys = self._load_keys()
+        for key in keys:
             try:
                 t.auth_publickey(self.user, key)
                 return
             except paramiko.AuthenticationException:
                 tried.append(f"{key.get_name()} key")
-        password = self._password_once()
+        with self._mutex:
+            password = self._password_once()
         if password is not None:
             try:
                 t.auth_password(self.user, password)
@@ -212,11 +270,12 @@ class SftpBackend(Backend):
         sock = socket.create_connection((self.address.host, self.port), timeout=CONNECT_TIMEOUT)
         t = paramiko.Transport(sock)
         try:
+            options = t.get_security_options()
+            options.ciphers = CIPHERS + tuple(c for c in options.ciphers if c not in CIPHERS)
             t.start_client(timeout=CONNECT_TIMEOUT)
             self._check_host_key(t.get_remote_server_key())
             self._openssh = "OpenSSH" in (t.remote_version or "")
-            with self._mutex:  # one thread asks for the password and unlocks the keys
-                self._authenticate(t)
+            self._authenticate(t)
             client = paramiko.SFTPClient.from_transport(
                 t, window_size=WINDOW, max_packet_size=PACKET
             )
@@ -290,9 +349,32 @@ class SftpBackend(Backend):
                 n = max(0, end - offset) if length is None else max(0, min(length, end - offset))
                 if n == 0:
                     return b""
-                return b"".join(f.readv([(offset, n)]))
+                # One range per request: paramiko builds a longer range by appending each
+                # piece to the bytes read so far, copying a 4 MiB file ~16 times over.
+                step = f.MAX_REQUEST_SIZE
+                pieces = [(o, min(step, offset + n - o)) for o in range(offset, offset + n, step)]
+                return b"".join(f.readv(pieces))
 
         return self._call(f"read {name}", get)
+
+    def head(self, name: str, length: int) -> tuple[int, bytes] | None:
+        """The read goes out before the file's stat and travels with it: three round trips
+        (open, stat and read, close) instead of four."""
+        self._uploads.wait_for(name)
+
+        def get(c: paramiko.SFTPClient) -> tuple[int, bytes]:
+            with c.open(self._path(name), "rb") as f:
+                f.prefetch(length)
+                size = int(f.stat().st_size or 0)
+                # Not past the end: paramiko would wait for an answer to a read it has had
+                # (a read from the end of a file is answered with EOF, which the prefetch
+                # keeps as an error for later and does not count as an answer).
+                return size, bytes(f.read(min(length, size))) if size else b""
+
+        try:
+            return self._call(f"read {name}", get)
+        except FileNotFoundError:
+            return None
 
     def size(self, name: str) -> int | None:
         self._uploads.wait_for(name)
@@ -318,7 +400,9 @@ class SftpBackend(Backend):
             self._makedirs(c, "tmp")
             self._makedirs(c, name.rpartition("/")[0])
             try:
-                with c.open(tmp, "wb") as f:
+                with c.open(tmp, "wb", bufsize=0) as f:  # unbuffered: no copy into a buffer
+                    if self._openssh:
+                        f.MAX_REQUEST_SIZE = OPENSSH_WRITE
                     f.set_pipelined(True)
                     f.write(bytes(data))
                     if durable:

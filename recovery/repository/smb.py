@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import smbclient
-from smbclient._io import SMBFileTransaction, set_info
+from smbclient._io import SMBFileIO, SMBFileTransaction, set_info
 from smbprotocol.exceptions import (
     SMBAuthenticationError,
     SMBConnectionClosed,
@@ -56,6 +56,8 @@ WRITE_AND_RENAME = (
     Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES | Access.FILE_WRITE_EA | Access.DELETE
 )
 LOGIN_TIMEOUT = 20.0
+CREDIT_BYTES = 64 << 10
+"""The bytes one SMB credit pays for in a read or write (MS-SMB2 3.1.5.2)."""
 
 _REFUSED = {
     NtStatus.STATUS_LOGON_FAILURE,
@@ -207,32 +209,91 @@ class SmbBackend(Backend):
         self._uploads.wait_for(name)
 
         def get(kw: dict[str, Any]) -> bytes:
+            if offset == 0:
+                found = self._read_start(name, length, kw)
+                if found is not None:
+                    size, data = found
+                    if len(data) == (size if length is None else min(size, length)):
+                        return data  # all that was asked for (else: larger than one read)
             # Shared for reading, writing and deleting: worker threads read the same chunk at
             # once (a disk repeats content), and a remove may delete it meanwhile.
             with smbclient.open_file(
                 self._path(name), "rb", buffering=0, share_access="rwd", **kw
             ) as f:
-                if offset:
-                    f.seek(offset)
-                if length is None:
-                    return bytes(f.readall())
-                out = bytearray()
-                while len(out) < length:
-                    piece = f.read(length - len(out))
-                    if not piece:
+                # The open's answer carries the file's size: one buffer of the size to read,
+                # filled in place (reading into fresh buffers of the largest size a chunk file
+                # can have cost more than the transfer).
+                end = int(f.fd.end_of_file)
+                n = max(0, end - offset) if length is None else max(0, min(length, end - offset))
+                buf = bytearray(n)
+                view = memoryview(buf)
+                f.seek(offset)
+                done = 0
+                while done < n:
+                    got = f.readinto(view[done:])
+                    if not got:
                         break
-                    out += piece
-                return bytes(out)
+                    done += got
+                return bytes(view[:done])
 
         return self._call(f"read {name}", get)
 
-    def size(self, name: str) -> int | None:
+    def head(self, name: str, length: int) -> tuple[int, bytes] | None:
         self._uploads.wait_for(name)
+
         try:
-            st = self._call(f"size of {name}", lambda kw: smbclient.stat(self._path(name), **kw))
+            found = self._call(f"read {name}", lambda kw: self._read_start(name, length, kw))
         except FileNotFoundError:
             return None
-        return int(st.st_size)
+        return found if found is not None else super().head(name, length)
+
+    def _read_start(
+        self, name: str, length: int | None, kw: dict[str, Any]
+    ) -> tuple[int, bytes] | None:
+        """The size of ``name`` and its first ``length`` bytes (all of them: None), as far as
+        one read request takes them (the connection's largest read: 8 MiB with Samba, so a
+        4 MiB cell's chunk file fits), by an open, that read and a close in one compound
+        request: one round trip, and one message to pack and sign instead of three. None when
+        the credits for such a read are not at hand (the server grants more as the other
+        requests ask): then read it the long way."""
+        f = SMBFileIO(self._path(name), mode="r", share_access="rwd", **kw)
+        connection = f.fd.connection
+        largest = int(connection.max_read_size)
+        want = largest if length is None else min(length, largest)
+        window = connection.sequence_window
+        if want <= 0 or (want - 1) // CREDIT_BYTES + 1 + 2 > window["high"] - window["low"]:
+            return None
+        try:
+            with SMBFileTransaction(f) as transaction:
+                transaction += f.fd.read(0, want, send=False)
+        except SMBOSError as e:
+            if e.ntstatus == NtStatus.STATUS_END_OF_FILE:
+                return 0, b""  # an empty file
+            raise
+        return int(f.fd.end_of_file), transaction.results[0]
+
+    def size(self, name: str) -> int | None:
+        self._uploads.wait_for(name)
+
+        def measure(kw: dict[str, Any]) -> int:
+            # Open and close in one compound request: the open's answer holds the size.
+            # (smbclient.stat asks for five kinds of information more, each a structure
+            # parsed in Python: with it, the size and header of 150 chunk files took 0.9 s
+            # of CPU; 0.5 s with this and the compound read.)
+            f = SMBFileIO(
+                self._path(name),
+                mode="r",
+                share_access="rwd",
+                desired_access=Access.FILE_READ_ATTRIBUTES,
+                **kw,
+            )
+            SMBFileTransaction(f).commit()
+            return int(f.fd.end_of_file)
+
+        try:
+            return self._call(f"size of {name}", measure)
+        except FileNotFoundError:
+            return None
 
     def write(self, name: str, data: bytes | bytearray | memoryview, durable: bool = False) -> None:
         if durable:  # after every chunk written before it (a manifest, a lease)

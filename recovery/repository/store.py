@@ -575,14 +575,14 @@ class Repository:
         """Cheap pre-flight check: the file exists and its header fits its size."""
         name = chunk_name(digest)
         try:
-            size = self.backend.size(name)
-            head = self.backend.read(name, 0, CHUNK_HEADER.size) if size is not None else b""
+            found = self.backend.head(name, CHUNK_HEADER.size)
         except FileNotFoundError:
-            size = None
+            found = None
         except OSError as e:
             raise RepositoryError(f"cannot read {self.location}/{name}: {e.strerror}") from e
-        if size is None:
+        if found is None:
             raise IntegrityError(f"{where}: chunk {digest.hex()} is missing")
+        size, head = found
         if self.keys is not None:
             # Sealed: only the envelope can be checked without decrypting the whole chunk.
             if size < SEAL_OVERHEAD + CHUNK_HEADER.size or head[:4] != b"RSE1":
