@@ -532,12 +532,14 @@ def previous_trees(repo: Repository, keys: dict[str, str]) -> dict[bytes, Entry]
             continue
         seen.add(found["name"])
         where = repo.manifest_where(found["name"])
+        entries: dict[bytes, Entry] = {}
         try:
             for e in filetree.read_tree(repo, found["body"], where, keep_raw=True):
                 if e.type == filetree.REGULAR:
-                    cache[e.path] = e
+                    entries[e.path] = e
         except RecoveryError:
             continue  # a damaged earlier image vouches for nothing: read everything
+        cache.update(entries)  # only an image read to its end
     return cache
 
 
@@ -731,6 +733,9 @@ def run_file_backup(
         skipped_json.append({"path": path, "reason": reason})
         progress.log(f"skipped {path}: {reason}")
 
+    walked = _walks.pop(_walk_key(plan), None)
+    if walked is not None and time.monotonic() - walked.at > REUSE_WALK_SECONDS:
+        walked = None
     with repo.locked(f"backup {plan.name}"):
         if repo.has_image(plan.name):
             raise UsageError(f"an image named '{plan.name}' already exists in {plan.repo}")
@@ -794,17 +799,14 @@ def run_file_backup(
                         total += e.size
                         progress.advance(e.size)
 
-                walked = _walks.pop(_walk_key(plan), None)
-                if walked is not None and (
-                    time.monotonic() - walked.at > REUSE_WALK_SECONDS
-                    or len(walked.groups) != len(sels)
-                ):
-                    walked = None
+                walked_groups = walked.groups if walked is not None else None
+                if walked_groups is not None and len(walked_groups) != len(sels):
+                    walked_groups = None
 
                 def walk_of(i: int, sel: Selection, m: str) -> Iterable[Found]:
-                    if walked is None:
+                    if walked_groups is None:
                         return walk(sel, m, skip, _repo_inside(local, sel.source, m))
-                    found, skips, sel_notes = walked.groups[i]
+                    found, skips, sel_notes = walked_groups[i]
                     for p, why in skips:
                         skip(p, why)
                     sel.notes.extend(sel_notes)

@@ -138,6 +138,11 @@ def parent_of(path: bytes) -> bytes:
     return path.rpartition(b"/")[0]
 
 
+_piece = tuple.__new__
+"""A :class:`Piece` from a tuple without the Python-level ``__new__`` (decoding a tree makes
+one per piece)."""
+
+
 def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
     (
         length,
@@ -180,13 +185,17 @@ def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
             raise IntegrityError(f"{where}: {path!r}: its extended attributes are damaged")
         xattrs.append((bytes(buf[p : p + nlen]), bytes(buf[p + nlen : p + nlen + vlen])))
         p += nlen + vlen
-    pieces = [Piece(*PIECE.unpack_from(buf, p + i * PIECE.size)) for i in range(npieces)]
-    if npieces and kind != REGULAR:
-        raise IntegrityError(f"{where}: {path!r}: only regular files have content")
-    if (size if kind == REGULAR else 0) != (sum(pc[2] for pc in pieces) if pieces else 0) or any(
-        pc[2] == 0 for pc in pieces
-    ):
+    if npieces:
+        if kind != REGULAR:
+            raise IntegrityError(f"{where}: {path!r}: only regular files have content")
+        pieces = [_piece(Piece, t) for t in PIECE.iter_unpack(buf[p : p + PIECE.size * npieces])]
+        lengths = [pc[2] for pc in pieces]
+        if sum(lengths) != size or 0 in lengths:
+            raise IntegrityError(f"{where}: {path!r}: its pieces do not add up to its size")
+    elif kind == REGULAR and size:
         raise IntegrityError(f"{where}: {path!r}: its pieces do not add up to its size")
+    else:
+        pieces = []
     if kind in (REGULAR, FOLDER) and tlen:
         raise IntegrityError(f"{where}: {path!r}: only links have a target")
     if kind in (SYMLINK, HARDLINK) and not tlen:

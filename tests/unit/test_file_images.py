@@ -95,6 +95,20 @@ def test_a_run_straight_after_its_plan_reuses_the_walk_and_a_late_one_walks_agai
     assert not filebackup._walks  # a walk is used once, and not kept after its run
 
 
+def test_an_image_removed_between_plan_and_run_vouches_for_nothing(
+    tree: Path, tmp_path: Path
+) -> None:
+    # The run reuses the plan's walk, but reads the files cache under the location's lock: an
+    # image removed in between (its chunks freed) must not vouch for any file.
+    repo = tmp_path / "repo"
+    backup(tree, repo, "one")
+    plan = api.file_backup_plan([str(tree)], str(repo), name="two", excludes=["*.tmp"])
+    api.remove(str(repo), "one")
+    result = api.file_backup_run(plan)
+    assert result.reused_files == 0 and result.read_bytes == result.total_bytes > 0
+    assert api.verify(str(repo), "two").ok
+
+
 def test_extract_names_a_missing_path(tree: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     backup(tree, repo, "one")
