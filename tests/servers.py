@@ -197,8 +197,12 @@ def running_s3() -> Iterator[S3Server]:
     }
     (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
     p = free_ports(11)
+    # Its logs and the sockets it has flags for go into ``root``; the gRPC sockets it always
+    # makes in /tmp are removed by name after it stops (they would pile up otherwise).
     argv = [
-        weed, "server", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", f"-dir={root / 'data'}",
+        weed, f"-logdir={root}", "server", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        f"-dir={root / 'data'}", f"-filer.localSocket={root / 'filer.sock'}",
+        f"-s3.localSocket={root / 's3.sock'}",
         f"-master.port={p[0]}", f"-master.port.grpc={p[1]}", f"-volume.port={p[2]}",
         f"-volume.port.grpc={p[3]}", "-filer", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
         "-s3", f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", f"-s3.port.iceberg={p[8]}",
@@ -214,10 +218,14 @@ def running_s3() -> Iterator[S3Server]:
         c.bucket_exists("probe")
         return True
 
-    with _running(Service(argv, root / "weed.log", "SeaweedFS", ready)) as service:
-        server.service = service
-        yield server
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        with _running(Service(argv, root / "weed.log", "SeaweedFS", ready)) as service:
+            server.service = service
+            yield server
+    finally:
+        for kind, port in (("master", p[1]), ("volume", p[3]), ("filer", p[5]), ("s3", p[7])):
+            Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock").unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- SFTP: OpenSSH ----------------------------------------------------------------------
