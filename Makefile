@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := $(shell grep -v '^\#' deps/debian-packages.txt | tr '\n' ' ')
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit test-storage check bench bench-files bench-delta bench-network deps venv binary test-binary iso-deps iso iso-test clean
+.PHONY: run test test-unit test-storage check bench bench-files bench-delta bench-increment bench-network deps venv binary test-binary iso-deps iso iso-test clean
 
 run: venv
 	@$(SUDO) $(BIN)/recovery
@@ -84,6 +84,7 @@ iso-test: iso
 
 bench: venv
 	$(SUDO) $(BIN)/python bench/bench.py
+	$(SUDO) $(BIN)/python bench/increment.py
 	$(SUDO) $(BIN)/python bench/open_read.py
 	$(SUDO) $(BIN)/python bench/file_backup.py
 	$(SUDO) $(BIN)/python bench/delta_restore.py
@@ -97,6 +98,10 @@ bench-files: venv
 # Only the rapid delta restore case (issue 15): delta restore time / full restore time.
 bench-delta: venv
 	$(SUDO) $(BIN)/python bench/delta_restore.py
+
+# Only the increment case (issue 18): what the next image adds after ~60 MB of changes.
+bench-increment: venv
+	$(SUDO) $(BIN)/python bench/increment.py
 
 # Only the network case (issue 14): local folder against SFTP, SMB and S3 on loopback.
 bench-network: venv

@@ -1,9 +1,9 @@
 """The last step of `make bench`: one table of every figure of PRODUCT.md's performance targets.
 
-Each part of `make bench` (bench.py, open_read.py, file_backup.py, delta_restore.py, network.py)
-writes its section of ``bench/last-results.json`` with the time it was measured; this reads them
-all and prints, one row per target: the figure of each run, the target, and whether every run met
-it. The live ISO's rows come from the last ``make iso-test`` (``build/boot-test/timings.json``)
+Each part of `make bench` (bench.py, increment.py, open_read.py, file_backup.py,
+delta_restore.py, network.py) writes its section of ``bench/last-results.json`` with the time it
+was measured; this reads them all and prints, one row per target: the figure of each run, the
+target, and whether every run met it. The live ISO's rows come from the last ``make iso-test`` (``build/boot-test/timings.json``)
 and ``dist/recovery.iso``. A section missing from the file shows as "not measured"; a row whose
 measurement does not exist yet says so. Reads only; run it alone with
 ``.venv/bin/python bench/summary.py``.
@@ -124,10 +124,9 @@ TARGETS: tuple[Target, ...] = (
         "image after ~60 MB of changes, new bytes / image",
         0.05,
         True,
-        lambda r: None,
-        "",
+        _field("increment", "share"),
+        "increment",
         _share,
-        not_built="no bench case yet (issue 18, item 6)",
     ),
     Target("clone time / partclone.ext4 -b", 0.5, True, _ext4("clone_time"), ""),
     Target(
