@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pyfastcdc import FastCDC
-
 from recovery import __version__
 from recovery.core.excludes import Excludes, Includes, user_data_preset
-from recovery.devices import loops
 from recovery.engine.plans import (
     FileBackupPlan,
     FileBackupResult,
@@ -189,6 +186,8 @@ def mounted(source: FileSource) -> Iterator[str]:
         if how == "kernel":
             # Direct I/O: no read-ahead of the source's own around the file system's reads,
             # which on a failing disk failed files whose own blocks are good (test_file_backup).
+            from recovery.devices import loops  # partitions only, not folders
+
             loop, why = loops.attach_read_only(source.device)
             if loop is None:
                 failures.append(why)
@@ -630,6 +629,10 @@ class Saver:
         """Cut an open file into content-defined chunks: its pieces and bytes read."""
         cdc = getattr(self._local, "cdc", None)
         if cdc is None:  # a FastCDC object is not to be shared between threads
+            # Imported here: a backup where no large file changed never needs it (its import
+            # is a sizeable part of an unchanged second backup's start).
+            from pyfastcdc import FastCDC
+
             cdc = self._local.cdc = FastCDC(CDC_AVG, min_size=CDC_MIN, max_size=CDC_MAX)
         pieces = []
         n = 0
