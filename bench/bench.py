@@ -175,6 +175,43 @@ def scratch_disk(tmp: Path, name: str, size: int = DISK_SIZE) -> Iterator[str]:
         image.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class ScratchCase:
+    """What a case on the reference disk and one scratch disk works with."""
+
+    src: str
+    """The reference disk, attached read-only."""
+    tgt: str
+    """A blank scratch disk of the same size."""
+    repo: Path
+    """A backup location that does not exist yet."""
+    logfile: Path
+    tmp: Path
+
+
+@contextlib.contextmanager
+def reference_and_scratch(description: str, what: str, prefix: str) -> Iterator[ScratchCase]:
+    """The setup that delta_restore.py and increment.py share: their ``--cache`` and ``--tmp``
+    options, root, udevd, the cached reference disk, and a scratch folder under ``--tmp``;
+    everything attached is detached and the folder removed afterwards. ``what`` names the
+    case in the error when it is not run as root."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--tmp", type=Path, default=Path("/var/tmp"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print(f"the {what} bench needs root (loop devices, mounts)", file=sys.stderr)
+        raise SystemExit(2)
+    loopdev.ensure_udev()
+    os.chdir(REPO_ROOT)  # run_ours runs this tree's CLI (recovery_command, recovery_env)
+    image = build_reference_disk(args.cache)
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=args.tmp) as tmpname:
+        tmp = Path(tmpname)
+        with attached(image, read_only=True) as src, scratch_disk(tmp, "target") as tgt:
+            yield ScratchCase(src, tgt, tmp / "repo", tmp / "ours.log", tmp)
+
+
 @contextlib.contextmanager
 def mounted(part: str, where: Path) -> Iterator[Path]:
     require_our_partition(part)

@@ -16,10 +16,8 @@ reference disk is attached read-only, and everything attached is detached at the
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,38 +61,23 @@ def change_used_data(part: str, where: Path, fraction: float) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=ref.DEFAULT_CACHE)
-    ap.add_argument("--tmp", type=Path, default=Path("/var/tmp"))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("the delta restore bench needs root (loop devices, mounts)", file=sys.stderr)
-        return 2
-    ref.loopdev.ensure_udev()
-    # This tree's recovery (python -m from the repository root), not whichever one the
-    # virtual environment's script was installed from.
-    os.chdir(ref.REPO_ROOT)
-    ref.recovery_command = lambda: [sys.executable, "-m", "recovery"]
-    image = ref.build_reference_disk(args.cache)
-    args.tmp.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="recovery-delta-bench-", dir=args.tmp) as tmpname:
-        tmp = Path(tmpname)
-        repo = tmp / "repo"
-        logfile = tmp / "ours.log"
-        with ref.attached(image, read_only=True) as src, ref.scratch_disk(tmp, "target") as tgt:
-            ref.log("image A of the reference disk")
-            ref.run_ours(["backup", src, "--to", str(repo), "--name", "a", "--yes"], logfile)
-            ref.log("A onto the scratch disk, 3 % of its data changed, image B of it")
-            ref.run_ours(["restore", f"{repo}::a", tgt, "--yes", "--full"], logfile)
-            root = ref.loopdev.partition_paths(tgt)[1]
-            changed = change_used_data(root, tmp / "mnt", CHANGE)
-            ref.run_ours(["backup", tgt, "--to", str(repo), "--name", "b", "--yes"], logfile)
-            ref.log("A onto the scratch disk again: it now holds the earlier state")
-            ref.run_ours(["restore", f"{repo}::a", tgt, "--yes"], logfile)
-            ref.log("timed: B onto it by delta")
-            delta = ref.run_ours(["restore", f"{repo}::b", tgt, "--yes"], logfile)
-            ref.log("timed: B onto it with --full")
-            full = ref.run_ours(["restore", f"{repo}::b", tgt, "--yes", "--full"], logfile)
+    with ref.reference_and_scratch(
+        __doc__.splitlines()[0], "delta restore", "recovery-delta-bench-"
+    ) as case:
+        repo, logfile, tgt = case.repo, case.logfile, case.tgt
+        ref.log("image A of the reference disk")
+        ref.run_ours(["backup", case.src, "--to", str(repo), "--name", "a", "--yes"], logfile)
+        ref.log("A onto the scratch disk, 3 % of its data changed, image B of it")
+        ref.run_ours(["restore", f"{repo}::a", tgt, "--yes", "--full"], logfile)
+        root = ref.loopdev.partition_paths(tgt)[1]
+        changed = change_used_data(root, case.tmp / "mnt", CHANGE)
+        ref.run_ours(["backup", tgt, "--to", str(repo), "--name", "b", "--yes"], logfile)
+        ref.log("A onto the scratch disk again: it now holds the earlier state")
+        ref.run_ours(["restore", f"{repo}::a", tgt, "--yes"], logfile)
+        ref.log("timed: B onto it by delta")
+        delta = ref.run_ours(["restore", f"{repo}::b", tgt, "--yes"], logfile)
+        ref.log("timed: B onto it with --full")
+        full = ref.run_ours(["restore", f"{repo}::b", tgt, "--yes", "--full"], logfile)
     ratio = delta.seconds / full.seconds
     cpu_ratio = delta.cpu_seconds / full.cpu_seconds
     section: dict[str, Any] = {

@@ -21,19 +21,18 @@ is attached read-only, everything attached is detached and the scratch files rem
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench as ref
 import zstandard
+
+import bench as ref
 
 TARGET = 0.05
 RANDOM_BYTES = 30 << 20
@@ -98,7 +97,7 @@ def finer_grain(repo_path: Path, a: str, b: str) -> dict[str, Any]:
     }
     readers_a = {sid: StreamReader(repo, s, cell_size, a) for sid, s in streams[a].items()}
     known: set[bytes] = set()
-    for sid, r in readers_a.items():
+    for r in readers_a.values():
         known.update(rec.digest for _, rec in r.records() if rec.kind == DATA)
     cctx = zstandard.ZstdCompressor(level=3)
     added_4m = 0
@@ -130,30 +129,19 @@ def finer_grain(repo_path: Path, a: str, b: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=ref.DEFAULT_CACHE)
-    ap.add_argument("--tmp", type=Path, default=Path("/var/tmp"))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("the increment bench needs root (loop devices, mounts)", file=sys.stderr)
-        return 2
-    ref.loopdev.ensure_udev()
-    os.chdir(ref.REPO_ROOT)
-    ref.recovery_command = lambda: [sys.executable, "-m", "recovery"]
-    image = ref.build_reference_disk(args.cache)
-    args.tmp.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="recovery-increment-bench-", dir=args.tmp) as tmpname:
-        tmp = Path(tmpname)
-        repo = tmp / "repo"
-        logfile = tmp / "ours.log"
-        with ref.attached(image, read_only=True) as src, ref.scratch_disk(tmp, "target") as tgt:
-            ref.log("image A of the reference disk")
-            first = ref.run_ours(["backup", src, "--to", str(repo), "--name", "a", "--yes"], logfile)
-            ref.log("A onto a scratch disk, ~60 MB of changes there")
-            ref.run_ours(["restore", f"{repo}::a", tgt, "--yes", "--full"], logfile)
-            changed = change(ref.loopdev.partition_paths(tgt)[1], tmp / "mnt")
-            ref.log(f"changes: {changed}; image B of the scratch disk")
-            second = ref.run_ours(["backup", tgt, "--to", str(repo), "--name", "b", "--yes"], logfile)
+    with ref.reference_and_scratch(
+        __doc__.splitlines()[0], "increment", "recovery-increment-bench-"
+    ) as case:
+        repo, logfile, tgt = case.repo, case.logfile, case.tgt
+        ref.log("image A of the reference disk")
+        first = ref.run_ours(
+            ["backup", case.src, "--to", str(repo), "--name", "a", "--yes"], logfile
+        )
+        ref.log("A onto a scratch disk, ~60 MB of changes there")
+        ref.run_ours(["restore", f"{repo}::a", tgt, "--yes", "--full"], logfile)
+        changed = change(ref.loopdev.partition_paths(tgt)[1], case.tmp / "mnt")
+        ref.log(f"changes: {changed}; image B of the scratch disk")
+        second = ref.run_ours(["backup", tgt, "--to", str(repo), "--name", "b", "--yes"], logfile)
         ref.log("comparing B's new cells with A's at finer grains")
         finer = finer_grain(repo, "a", "b")
     a_bytes = int(first.result.get("new_bytes") or 0)

@@ -272,8 +272,7 @@ def main() -> int:
         print(f"--kinds takes {','.join(KINDS)}", file=sys.stderr)
         return 2
     loopdev.ensure_udev()
-    # Our CLI from this tree (the venv's `recovery` script may belong to another checkout).
-    harness.recovery_command = lambda: [sys.executable, "-m", "recovery"]
+    # Our CLI from this tree: harness.recovery_command and recovery_env.
     os.environ["PYTHONPATH"] = str(harness.REPO_ROOT)
     image = (
         harness.build_reference_disk(args.cache)

@@ -3,10 +3,10 @@
 Each part of `make bench` (bench.py, increment.py, open_read.py, file_backup.py,
 delta_restore.py, network.py) writes its section of ``bench/last-results.json`` with the time it
 was measured; this reads them all and prints, one row per target: the figure of each run, the
-target, and whether every run met it. The live ISO's rows come from the last ``make iso-test`` (``build/boot-test/timings.json``)
-and ``dist/recovery.iso``. A section missing from the file shows as "not measured"; a row whose
-measurement does not exist yet says so. Reads only; run it alone with
-``.venv/bin/python bench/summary.py``.
+target, and whether every run met it. The live ISO's rows come from the last ``make iso-test``
+(``build/boot-test/timings.json``) and ``dist/recovery.iso``. A section missing from the file
+shows as "not measured"; a row whose measurement does not exist yet says so. Reads only; run it
+alone with ``.venv/bin/python bench/summary.py``.
 """
 
 from __future__ import annotations
