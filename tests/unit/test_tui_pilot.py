@@ -9,8 +9,10 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import Button, RichLog, SelectionList
 
@@ -334,7 +336,13 @@ def test_engine_refusal_shows_its_message_and_the_app_goes_on() -> None:
     drive(scenario, engine=engine)
 
 
-def test_unexpected_exception_in_a_worker_is_a_dialog_not_a_crash() -> None:
+def test_unexpected_exception_in_a_worker_is_a_dialog_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recovery.tui.screens import dialogs
+
+    log = tmp_path / "errors.log"  # not the machine's shared file in /tmp
+    monkeypatch.setattr(dialogs, "ERROR_LOG", log)
     engine = FakeEngine(fail={"list_images": ZeroDivisionError("division by zero")})
 
     async def scenario(pilot: Pilot[Any]) -> None:
@@ -342,6 +350,7 @@ def test_unexpected_exception_in_a_worker_is_a_dialog_not_a_crash() -> None:
         assert isinstance(pilot.app.screen, ErrorScreen)
         text = screen_text(pilot.app)
         assert "Unexpected error" in text and "ZeroDivisionError" in text
+        assert "ZeroDivisionError" in log.read_text()
         await press(pilot, "escape", "escape")
         assert pilot.app.is_running
 
