@@ -20,7 +20,13 @@ from recovery.engine.images import image_info
 from recovery.engine.plans import BackupPlan, BackupResult, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
-from recovery.engine.sources import StreamPlan, plan_sources, resolve_sources, stream_extents
+from recovery.engine.sources import (
+    StreamPlan,
+    plan_sources,
+    resolve_sources,
+    stream_extents,
+    stream_zeroed,
+)
 from recovery.engine.workers import PIPELINE_WORKERS, in_order
 from recovery.errors import RepositoryError, UsageError
 from recovery.repository.images import commit_image
@@ -97,7 +103,13 @@ def run_backup(
                 cancel.check()
                 desc = sp.manifest_fields()
                 reader = SourceReader(
-                    fd, plan.source.disk, sp.start, CELL_SIZE, ask=ask, overlay=sp.overlay
+                    fd,
+                    plan.source.disk,
+                    sp.start,
+                    CELL_SIZE,
+                    ask=ask,
+                    overlay=sp.overlay,
+                    zeroed=stream_zeroed(sp, fd),
                 )
                 try:
                     written, mapinfo = _save_stream(

@@ -32,7 +32,7 @@ from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.reading import SourceReader, describe_unreadable
 from recovery.engine.shrink import plan_shrink, shrink_partition
-from recovery.engine.sources import plan_sources, stream_extents
+from recovery.engine.sources import plan_sources, stream_extents, stream_zeroed
 from recovery.engine.targets import check_still_same, check_target
 from recovery.engine.workers import COPY_WORKERS, in_order
 from recovery.errors import DeviceError, IntegrityError, Refused, UsageError
@@ -154,7 +154,14 @@ def _measure(plan: ClonePlan) -> Delta:
             if c.grows or c.shrinks:
                 continue  # resized again after the copy: copied whole
             sp = c.stream
-            reader = SourceReader(fd, plan.source.disk, sp.start, CELL_SIZE, overlay=sp.overlay)
+            reader = SourceReader(
+                fd,
+                plan.source.disk,
+                sp.start,
+                CELL_SIZE,
+                overlay=sp.overlay,
+                zeroed=stream_zeroed(sp, fd),
+            )
             readers.append(reader)
             todo = cells(stream_extents(sp, fd), CELL_SIZE, sp.size)
             placed.append((sp.id, sp.size, c.target_start, reader.read_cell, todo))
@@ -321,7 +328,15 @@ def _copy_stream(
     """
     sp = c.stream
     progress.step(f"copying partition {c.number} ({sp.fstype or 'unknown'})", sp.used_bytes)
-    reader = SourceReader(src_fd, disk, sp.start, CELL_SIZE, ask=ask, overlay=sp.overlay)
+    reader = SourceReader(
+        src_fd,
+        disk,
+        sp.start,
+        CELL_SIZE,
+        ask=ask,
+        overlay=sp.overlay,
+        zeroed=stream_zeroed(sp, src_fd),
+    )
 
     def work(cell: Cell) -> int:
         buf = reader.read_cell(cell)

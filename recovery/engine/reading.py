@@ -22,6 +22,7 @@ if it answers False the operation stops (the repository stays valid).
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import mmap
@@ -99,10 +100,15 @@ class SourceReader:
         max_errors: int = 256,
         ask: Callable[[str], bool] | None = None,
         overlay: Overlay | None = None,
+        zeroed: list[tuple[int, int]] | None = None,
     ) -> None:
         """``overlay``: bytes laid over what the stream's source holds (a replayed journal,
-        engine/journal.py), offsets relative to the stream start."""
+        engine/journal.py), offsets relative to the stream start. ``zeroed``: sorted, disjoint
+        ranges (relative to the stream start) that are used but given as zeros, unread
+        (:meth:`FileSystem.zeroed_extents`)."""
         self.overlay = overlay
+        self._zeroed = sorted(zeroed or [])
+        self._zeroed_starts = [start for start, _ in self._zeroed]
         self.fd = fd
         self.path = path
         self.stream_start = stream_start
@@ -160,10 +166,11 @@ class SourceReader:
         view = memoryview(buf)
         cell_pos = cell.number * self.cell_size
         lost_before = self._lost()
-        pieces = cell.pieces
+        wanted = self._to_read(cell, cell_pos)
+        pieces = wanted
         if reused:
             pieces = self._read_runs(view, cell_pos, pieces)
-            _zero_gaps(view, cell.pieces)
+            _zero_gaps(view, wanted)
         for off, length in pieces:
             try:
                 self._read_exact(view[off : off + length], self.stream_start + cell_pos + off)
@@ -177,9 +184,36 @@ class SourceReader:
         if self._lost() - lost_before >= cell.used:
             self._check_alive()
         if self.overlay is not None:
-            for off, length in cell.pieces:
+            for off, length in wanted:
                 self.overlay.patch(view[off : off + length], cell_pos + off)
         return buf
+
+    def _to_read(self, cell: Cell, cell_pos: int) -> tuple[tuple[int, int], ...]:
+        """The cell's used pieces less the zeroed ranges."""
+        if not self._zeroed:
+            return cell.pieces
+        end = cell_pos + cell.size
+        i = max(0, bisect.bisect_right(self._zeroed_starts, cell_pos) - 1)
+        cuts = []
+        while i < len(self._zeroed) and self._zeroed[i][0] < end:
+            start, length = self._zeroed[i]
+            if start + length > cell_pos:
+                cuts.append((max(start, cell_pos) - cell_pos, min(start + length, end) - cell_pos))
+            i += 1
+        if not cuts:
+            return cell.pieces
+        out = []
+        for off, length in cell.pieces:
+            pos, stop = off, off + length
+            for lo, hi in cuts:
+                if hi <= pos or lo >= stop:
+                    continue
+                if lo > pos:
+                    out.append((pos, lo - pos))
+                pos = max(pos, hi)
+            if pos < stop:
+                out.append((pos, stop - pos))
+        return tuple(out)
 
     def _reused(self, cell: Cell) -> bytearray | None:
         """This thread's aligned buffer, for a full cell when O_DIRECT is open; else None."""

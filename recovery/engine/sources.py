@@ -369,6 +369,17 @@ def _clipped(extents: Iterator[Extent], size: int) -> Iterator[Extent]:
         yield Extent(s, min(n, size - s))
 
 
+def stream_zeroed(sp: StreamPlan, fd: int) -> list[tuple[int, int]]:
+    """The used ranges of ``sp`` to image as zeros unread (FileSystem.zeroed_extents), read
+    again from the file system now, as :func:`stream_extents` reads its used ranges."""
+    if sp.method != "used-blocks":
+        return []
+    fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files, sp.overlay)
+    if fs is None:
+        raise DamagedFileSystem(f"partition {sp.number} changed while it was being read")
+    return [tuple(e) for e in _clipped((Extent(*r) for r in fs.zeroed_extents()), sp.size)]  # type: ignore[misc]
+
+
 def stream_extents(sp: StreamPlan, fd: int) -> Iterator[tuple[int, int]]:
     """The extents of ``sp`` to keep, relative to its start (re-reads file system metadata)."""
     if sp.method == "layout":

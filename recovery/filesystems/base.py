@@ -102,6 +102,12 @@ class FileSystem(ABC):
         bounded on large file systems.
         """
 
+    def zeroed_extents(self) -> list[tuple[int, int]]:
+        """Byte ranges inside the used ones whose bytes no reader of the file system will use
+        again (a clean ext4 journal), sorted and disjoint: imaged as zeros without being read,
+        and so restored as zeros (never left as the target held them)."""
+        return []
+
     def restore_note(self) -> str | None:
         """What restore must do beyond writing the used ranges (swap: recreate), or None."""
         return None

@@ -18,6 +18,16 @@ What it handles, as e2fsprogs does:
   inode table (of any group) that lies in it.
 - The last group may be short; bitmap padding past the end of the file system is ignored.
 
+A clean internal journal (no recovery needed, its own superblock saying it is empty) holds only
+transactions that were already written in place: no reader of the file system uses its blocks
+again until the kernel writes new ones. :meth:`Ext4.zeroed_extents` names them (all but the
+journal's first block, its superblock), and the engine images them as zeros without reading
+them (docs/FORMAT.md, "A clean ext4 journal"). They are found through inode 8's extent tree,
+whose root must agree with the copy the superblock keeps of it (``s_jnl_blocks``), whose deeper
+blocks (a journal of more than four extents) are followed only when their metadata_csum
+checksums are right, and which must cover exactly the journal's size inside the file system;
+anything else, and nothing is zeroed.
+
 Safety over size: when the bitmaps cannot be trusted -- the journal needs recovery (its
 transactions may allocate blocks the on-disk bitmaps do not show yet), the kernel recorded
 errors, or the file system was not cleanly unmounted -- every block is reported used, with a
@@ -91,6 +101,16 @@ KNOWN_INCOMPAT = (
 ) | (0x4000 | 0x8000 | 0x10000 | 0x20000)
 
 BG_BLOCK_UNINIT = 0x0002
+
+COMPAT_HAS_JOURNAL = 0x0004
+JOURNAL_INODE = 8
+INODE_FLAGS, INODE_BLOCK, INODE_SIZE_HIGH = 0x20, 0x28, 0x6C
+EXTENTS_FL = 0x80000
+EXTENT_MAGIC = 0xF30A
+MAX_EXTENT_DEPTH = 2
+"""Deeper journal extent trees are not followed (mke2fs makes depth 0 or 1)."""
+JBD2_MAGIC = 0xC03B3998
+JNL_BACKUP_BLOCKS = 1
 
 # How many bytes of consecutive block bitmaps, or of group descriptors, one read may fetch.
 _MAX_BITMAP_READ = 4 << 20
@@ -603,6 +623,7 @@ class Ext4(FileSystem):
         self._layout = layout
         self._desc = descriptors
         self._trust_bitmaps = trust_bitmaps
+        self._zeroed: list[tuple[int, int]] = []
 
     @classmethod
     def open(cls, source: BlockSource) -> Ext4:
@@ -652,7 +673,12 @@ class Ext4(FileSystem):
         fs.journal_needs_recovery = bool(
             sb.feature_incompat & INCOMPAT_RECOVER and not sb.state & STATE_ERROR
         )
+        if not notes:
+            fs._zeroed = _clean_journal(source, layout, descriptors, raw)
         return fs
+
+    def zeroed_extents(self) -> list[tuple[int, int]]:
+        return list(self._zeroed)
 
     def used_extents(self) -> Iterator[Extent]:
         return merge(self._extents())
@@ -750,6 +776,106 @@ class Ext4(FileSystem):
             lo = block * lay.block_size // unit * unit
             hi = -(-(block + count) * lay.block_size // unit) * unit
             yield lo, min(hi, end) - lo
+
+
+def _clean_journal(
+    source: BlockSource, lay: _Layout, desc: _Descriptors, raw_sb: bytes
+) -> list[tuple[int, int]]:
+    """Byte ranges of a clean internal journal after its first block (see the module's
+    docstring), merged; empty when there is none, it is not clean, or anything disagrees."""
+    try:
+        return _journal_ranges(source, lay, desc, raw_sb)
+    except (OSError, DamagedFileSystem, DeviceError, struct.error, ValueError):
+        return []
+
+
+def _journal_ranges(
+    source: BlockSource, lay: _Layout, desc: _Descriptors, raw_sb: bytes
+) -> list[tuple[int, int]]:
+    sb, bs = lay.sb, lay.block_size
+    inum, jdev = struct.unpack_from("<II", raw_sb, 0xE0)
+    backup_type = raw_sb[0xFD]
+    if not sb.feature_compat & COMPAT_HAS_JOURNAL or inum != JOURNAL_INODE or jdev != 0:
+        return []
+    if sb.feature_incompat & INCOMPAT_RECOVER or backup_type != JNL_BACKUP_BLOCKS:
+        return []
+    inode_size = sb.inode_size if sb.rev_level >= 1 else 128
+    if inode_size < 128 or sb.inodes_per_group < JOURNAL_INODE:
+        return []
+    at = desc.inode_table[0] * bs + (JOURNAL_INODE - 1) * inode_size
+    inode = _read(source, at, 128, "journal inode")
+    size_lo = struct.unpack_from("<I", inode, 4)[0]
+    size = size_lo | struct.unpack_from("<I", inode, INODE_SIZE_HIGH)[0] << 32
+    flags = struct.unpack_from("<I", inode, INODE_FLAGS)[0]
+    root = inode[INODE_BLOCK : INODE_BLOCK + 60]
+    # s_jnl_blocks: the superblock's copy of i_block[15], i_size_high and i_size.
+    copy = raw_sb[0x10C : 0x10C + 68]
+    if copy != root + inode[INODE_SIZE_HIGH : INODE_SIZE_HIGH + 4] + inode[4:8]:
+        return []
+    if not flags & EXTENTS_FL or size <= 0 or size % bs:
+        return []
+    blocks = size // bs
+    # A deeper block's checksum seed: the file system's, then the inode number and generation.
+    generation = inode[0x64:0x68]
+    seed = _crc32c(_crc32c(lay.csum_seed, JOURNAL_INODE.to_bytes(4, "little")), generation)
+    depth = MAX_EXTENT_DEPTH if lay.metadata_csum else 0
+    extents = sorted(_extent_leaves(source, lay, root, depth, seed))
+    logical = 0
+    for first, _, count in extents:
+        if first != logical:
+            return []  # a hole, or overlapping extents
+        logical += count
+    if logical != blocks or blocks < 2:
+        return []
+    # The journal's own superblock (big-endian): magic, a v1/v2 superblock type, its size, and
+    # s_start 0 (nothing to replay).
+    jsb = _read(source, extents[0][1] * bs, 1024, "journal superblock")
+    magic, kind = struct.unpack_from(">II", jsb, 0)
+    jbs, maxlen, _first, _sequence, start = struct.unpack_from(">IIIII", jsb, 12)
+    if magic != JBD2_MAGIC or kind not in (3, 4) or jbs != bs or maxlen > blocks or start:
+        return []
+    ranges = [(phys * bs, count * bs) for _, phys, count in extents]
+    phys0, count0 = extents[0][1], extents[0][2]
+    ranges[0] = ((phys0 + 1) * bs, (count0 - 1) * bs)
+    return [tuple(e) for e in merge(sorted(r for r in ranges if r[1] > 0))]  # type: ignore[misc]
+
+
+def _extent_leaves(
+    source: BlockSource, lay: _Layout, node: bytes, depth_left: int, seed: int
+) -> list[tuple[int, int, int]]:
+    """``(logical block, physical block, count)`` of every leaf under an extent tree node;
+    ValueError for anything malformed (the caller then zeroes nothing)."""
+    magic, entries, most, depth = struct.unpack_from("<HHHH", node, 0)
+    if magic != EXTENT_MAGIC or entries > most or 12 + 12 * most > len(node):
+        raise ValueError("extent header")
+    if depth > depth_left:
+        raise ValueError("extent tree too deep")
+    out: list[tuple[int, int, int]] = []
+    for i in range(entries):
+        e = 12 + 12 * i
+        if depth == 0:
+            first, count, hi, lo = struct.unpack_from("<IHHI", node, e)
+            if count > 32768:
+                raise ValueError("uninitialised extent in the journal")
+            phys = hi << 32 | lo
+            if count == 0 or phys < 1 or phys + count > lay.blocks_count:
+                raise ValueError("extent outside the file system")
+            out.append((first, phys, count))
+        else:
+            _first, lo, hi = struct.unpack_from("<IIH", node, e)
+            child = hi << 32 | lo
+            if not 0 < child < lay.blocks_count:
+                raise ValueError("index outside the file system")
+            block = _read(source, child * lay.block_size, lay.block_size, "journal extent block")
+            tail = 12 + 12 * struct.unpack_from("<H", block, 4)[0]  # after eh_max entries
+            if tail + 4 > len(block) or _crc32c(seed, block[:tail]) != int.from_bytes(
+                block[tail : tail + 4], "little"
+            ):
+                raise ValueError("extent block checksum")
+            out += _extent_leaves(source, lay, block, depth - 1, seed)
+            if len(out) > lay.blocks_count:
+                raise ValueError("extent tree loops")
+    return out
 
 
 class ExtKind(Kind):

@@ -322,3 +322,35 @@ def test_bad_input_one_line_no_traceback(args: list[str], code: int, text: str) 
     assert text in r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_clean_ext4_journal_is_imaged_and_restored_as_zeros(loop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The root was mounted and written, so its journal holds old transactions. The image
+    stores the journal as zeros (all but its superblock), unread; a restore writes zeros over
+    whatever the target holds there; the file system checks clean with the same files."""
+    from tests.unit.test_fs_ext4 import journal_blocks
+
+    src, parts = make_gpt_system_disk(loop)
+    want = ext4_digest(parts[1])
+    blocks = journal_blocks(Path(parts[1]))
+    out = subprocess.run(["dumpe2fs", "-h", parts[1]], capture_output=True, text=True).stdout
+    bs = int(out.split("Block size:")[1].split()[0])
+    assert blocks == list(range(blocks[0], blocks[0] + len(blocks)))  # mke2fs: one run
+    start, length = (blocks[0] + 1) * bs, (len(blocks) - 1) * bs
+    assert read(parts[1], start, length).count(0) < length, "the journal should hold transactions"
+    journal_sb = read(parts[1], blocks[0] * bs, bs)
+
+    repo = tmp_path / "repo"
+    run_recovery("backup", src, "--to", str(repo), "--name", "a")
+    tgt = loop(512 * MiB)
+    run_recovery("restore", f"{repo}::a", tgt, "--yes")
+    tparts = loopdev.partition_paths(tgt)
+    with open(tparts[1], "r+b") as f:  # the target held something else there
+        f.seek(start)
+        f.write(os.urandom(length))
+    run_recovery("restore", f"{repo}::a", tgt, "--yes")
+    assert read(tparts[1], start, length) == bytes(length)
+    assert read(tparts[1], blocks[0] * bs, bs) == journal_sb
+    fsck = subprocess.run(["e2fsck", "-f", "-n", tparts[1]], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert ext4_digest(tparts[1]) == want

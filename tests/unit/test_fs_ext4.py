@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recovery.core.extents import Extent, total
+from recovery.core.extents import Extent, merge, total
 from recovery.errors import DamagedFileSystem, NotThisFileSystem
 from recovery.filesystems.base import BytesSource, FileSource, open_filesystem
 from recovery.filesystems.ext4 import Ext4
@@ -533,3 +533,110 @@ def test_speed_on_4gib_with_mixed_content(tmp_path: Path) -> None:
     assert complement(used, 4096 * MiB) == free
     print(f"\nused_extents on 4 GiB ext4: {elapsed * 1000:.1f} ms, {len(used)} extents")
     assert elapsed < 1.0
+
+
+# -- a clean journal, imaged as zeros ----------------------------------------------------------
+
+
+def journal_blocks(image: Path) -> list[int]:
+    """The journal's data blocks in logical order, as debugfs maps inode 8 (its extent tree's
+    own blocks left out)."""
+    out = run("debugfs", "-R", "stat <8>", image)
+    mapped = re.search(r"EXTENTS:\n(.*)", out)
+    assert mapped, out
+    blocks = []
+    for first, last in re.findall(r"\(\d+(?:-\d+)?\):(\d+)(?:-(\d+))?", mapped.group(1)):
+        blocks += range(int(first), int(last or first) + 1)
+    return blocks
+
+
+def opened(image: Path) -> Ext4:
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        return Ext4.open(FileSource(fd, 0, image.stat().st_size))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@pytest.mark.parametrize(
+    "size, args, depth",
+    [
+        (64 * MiB, ("-b", "1024"), 0),
+        (3072 * MiB, ("-b", "4096", "-J", "size=1024"), 1),  # 8 extents: a tree of depth 1
+    ],
+    ids=["1k-blocks", "4k-deep-tree"],
+)
+def test_a_clean_journal_is_zeroed_as_debugfs_maps_it(
+    tmp_path: Path, size: int, args: tuple[str, ...], depth: int
+) -> None:
+    image = mkfs(tmp_path / "fs.img", size, *args)
+    blocks = journal_blocks(image)
+    fs = opened(image)
+    bs = fs.geometry.block_size
+    want = [tuple(e) for e in merge((b * bs, bs) for b in blocks[1:])]  # all but its superblock
+    assert fs.zeroed_extents() == want
+    used = list(fs.used_extents())
+    assert all(any(s <= z and z + n <= s + m for s, m in used) for z, n in want)
+    if depth:
+        assert "ETB" in run("debugfs", "-R", "stat <8>", image)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-t", "ext3"),
+        ("-O", "^has_journal"),
+        ("-b", "4096", "-J", "size=1024", "-O", "^metadata_csum"),
+    ],
+    ids=["ext3-block-map", "no-journal", "deep-tree-without-checksums"],
+)
+def test_journals_not_zeroed(tmp_path: Path, args: tuple[str, ...]) -> None:
+    image = mkfs(tmp_path / "fs.img", 3072 * MiB, *args)
+    assert opened(image).zeroed_extents() == []
+
+
+def test_a_journal_with_transactions_to_replay_is_not_zeroed(tmp_path: Path) -> None:
+    image = mkfs(tmp_path / "fs.img", 64 * MiB, "-b", "1024")
+    first = journal_blocks(image)[0]
+    with open(image, "r+b") as f:
+        f.seek(first * 1024 + 0x1C)  # the journal superblock's s_start (big-endian)
+        f.write((1).to_bytes(4, "big"))
+    assert opened(image).zeroed_extents() == []
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_fuzz_journal(
+    fuzz_images: dict[str, tuple[bytes, list[Extent]]], data: st.DataObject
+) -> None:
+    """Damage the journal inode, the journal's superblock, or the superblock's copy of the
+    journal's root: the zeroed ranges are the undamaged image's or none, never others."""
+    name = data.draw(st.sampled_from(["ext4", "ext4-64bit-nocsum"]))
+    image, _ = fuzz_images[name]
+    fs = Ext4.open(BytesSource(image))
+    original = fs.zeroed_extents()
+    assert original, "the fuzz images have a clean journal"
+    bs = fs.geometry.block_size
+    inode8 = fs._desc.inode_table[0] * bs + 7 * fs._layout.sb.inode_size
+    journal_sb = original[0][0] - bs
+    region = data.draw(
+        st.sampled_from([(inode8, 128), (journal_sb, 1024), (1024 + 0x10C, 68), (1024 + 0xE0, 8)])
+    )
+    flips = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, region[1] - 1), st.integers(1, 255)), min_size=1, max_size=3
+        )
+    )
+    damaged = bytearray(image)
+    for offset, mask in flips:
+        damaged[region[0] + offset] ^= mask
+    try:
+        after = Ext4.open(BytesSource(bytes(damaged)))
+    except (DamagedFileSystem, NotThisFileSystem):
+        return
+    assert after.zeroed_extents() in (original, [])

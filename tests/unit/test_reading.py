@@ -71,3 +71,31 @@ def test_a_failed_direct_read_is_read_again_through_the_cache(
         reader.close()
     finally:
         os.close(fd)
+
+
+def test_zeroed_ranges_are_given_as_zeros_and_not_read(tmp_path: Path) -> None:
+    """A clean journal's blocks (FileSystem.zeroed_extents): used, so inside the cell's pieces,
+    but zeros in the cell whatever the source holds there, on the fast path and the slow."""
+    data = random.Random(7).randbytes(4096 + 3 * CELL)
+    path = tmp_path / "disk"
+    path.write_bytes(data)
+    zeroed = [(CELL - 8192, 8192 + 4096), (2 * CELL + 100, 50)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for start in (0, 4096 - 512):  # direct, then through the cache
+            reader = SourceReader(fd, str(path), start, CELL, zeroed=zeroed)
+            for cell in (
+                Cell(0, CELL, ((0, CELL),)),
+                Cell(1, CELL, ((0, 8192), (16384, 4096))),
+                Cell(2, CELL, ((0, 4096),)),
+            ):
+                want = bytearray(expected(data, start, cell))
+                base = cell.number * CELL
+                for zs, zn in zeroed:
+                    lo, hi = max(zs, base), min(zs + zn, base + CELL)
+                    if lo < hi:
+                        want[lo - base : hi - base] = bytes(hi - lo)
+                assert bytes(reader.read_cell(cell)) == bytes(want), (start, cell.number)
+            reader.close()
+    finally:
+        os.close(fd)
