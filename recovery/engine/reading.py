@@ -118,16 +118,16 @@ class SourceReader:
         self._lock = threading.Lock()
         self._bad: list[tuple[int, int]] = []
         self._asked = False
-        self._direct_fd: int | None = None
         self._local = threading.local()
-        self._fast_fd = -1
-        """O_DIRECT descriptor of the same file as ``fd``, for aligned reads of whole cells."""
-        if stream_start % ALIGN == 0 and cell_size % ALIGN == 0:
-            try:
-                flags = os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC
-                self._fast_fd = os.open(f"/proc/self/fd/{fd}", flags)
-            except OSError:
-                pass  # a file system without O_DIRECT: every read goes through the cache
+        self._direct_fd = -1
+        """O_DIRECT descriptor of the same file as ``fd``: for aligned reads of whole cells,
+        and for salvaging a failed read sector by sector; -1 where O_DIRECT is refused."""
+        try:
+            flags = os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC
+            self._direct_fd = os.open(f"/proc/self/fd/{fd}", flags)
+        except OSError:
+            pass  # a file system without O_DIRECT: every read goes through the cache
+        self._fast = self._direct_fd >= 0 and stream_start % ALIGN == 0 and cell_size % ALIGN == 0
         self._last_good: int | None = None
         """Absolute offset of a sector read without error, for the liveness probe."""
         self._failure: DeviceError | None = None
@@ -135,12 +135,9 @@ class SourceReader:
         the readers stop at once instead of each failing its way through a cell."""
 
     def close(self) -> None:
-        if self._direct_fd is not None:
+        if self._direct_fd >= 0:
             os.close(self._direct_fd)
-            self._direct_fd = None
-        if self._fast_fd >= 0:
-            os.close(self._fast_fd)
-            self._fast_fd = -1
+            self._direct_fd = -1
 
     @property
     def unreadable(self) -> list[tuple[int, int]]:
@@ -217,11 +214,11 @@ class SourceReader:
 
     def _reused(self, cell: Cell) -> bytearray | None:
         """This thread's aligned buffer, for a full cell when O_DIRECT is open; else None."""
-        if self._fast_fd < 0 or cell.size != self.cell_size:
+        if not self._fast or cell.size != self.cell_size:
             return None
-        buf: bytearray | None = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = self._local.buf = _aligned_bytearray(self.cell_size)
+        if not hasattr(self._local, "buf"):  # None stays None: the interpreter gave no alignment
+            self._local.buf = _aligned_bytearray(self.cell_size)
+        buf: bytearray | None = self._local.buf
         return buf
 
     def _read_runs(
@@ -236,7 +233,7 @@ class SourceReader:
             ok = off % ALIGN == 0 and length % ALIGN == 0
             if ok:
                 try:
-                    ok = os.preadv(self._fast_fd, [view[off:end]], pos) == length
+                    ok = os.preadv(self._direct_fd, [view[off:end]], pos) == length
                 except OSError:
                     ok = False
             if ok:
@@ -339,13 +336,7 @@ class SourceReader:
             if into is None:
                 return True
             return self._try_cached(into, pos)
-        with self._lock:
-            if self._direct_fd is None:
-                try:
-                    self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-                except OSError:
-                    self._direct_fd = -1
-            fd = self._direct_fd
+        fd = self._direct_fd
         if fd < 0:
             return True if into is None else self._try_cached(into, pos)
         with mmap.mmap(-1, max(size, PAGE)) as buf:

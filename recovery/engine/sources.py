@@ -369,15 +369,21 @@ def _clipped(extents: Iterator[Extent], size: int) -> Iterator[Extent]:
         yield Extent(s, min(n, size - s))
 
 
+def _reopened(sp: StreamPlan, fd: int) -> FileSystem:
+    """The file system of a used-blocks stream, read again now (it must still be one)."""
+    fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files, sp.overlay)
+    if fs is None:
+        raise DamagedFileSystem(f"partition {sp.number} changed while it was being read")
+    return fs
+
+
 def stream_zeroed(sp: StreamPlan, fd: int) -> list[tuple[int, int]]:
     """The used ranges of ``sp`` to image as zeros unread (FileSystem.zeroed_extents), read
     again from the file system now, as :func:`stream_extents` reads its used ranges."""
     if sp.method != "used-blocks":
         return []
-    fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files, sp.overlay)
-    if fs is None:
-        raise DamagedFileSystem(f"partition {sp.number} changed while it was being read")
-    return [tuple(e) for e in _clipped((Extent(*r) for r in fs.zeroed_extents()), sp.size)]  # type: ignore[misc]
+    zeroed = (Extent(*r) for r in _reopened(sp, fd).zeroed_extents())
+    return [(s, n) for s, n in _clipped(zeroed, sp.size)]
 
 
 def stream_extents(sp: StreamPlan, fd: int) -> Iterator[tuple[int, int]]:
@@ -387,9 +393,6 @@ def stream_extents(sp: StreamPlan, fd: int) -> Iterator[tuple[int, int]]:
     elif sp.method == "swap-header":
         yield (0, min(SWAP_HEADER, sp.size))
     elif sp.method == "used-blocks":
-        fs = open_reader(fd, sp.start, sp.size, sp.fstype, sp.keep_system_files, sp.overlay)
-        if fs is None:
-            raise DamagedFileSystem(f"partition {sp.number} changed while it was being read")
-        yield from _clipped(fs.used_extents(), sp.size)
+        yield from _clipped(_reopened(sp, fd).used_extents(), sp.size)
     else:
         yield (0, sp.size)

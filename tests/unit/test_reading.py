@@ -40,7 +40,7 @@ def test_cells_read_direct_equal_cells_read_through_the_cache(tmp_path: Path, st
     fd = os.open(path, os.O_RDONLY)
     try:
         reader = SourceReader(fd, str(path), start, CELL)
-        assert (reader._fast_fd >= 0) is (start == 0)  # direct only when the stream is aligned
+        assert reader._fast is (start == 0)  # direct only when the stream is aligned
         for cell in cells * 2:
             assert bytes(reader.read_cell(cell)) == expected(data, start, cell), cell
         reader.close()
@@ -58,7 +58,7 @@ def test_a_failed_direct_read_is_read_again_through_the_cache(
     real = os.preadv
 
     def failing(fd_: int, buffers: list[memoryview], offset: int) -> int:
-        if fd_ == reader._fast_fd:
+        if fd_ == reader._direct_fd:
             raise OSError(5, "Input/output error")
         return real(fd_, buffers, offset)
 
