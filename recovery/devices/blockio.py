@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 import time
 from collections.abc import Collection, Iterator
@@ -185,6 +186,26 @@ def mounted_devices() -> dict[str, str]:
                 st = os.stat(dev)
                 result.setdefault(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", "[SWAP]")
     return result
+
+
+def fstype_at(path: str) -> str | None:
+    """The type of the file system that holds ``path`` ("ext4", "fuseblk", ...), as
+    ``findmnt -T`` gives it: the mount with the longest mount point above the path's real
+    location, the last one mounted where several share it; None when mountinfo is unreadable."""
+    where = os.path.realpath(path)
+    found: str | None = None
+    longest = -1
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            parts, after = left.split(), right.split()
+            if len(parts) < 5 or not after:
+                continue
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+            inside = point == "/" or where == point or where.startswith(point + "/")
+            if inside and len(point) >= longest:
+                found, longest = after[0], len(point)
+    return found
 
 
 def disk_members(disk: str) -> list[str]:

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import stat
-import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -25,10 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recovery import __version__
 from recovery.core.excludes import Excludes, Includes, user_data_preset
+from recovery.devices.blockio import fstype_at
 from recovery.engine.plans import (
     FileBackupPlan,
     FileBackupResult,
@@ -44,6 +42,9 @@ from recovery.repository import filetree
 from recovery.repository.filetree import Entry, Piece, TreeWriter
 from recovery.repository.kinds import open_backend
 from recovery.repository.store import Repository, check_name, utc_now
+
+if TYPE_CHECKING:
+    import subprocess
 
 SMALL_FILE = 256 << 10
 """Files below this are packed together (FORMAT.md, "Terms": content chunk)."""
@@ -64,6 +65,8 @@ def default_name() -> str:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    import subprocess  # partitions only: an unchanged backup of folders runs no tool
+
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 
@@ -80,11 +83,6 @@ def _mounted_at(device: str) -> str | None:
     r = _run("findmnt", "-n", "-o", "TARGET", "--source", device)
     lines = r.stdout.splitlines()
     return lines[0] if r.returncode == 0 and lines else None
-
-
-def _fstype_of_folder(folder: str) -> str | None:
-    r = _run("findmnt", "-n", "-o", "FSTYPE", "-T", folder)
-    return r.stdout.strip() or None
 
 
 def parse_source(spec: str) -> tuple[str | None, str]:
@@ -147,7 +145,7 @@ def resolve_sources(specs: list[str]) -> list[FileSource]:
         else:
             if not os.path.isdir(folder):
                 raise UsageError(f"{spec} is not a folder here, nor a partition (/dev/...)")
-            fstype = _fstype_of_folder(folder)
+            fstype = fstype_at(folder)
             out.append(
                 FileSource(
                     spec=spec,
@@ -157,7 +155,7 @@ def resolve_sources(specs: list[str]) -> list[FileSource]:
                     label=None,
                     folder=folder,
                     place=places[None],
-                    key=f"host:{socket.gethostname()}",
+                    key=f"host:{os.uname().nodename}",
                     case_insensitive=(fstype or "") in CASE_INSENSITIVE,
                     stable_inodes=(fstype or "") not in UNSTABLE_INODES,
                     mounted_at="/",
@@ -178,6 +176,8 @@ def mounted(source: FileSource) -> Iterator[str]:
         return
     assert source.fstype is not None
     os.makedirs("/run/recovery", exist_ok=True)
+    import tempfile  # partitions only
+
     target = tempfile.mkdtemp(prefix="files-", dir="/run/recovery")
     loop: str | None = None
     failures: list[str] = []

@@ -12,8 +12,6 @@ exFAT) a power cut can tear a rename; the format's hashes then report the torn f
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -65,7 +63,11 @@ def write_atomic(
 
 def _syncfs(fd: int) -> None:
     """Flush every dirty page of the file system holding ``fd`` (one call, not one per file)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    import ctypes  # here: a file backup's start-up counts, and most commands never flush
+
+    # The C library this process already runs on: ctypes.util.find_library would run
+    # ``ldconfig -p`` to find it, on every flush.
+    libc = ctypes.CDLL(None, use_errno=True)
     if libc.syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

@@ -14,11 +14,9 @@ import errno
 import json
 import os
 import re
-import socket
 import struct
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -328,6 +326,8 @@ class Repository:
             raise NotARepository(
                 f"{where} is not empty and not a backup location: give an empty or new folder"
             )
+        import uuid  # here: only a new location needs it, and start-up counts
+
         keys = None
         header: dict[str, Any] = {
             "format": REPO_MAGIC,
@@ -366,7 +366,7 @@ class Repository:
     def _creation_lock(self) -> Iterator[None]:
         """The writers' lock, waited for a few seconds: another creator holds it only as long
         as it takes to write a header (a writer at work for longer is refused as usual)."""
-        note = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "operation": "create"})
+        note = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "operation": "create"})
         deadline = time.monotonic() + CREATION_WAIT
         with contextlib.ExitStack() as stack:
             while True:
@@ -422,7 +422,7 @@ class Repository:
         note = json.dumps(
             {
                 "pid": os.getpid(),
-                "host": socket.gethostname(),
+                "host": os.uname().nodename,
                 "operation": operation,
                 "since": utc_now(),
             }

@@ -145,3 +145,21 @@ def test_a_file_image_is_not_restored_onto_a_disk(tree: Path, tmp_path: Path) ->
     target.write_bytes(bytes(1 << 20))
     with pytest.raises(UsageError, match="is a file image"):
         api.restore_plan(str(repo), "one", str(target))
+
+
+def test_the_file_system_type_of_a_folder_is_what_findmnt_says(tmp_path: Path) -> None:
+    """A folder source's type (case-insensitive names on vfat and NTFS, unstable inodes on
+    FUSE) comes from mountinfo, as ``findmnt -T`` gives it, without running findmnt."""
+    import shutil
+    import subprocess
+
+    from recovery.devices.blockio import fstype_at
+
+    if shutil.which("findmnt") is None:
+        pytest.skip("findmnt is missing")
+    (tmp_path / "a b").mkdir()  # a space: mountinfo escapes it in mount points
+    for path in ("/", "/proc", "/sys", str(tmp_path), str(tmp_path / "a b")):
+        r = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True
+        )
+        assert fstype_at(path) == r.stdout.split()[-1], path
