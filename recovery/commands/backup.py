@@ -7,7 +7,10 @@ import os
 import sys
 
 from recovery.commands.reporting import print_json, progress_for, terminal_question
+from recovery.core.excludes import Excludes
 from recovery.core.units import human_duration, human_size
+from recovery.devices import readahead
+from recovery.devices.readahead import ReadAhead
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,14 +82,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON progress events and result")
 
 
-def run(args: argparse.Namespace) -> int:
+def _wait_for_writers(args: argparse.Namespace) -> None:
     from recovery.engine import api
 
     if args.wait > 0:
         api.wait_for_writers(args.wait, lambda line: print(line, file=sys.stderr, flush=True))
 
+
+def run(args: argparse.Namespace) -> int:
     if args.files:
         return _run_files(args)
+    _wait_for_writers(args)
+
     if args.exclude or args.preset:
         from recovery.errors import UsageError
 
@@ -149,22 +156,45 @@ def _run(args: argparse.Namespace, sources: list[str], vdisk_file: str | None = 
     return 0
 
 
-def _run_files(args: argparse.Namespace) -> int:
-    from recovery.engine import api
+def _read_ahead(args: argparse.Namespace) -> ReadAhead:
+    """Start reading the chosen folders' metadata while the engine loads (devices/readahead):
+    folders of this machine only (a partition is mounted by the plan first), and not with a
+    preset, which chooses folders inside them."""
+    folders = [os.path.abspath(s) for s in args.sources if os.path.isdir(s)]
+    if args.preset or len(folders) != len(args.sources):
+        return readahead.start([])
+    excludes = Excludes(args.exclude or [], case_insensitive=False)
+    location = os.path.abspath(args.to) if "://" not in args.to else None
 
+    def excluded(path: str, is_folder: bool) -> bool:
+        if location is not None and (path == location or path.startswith(location + "/")):
+            return True
+        return excludes.excluded(path, is_folder)
+
+    return readahead.start(folders, excluded)
+
+
+def _run_files(args: argparse.Namespace) -> int:
     if args.system or args.keep_system_files:
         from recovery.errors import UsageError
 
         raise UsageError("--system and --keep-system-files are for disk images, not --files")
-    plan = api.file_backup_plan(
-        args.sources,
-        args.to,
-        name=args.name,
-        excludes=args.exclude,
-        preset=args.preset,
-        level=args.level,
-        encrypt=args.encrypt,
-    )
+    ahead = _read_ahead(args)  # first: the engine's modules load meanwhile
+    try:
+        _wait_for_writers(args)
+        from recovery.engine import api
+
+        plan = api.file_backup_plan(
+            args.sources,
+            args.to,
+            name=args.name,
+            excludes=args.exclude,
+            preset=args.preset,
+            level=args.level,
+            encrypt=args.encrypt,
+        )
+    finally:
+        ahead.stop()
     progress = progress_for(args.json)
     if not args.json:
         for line in plan.describe():
