@@ -1,7 +1,9 @@
 """The command line: argparse and ``main()``, the only place errors become exit codes.
 
 ``recovery`` with no arguments starts the TUI; each subcommand lives in
-:mod:`recovery.commands` as a module with ``add_arguments(parser)`` and ``run(args) -> int``.
+:mod:`recovery.commands` as a module with ``add_arguments(parser)`` and ``run(args) -> int``,
+and optionally ``early(args)``: what it starts as soon as its arguments are parsed, before the
+secrets provider and the engine load (a file backup's read-ahead).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         mod.add_arguments(p)
         if name in secrets.TAKES_LOCATION:
             secrets.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _early=getattr(mod, "early", None))
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(named).parse_args(words)
         if args.command is None:
             return _start_tui()
+        if args._early is not None:
+            args._early(args)  # before anything else loads: see the command's ``early``
         secrets.install(args)
         result: int = args._run(args)
         return result

@@ -174,13 +174,20 @@ def _read_ahead(args: argparse.Namespace) -> ReadAhead:
     return readahead.start(folders, excluded)
 
 
-def _run_files(args: argparse.Namespace) -> int:
-    if args.system or args.keep_system_files:
-        from recovery.errors import UsageError
+def early(args: argparse.Namespace) -> None:
+    """Called by cli.main as soon as the arguments are parsed: a file backup starts reading its
+    folders' metadata ahead while everything else loads."""
+    if args.files:
+        args.read_ahead = _read_ahead(args)
 
-        raise UsageError("--system and --keep-system-files are for disk images, not --files")
-    ahead = _read_ahead(args)  # first: the engine's modules load meanwhile
+
+def _run_files(args: argparse.Namespace) -> int:
+    ahead: ReadAhead = getattr(args, "read_ahead", None) or _read_ahead(args)
     try:
+        if args.system or args.keep_system_files:
+            from recovery.errors import UsageError
+
+            raise UsageError("--system and --keep-system-files are for disk images, not --files")
         _wait_for_writers(args)
         from recovery.engine import api
 
