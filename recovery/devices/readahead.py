@@ -69,6 +69,12 @@ def start(folders: list[str], excluded: Callable[[str, bool], bool] | None = Non
         os._exit(code)
 
 
+READ_THREADS = 4
+"""Folders the child reads at once. Each cold lstat waits on the disk; with several in flight
+the waits overlap (the bench's 8,340-file tree, alone and cold: 0.14-0.15 s on one thread,
+0.09 s on two, 0.07 s on four, 0.09 s on eight)."""
+
+
 def _read_tree(folder: str, parent: int, excluded: Callable[[str, bool], bool] | None) -> None:
     top = os.fsencode(folder.rstrip("/") or "/")
     try:
@@ -76,16 +82,17 @@ def _read_tree(folder: str, parent: int, excluded: Callable[[str, bool], bool] |
     except OSError:
         return
     base = top.rstrip(b"/")
-    stack = [b""]
-    lstat, S_ISDIR = os.lstat, stat.S_ISDIR
-    while stack:
-        if os.getppid() != parent:
-            return
-        rel = stack.pop()
+    stack = [b""]  # folders to read, relative to ``top``; the next one last
+    busy = 0  # folders being read: their subfolders may still come
+    gone = False  # the parent is: stop
+    turn = threading.Condition()
+
+    def read(rel: bytes) -> list[bytes]:
+        """The subfolders of ``rel`` to read, the one to read first last."""
         try:
             names = os.listdir(base + rel if rel else top)
         except OSError:
-            continue
+            return []
         # The walk goes through names in byte order; this goes the other way round, from
         # the tree's far end, so the two read different parts until they meet.
         names.sort(reverse=True)
@@ -93,12 +100,42 @@ def _read_tree(folder: str, parent: int, excluded: Callable[[str, bool], bool] |
         for name in names:
             child = rel + b"/" + name
             try:
-                st = lstat(base + child)
+                st = os.lstat(base + child)
             except OSError:
                 continue
-            if not S_ISDIR(st.st_mode) or st.st_dev != dev:
+            if not stat.S_ISDIR(st.st_mode) or st.st_dev != dev:
                 continue
             if excluded is not None and excluded(os.fsdecode(base + child), True):
                 continue
             folders.append(child)
-        stack.extend(reversed(folders))  # the first in this (reversed) order next
+        folders.reverse()
+        return folders
+
+    def work() -> None:
+        nonlocal busy, gone
+        while True:
+            with turn:
+                while not stack and busy and not gone:
+                    turn.wait()
+                if gone or not stack:
+                    turn.notify_all()
+                    return
+                rel = stack.pop()
+                busy += 1
+            found: list[bytes] = []
+            try:
+                if os.getppid() != parent:
+                    gone = True
+                else:
+                    found = read(rel)
+            finally:
+                with turn:
+                    stack.extend(found)
+                    busy -= 1
+                    turn.notify_all()
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(READ_THREADS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
