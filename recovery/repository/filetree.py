@@ -33,7 +33,9 @@ TYPE_NAMES = {
 
 ENTRY = struct.Struct("<IBBHIIIIQqqqqQQII8x")
 """The fixed part of an entry (FORMAT.md, "Tree"): 96 bytes."""
-_ZERO8 = bytes(8)
+_LENGTH = struct.Struct("<I")
+_ENTRY_IN = struct.Struct("<IBBHIIIIQqqqqQQIIQ")
+"""ENTRY with its last 8 reserved bytes as a number, for decoding (they must be zero)."""
 _ATIME = struct.Struct("<q")
 _ATIME_AT = 40
 """Where the access time lies in an entry's fixed part."""
@@ -143,7 +145,7 @@ _piece = tuple.__new__
 one per piece)."""
 
 
-def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
+def _decode_one(buf: bytes, at: int, where: str) -> Entry:
     (
         length,
         kind,
@@ -162,8 +164,9 @@ def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
         rdev,
         tlen,
         xlen,
-    ) = ENTRY.unpack_from(buf, at)
-    if kind not in TYPE_NAMES or reserved != 0 or buf[at + 88 : at + 96] != _ZERO8:
+        reserved8,
+    ) = _ENTRY_IN.unpack_from(buf, at)
+    if kind not in TYPE_NAMES or reserved != 0 or reserved8 != 0:
         raise IntegrityError(f"{where}: a tree entry has an invalid type or reserved field")
     if length != ENTRY.size + plen + tlen + xlen + PIECE.size * npieces:
         raise IntegrityError(f"{where}: a tree entry's length does not match its fields")
@@ -172,34 +175,46 @@ def _decode_one(buf: bytes | memoryview, at: int, where: str) -> Entry:
     if not check_path(path):
         raise IntegrityError(f"{where}: a tree entry has an invalid path {path!r}")
     p += plen
-    target = bytes(buf[p : p + tlen])
-    p += tlen
+    if tlen:
+        if kind in (REGULAR, FOLDER):
+            raise IntegrityError(f"{where}: {path!r}: only links have a target")
+        target = bytes(buf[p : p + tlen])
+        p += tlen
+    elif kind in (SYMLINK, HARDLINK):
+        raise IntegrityError(f"{where}: {path!r}: a link without a target")
+    else:
+        target = b""
     xattrs: list[tuple[bytes, bytes]] = []
-    end = p + xlen
-    while p < end:
-        if p + XATTR_HEAD.size > end:
-            raise IntegrityError(f"{where}: {path!r}: its extended attributes are damaged")
-        nlen, vlen = XATTR_HEAD.unpack_from(buf, p)
-        p += XATTR_HEAD.size
-        if p + nlen + vlen > end or nlen == 0:
-            raise IntegrityError(f"{where}: {path!r}: its extended attributes are damaged")
-        xattrs.append((bytes(buf[p : p + nlen]), bytes(buf[p + nlen : p + nlen + vlen])))
-        p += nlen + vlen
+    if xlen:
+        end = p + xlen
+        while p < end:
+            if p + XATTR_HEAD.size > end:
+                raise IntegrityError(f"{where}: {path!r}: its extended attributes are damaged")
+            nlen, vlen = XATTR_HEAD.unpack_from(buf, p)
+            p += XATTR_HEAD.size
+            if p + nlen + vlen > end or nlen == 0:
+                raise IntegrityError(f"{where}: {path!r}: its extended attributes are damaged")
+            xattrs.append((bytes(buf[p : p + nlen]), bytes(buf[p + nlen : p + nlen + vlen])))
+            p += nlen + vlen
     if npieces:
         if kind != REGULAR:
             raise IntegrityError(f"{where}: {path!r}: only regular files have content")
-        pieces = [_piece(Piece, t) for t in PIECE.iter_unpack(buf[p : p + PIECE.size * npieces])]
-        lengths = [pc[2] for pc in pieces]
-        if sum(lengths) != size or 0 in lengths:
+        if npieces == 1:  # most files: one piece, unpacked without a list of them
+            one = PIECE.unpack_from(buf, p)
+            pieces = [_piece(Piece, one)]
+            whole = one[2] == size and size != 0
+        else:
+            pieces = [
+                _piece(Piece, t) for t in PIECE.iter_unpack(buf[p : p + PIECE.size * npieces])
+            ]
+            lengths = [pc[2] for pc in pieces]
+            whole = sum(lengths) == size and 0 not in lengths
+        if not whole:
             raise IntegrityError(f"{where}: {path!r}: its pieces do not add up to its size")
     elif kind == REGULAR and size:
         raise IntegrityError(f"{where}: {path!r}: its pieces do not add up to its size")
     else:
         pieces = []
-    if kind in (REGULAR, FOLDER) and tlen:
-        raise IntegrityError(f"{where}: {path!r}: only links have a target")
-    if kind in (SYMLINK, HARDLINK) and not tlen:
-        raise IntegrityError(f"{where}: {path!r}: a link without a target")
     return Entry(
         path,
         kind,
@@ -224,34 +239,31 @@ def parse_entries(chunks: Iterable[bytes], where: str, keep_raw: bool = False) -
     lengths, paths, parents before children, hard links to earlier files); ``keep_raw``: each
     keeps its record's bytes (:attr:`Entry.raw`)."""
     buf = b""
-    folders: set[bytes] = set()
-    files: set[bytes] = set()
-    seen: set[bytes] = set()
+    kinds: dict[bytes, int] = {}  # every path so far, and its type
+    head = ENTRY.size
     for chunk in chunks:
         buf = buf + chunk if buf else chunk
         at = 0
-        while len(buf) - at >= ENTRY.size:
-            length = int.from_bytes(buf[at : at + 4], "little")
-            if not ENTRY.size < length <= MAX_ENTRY:
+        end = len(buf)
+        while end - at >= head:
+            (length,) = _LENGTH.unpack_from(buf, at)
+            if not head < length <= MAX_ENTRY:
                 raise IntegrityError(f"{where}: a tree entry has an impossible length {length}")
-            if len(buf) - at < length:
+            if end - at < length:
                 break
             e = _decode_one(buf, at, where)
             if keep_raw:
                 e.raw = bytes(buf[at : at + length])
             at += length
-            parent = parent_of(e.path)
-            if parent and parent not in folders:
-                raise IntegrityError(f"{where}: {e.path!r} comes before its folder")
-            if e.path in seen:
-                raise IntegrityError(f"{where}: {e.path!r} is listed twice")
-            if e.type == HARDLINK and e.target not in files:
-                raise IntegrityError(f"{where}: {e.path!r} links to a file not saved before it")
-            seen.add(e.path)
-            if e.type == FOLDER:
-                folders.add(e.path)
-            elif e.type == REGULAR:
-                files.add(e.path)
+            path = e.path
+            parent = path.rpartition(b"/")[0]
+            if parent and kinds.get(parent) != FOLDER:
+                raise IntegrityError(f"{where}: {path!r} comes before its folder")
+            if path in kinds:
+                raise IntegrityError(f"{where}: {path!r} is listed twice")
+            if e.type == HARDLINK and kinds.get(e.target) != REGULAR:
+                raise IntegrityError(f"{where}: {path!r} links to a file not saved before it")
+            kinds[path] = e.type
             yield e
         buf = buf[at:]
     if buf:
