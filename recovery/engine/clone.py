@@ -12,6 +12,7 @@ into it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 import uuid
@@ -26,7 +27,7 @@ from recovery.devices import blockio
 from recovery.devices.partitions import tell_kernel, write_table
 from recovery.devices.tools import require
 from recovery.engine.bootentry import add_entry, plan_offer
-from recovery.engine.delta import Delta, measure_clone, same_table
+from recovery.engine.delta import EXT_FSTYPES, Delta, hold_superblock, measure_clone, same_table
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import ClonePlan, CloneResult, CloneStream, Question
 from recovery.engine.progress import CancelToken, Progress
@@ -356,17 +357,27 @@ def _copy_stream(
         return cell.size
 
     copied = 0
-    todo = cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size)
+    todo: Iterator[Cell] = iter(cells(stream_extents(sp, src_fd), CELL_SIZE, sp.size))
     if c.shrinks:  # only the front: the next partition may lie beyond (docs/SHRINK.md)
         todo = _front_cells(todo, c.target_size)
+    # An ext partition's first cell, with its superblock, is copied last (delta.py's
+    # hold_superblock), unless nothing is copied into it at all.
+    held: Cell | None = None
+    if sp.fstype in EXT_FSTYPES and not (delta is not None and delta.untouched(sp.id)):
+        held = next(todo, None)
+        if held is not None and held.number != 0:
+            todo, held = itertools.chain([held], todo), None
     if delta is not None:
         todo = (cell for cell in todo if delta.writes(sp.id, cell.number))
-    with (
-        contextlib.closing(reader),
-        contextlib.closing(in_order(work, todo, COPY_WORKERS, "clone", cancel)) as done,
-    ):
-        for _, size in done:
-            copied += size
+    with contextlib.closing(reader):
+        if held is not None:
+            hold_superblock(writer.fallback_fd, c.target_start)
+        with contextlib.closing(in_order(work, todo, COPY_WORKERS, "clone", cancel)) as done:
+            for _, size in done:
+                copied += size
+        if held is not None:
+            blockio.flush(writer.fallback_fd, target)
+            copied += work(held)
     if reader.unreadable:
         for line in describe_unreadable(disk, sp, reader.unreadable):
             progress.log(line)

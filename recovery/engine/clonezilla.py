@@ -22,6 +22,7 @@ from recovery.core.table import Layout, plan_layout
 from recovery.core.units import human_size
 from recovery.devices import blockio
 from recovery.devices.partitions import refresh_udev, tell_kernel, write_table
+from recovery.engine.delta import EXT_FSTYPES, hold_superblock
 from recovery.engine.finish import Written, finish
 from recovery.engine.plans import ImageInfo, PartitionSummary, RestoreResult, VerifyResult
 from recovery.engine.progress import CancelToken, Progress
@@ -421,6 +422,12 @@ def _write_partition(
 ) -> int:
     progress.step(f"restoring partition {w.number} ({w.fstype or 'unknown'})", w.data_bytes)
     written = 0
+    # An ext partition's primary superblock is overwritten first and written last, as our own
+    # restores do (engine/delta.py, hold_superblock): cut short, it is no file system.
+    held: bytearray | None = None
+    if w.fstype in EXT_FSTYPES:
+        hold_superblock(fd, w.target_start)
+        held = bytearray()
     _size, _used, runs, stream = partition_runs(part)
     with stream:
         for off, data in runs:
@@ -428,6 +435,8 @@ def _write_partition(
                 raise PeerImageError(
                     f"{part.files[0]}: data at byte {off} lies beyond its partition"
                 )
+            if held is not None and off < _SB_END and off + len(data) > _SB_START:
+                data = _keep_superblock(held, off, data)
             try:
                 blockio.pwrite_all(fd, data, w.target_start + off)
             except OSError as e:
@@ -435,4 +444,22 @@ def _write_partition(
             written += len(data)
             progress.advance(len(data))
             cancel.check()
+    if held:
+        blockio.flush(fd, "the target")
+        blockio.pwrite_all(fd, held, w.target_start + _SB_START)
     return written
+
+
+_SB_START, _SB_END = 1024, 2048
+
+
+def _keep_superblock(held: bytearray, off: int, data: bytes) -> bytes:
+    """``data`` (at partition byte ``off``) with the superblock's bytes zeroed; those bytes go
+    into ``held``, which the caller writes once everything else is written."""
+    lo, hi = max(off, _SB_START), min(off + len(data), _SB_END)
+    if len(held) < _SB_END - _SB_START:
+        held.extend(bytes(_SB_END - _SB_START - len(held)))
+    held[lo - _SB_START : hi - _SB_START] = data[lo - off : hi - off]
+    out = bytearray(data)
+    out[lo - off : hi - off] = bytes(hi - lo)
+    return bytes(out)

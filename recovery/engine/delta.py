@@ -62,6 +62,9 @@ class StreamDelta:
     """Bytes of the cells that differ and will be written."""
     size: int
     """The stream's size in bytes."""
+    unread: int = 0
+    """Of :attr:`matching`, the bytes counted without reading them: cells holding only the
+    data of files whose inodes are the same on both sides (filesystems/ext4delta.py)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ class Delta:
     def write_bytes(self) -> int:
         return sum(s.writing for s in self.streams.values())
 
+    @property
+    def unread_bytes(self) -> int:
+        return sum(s.unread for s in self.streams.values())
+
     def writes(self, sid: str, cell: int) -> bool:
         """Whether the run writes ``cell`` of stream ``sid`` (streams not measured: all)."""
         s = self.streams.get(sid)
@@ -92,12 +99,30 @@ class Delta:
         return s is not None and s.writing == 0
 
     def describe(self) -> list[str]:
-        return [
+        lines = [
             f"delta: {human_size(self.matching_bytes)} already match, "
             f"{human_size(self.write_bytes)} will be written",
             "  (measured: the target holds an earlier state of this disk, so only the cells "
             "that differ are written)",
         ]
+        if self.unread_bytes:
+            lines.append(
+                f"  ({human_size(self.unread_bytes)} of it is the data of files whose inodes "
+                "are unchanged, not read again; --full rewrites every byte)"
+            )
+        return lines
+
+
+EXT_FSTYPES = ("ext2", "ext3", "ext4")
+
+
+def hold_superblock(fd: int, base: int) -> None:
+    """Overwrite the primary superblock of the ext partition at ``base`` with zeros, on the
+    device, before anything else is written into it; the caller writes the cell holding it
+    last. A write cut short then leaves no file system (a mix of two states must not look like
+    one: filesystems/ext4delta.py trusts inodes only on a file system that opens)."""
+    blockio.pwrite_all(fd, bytes(1024), base + 1024)
+    blockio.flush(fd, "the target")
 
 
 def same_table(target: str, planned: Table) -> bool:
@@ -164,7 +189,11 @@ def cover_overwritten(
                     moved += min(cell_size, upper.size - c * cell_size)
         if moved:
             streams[sid] = StreamDelta(
-                bytes(flags), upper.matching - moved, upper.writing + moved, upper.size
+                bytes(flags),
+                upper.matching - moved,
+                upper.writing + moved,
+                upper.size,
+                min(upper.unread, upper.matching - moved),
             )
     return Delta(streams, delta.seconds)
 
@@ -184,7 +213,12 @@ def measure_restore(
     ``kept``: for a stream whose backup read only some byte ranges (the layout stream: the
     table and the gaps between partitions), those ranges; the rest of each of its cells was
     stored as zeros and is compared as zeros, since the partitions written over it are measured
-    on their own."""
+    on their own.
+
+    An ext2/3/4 partition that is the same file system on both sides is first asked which of
+    its blocks may differ (filesystems/ext4delta.py: the data of a regular file whose inode is
+    the same on both sides is the same); the cells holding none of those are counted as
+    matching without being read."""
     kept = kept or {}
     started = time.monotonic()
     cancel = cancel or CancelToken()
@@ -193,12 +227,20 @@ def measure_restore(
     try:
         for stream, base in placed:
             maps = StreamReader(repo, stream, cell_size, image)
+            compare = _cells_to_compare(maps, reader, base, cell_size)
+            unread = bytearray(stream.cells)
+            records = []
+            for cell, rec in _records(maps):
+                if rec.kind in (DATA, ZERO):
+                    if compare is not None and cell not in compare:
+                        unread[cell] = MATCH
+                    records.append((cell, rec))
             # A ZERO cell is compared with zeros (memcmp, several times faster than hashing):
             # its digest stands for the hash of zeros.
             wanted = (
                 (cell, rec.length, rec.digest if rec.kind == DATA else None)
-                for cell, rec in _records(maps)
-                if rec.kind in (DATA, ZERO)
+                for cell, rec in records
+                if not unread[cell]
             )
 
             pieces = (
@@ -223,10 +265,40 @@ def measure_restore(
                     return _zeros(length).__eq__(got) is True
                 return repo.hash(got) == digest
 
-            out[stream.id] = _collect(stream.cells, stream.size, wanted, same, cancel)
+            known = [(cell, rec.length) for cell, rec in records if unread[cell]]
+            out[stream.id] = _collect(stream.cells, stream.size, wanted, same, cancel, known)
     finally:
         reader.close()
     return Delta(out, time.monotonic() - started)
+
+
+class _TargetPart:
+    """A partition of the target as a :class:`BlockSource`, read with O_DIRECT."""
+
+    def __init__(self, reader: blockio.DirectReader, base: int, size: int) -> None:
+        self.reader, self.base, self.size = reader, base, size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        return bytes(self.reader.read(self.base + offset, length)) if length else b""
+
+
+def _cells_to_compare(
+    maps: StreamReader, reader: blockio.DirectReader, base: int, cell_size: int
+) -> set[int] | None:
+    """The cells of an ext2/3/4 stream that may differ on the target, or None: compare all."""
+    if maps.stream.raw.get("fstype") not in ("ext2", "ext3", "ext4"):
+        return None
+    from recovery.filesystems.ext4delta import blocks_to_compare
+
+    ranges = blocks_to_compare(maps, _TargetPart(reader, base, maps.stream.size))
+    if ranges is None:
+        return None
+    return {
+        cell
+        for offset, length in ranges
+        for cell in range(offset // cell_size, -(-(offset + length) // cell_size))
+    }
 
 
 def measure_clone(
@@ -301,9 +373,15 @@ def _collect(
     wanted: Iterable[tuple[int, int, T]],
     same: Callable[[tuple[int, int, T]], bool],
     cancel: CancelToken,
+    known: Iterable[tuple[int, int]] = (),
 ) -> StreamDelta:
+    """``known``: ``(cell, length)`` counted as matching without comparing."""
     flags = bytearray(ncells)
     matching = writing = 0
+    for cell, length in known:
+        flags[cell] = MATCH
+        matching += length
+    unread = matching
     with closing(in_order(same, wanted, MEASURE_WORKERS, "delta", cancel)) as done:
         for (cell, length, _), equal in done:
             if equal:
@@ -312,4 +390,4 @@ def _collect(
             else:
                 flags[cell] = WRITE
                 writing += length
-    return StreamDelta(bytes(flags), matching, writing, size)
+    return StreamDelta(bytes(flags), matching, writing, size, unread)

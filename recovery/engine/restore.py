@@ -32,7 +32,14 @@ from recovery.devices.partitions import (
 )
 from recovery.devices.tools import require
 from recovery.engine.bootentry import add_entry, plan_offer
-from recovery.engine.delta import Delta, cover_overwritten, measure_restore, same_table
+from recovery.engine.delta import (
+    EXT_FSTYPES,
+    Delta,
+    cover_overwritten,
+    hold_superblock,
+    measure_restore,
+    same_table,
+)
 from recovery.engine.finish import Written, finish, finish_needs
 from recovery.engine.plans import PartitionWrite, RestorePlan, RestoreResult, image_notes
 from recovery.engine.progress import CancelToken, Progress
@@ -475,6 +482,7 @@ def _write_stream(
         kept,
         plan.delta,
         found,
+        superblock_last=w.fstype in EXT_FSTYPES,
     )
 
 
@@ -490,17 +498,25 @@ def _write_cells(
     kept: CheckedChunks | None = None,
     delta: Delta | None = None,
     found: list[int] | None = None,
+    superblock_last: bool = False,
 ) -> int:
     """Write every DATA and ZERO cell of a stream at ``base``; DATA is hash-checked first.
 
     Only the stream's first ``size`` bytes are written (a partition shrunk onto a smaller disk
     gets its front here; docs/SHRINK.md). With a ``delta``, only the cells it says differ on
     the target, and of those only the :data:`DELTA_BLOCK` pieces that differ; ``found[0]``
-    grows by the bytes of those cells that were already there. The bytes written."""
+    grows by the bytes of those cells that were already there. ``superblock_last`` (an ext
+    partition): its primary superblock is overwritten before anything else and its first cell
+    written after everything else (engine/delta.py's ``hold_superblock``). The bytes written."""
     written = 0
     repo = reader.repo
     sid = reader.stream.id
     measured = delta is not None and sid in delta.streams
+    held = superblock_last and reader.stream.cells > 0 and size > 0
+    if held and delta is not None and delta.untouched(sid):
+        held = False  # nothing is written into it
+    if held:
+        hold_superblock(fd, base)
 
     def fetch_and_write(item: tuple[int, bytes, int]) -> tuple[int, int]:
         cell, digest, length = item
@@ -533,6 +549,8 @@ def _write_cells(
         """The DATA cells to fetch and write; ZERO cells are zeroed here, runs merged."""
         nonlocal zero_start, zero_len
         for cell in range(min(reader.stream.cells, -(-size // cell_size))):
+            if held and cell == 0:
+                continue
             if delta is not None and not delta.writes(sid, cell):
                 continue
             rec = reader.record(cell)
@@ -554,6 +572,15 @@ def _write_cells(
             if found is not None:
                 found[0] += length - wrote
     blockio.zero_range(fd, zero_start, zero_len)
+    if held:
+        # Everything else is on the device before the cell that makes it a file system again.
+        blockio.flush(fd, "the target")
+        rec = reader.record(0)
+        if rec.kind == DATA:
+            length, wrote = fetch_and_write((0, rec.digest, rec.length))
+            written += wrote
+        else:
+            blockio.zero_range(fd, base, min(rec.length, size))
     return written
 
 
