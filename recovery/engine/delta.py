@@ -19,7 +19,8 @@ cent of it. A partition that grows is written in full (its file system is grown 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from typing import TypeVar
@@ -227,22 +228,7 @@ def measure_restore(
     try:
         for stream, base in placed:
             maps = StreamReader(repo, stream, cell_size, image)
-            compare = _cells_to_compare(maps, reader, base, cell_size)
-            unread = bytearray(stream.cells)
-            records = []
-            for cell, rec in _records(maps):
-                if rec.kind in (DATA, ZERO):
-                    if compare is not None and cell not in compare:
-                        unread[cell] = MATCH
-                    records.append((cell, rec))
-            # A ZERO cell is compared with zeros (memcmp, several times faster than hashing):
-            # its digest stands for the hash of zeros.
-            wanted = (
-                (cell, rec.length, rec.digest if rec.kind == DATA else None)
-                for cell, rec in records
-                if not unread[cell]
-            )
-
+            records = [(cell, rec) for cell, rec in _records(maps) if rec.kind in (DATA, ZERO)]
             pieces = (
                 {c.number: c.pieces for c in cells(kept[stream.id], cell_size, stream.size)}
                 if stream.id in kept
@@ -265,11 +251,87 @@ def measure_restore(
                     return _zeros(length).__eq__(got) is True
                 return repo.hash(got) == digest
 
-            known = [(cell, rec.length) for cell, rec in records if unread[cell]]
-            out[stream.id] = _collect(stream.cells, stream.size, wanted, same, cancel, known)
+            with ThreadPoolExecutor(1, thread_name_prefix="inodes") as aside:
+                plan = _Choice(maps, reader, base, cell_size, records, aside)
+                measured = _collect(stream.cells, stream.size, plan.wanted(), same, cancel)
+            out[stream.id] = plan.add_unread(measured)
     finally:
         reader.close()
     return Delta(out, time.monotonic() - started)
+
+
+class _Choice:
+    """Which cells of one stream are read and compared.
+
+    Every DATA and ZERO cell, unless the stream is an ext2/3/4 that the inodes of both sides
+    can vouch for (filesystems/ext4delta.py). Reading the inodes takes a while, so it runs
+    aside while the cells that are compared in any case (superblocks, descriptors, bitmaps,
+    inode tables) are compared first; then the cells the inodes name."""
+
+    def __init__(
+        self,
+        maps: StreamReader,
+        reader: blockio.DirectReader,
+        base: int,
+        cell_size: int,
+        records: list[tuple[int, Record]],
+        aside: ThreadPoolExecutor,
+    ) -> None:
+        self.records = records
+        self.cell_size = cell_size
+        self.unread: list[tuple[int, int]] = []
+        self.first: set[int] = set()
+        self.later: Future[set[int] | None] | None = None
+        if maps.stream.raw.get("fstype") not in EXT_FSTYPES:
+            return
+        from recovery.filesystems import ext4delta
+
+        fixed = ext4delta.metadata_ranges(maps)
+        if fixed is None:
+            return
+        self.first = self._cells(fixed)
+        part = _TargetPart(reader, base, maps.stream.size)
+        self.later = aside.submit(
+            lambda: (
+                None
+                if (ranges := ext4delta.blocks_to_compare(maps, part)) is None
+                else self._cells(ranges)
+            )
+        )
+
+    def _cells(self, ranges: Iterable[tuple[int, int]]) -> set[int]:
+        cs = self.cell_size
+        return {cell for at, n in ranges for cell in range(at // cs, -(-(at + n) // cs))}
+
+    def wanted(self) -> Iterator[tuple[int, int, bytes | None]]:
+        """``(cell, length, digest)`` to compare: None for a ZERO cell, compared with zeros
+        (memcmp, several times faster than hashing)."""
+        for cell, rec in self.records:
+            if self.later is None or cell in self.first:
+                yield cell, rec.length, rec.digest if rec.kind == DATA else None
+        if self.later is None:
+            return
+        compare = self.later.result()
+        for cell, rec in self.records:
+            if cell in self.first:
+                continue
+            if compare is None or cell in compare:
+                yield cell, rec.length, rec.digest if rec.kind == DATA else None
+            else:
+                self.unread.append((cell, rec.length))
+
+    def add_unread(self, measured: StreamDelta) -> StreamDelta:
+        """``measured`` with the cells the inodes vouched for counted as matching, unread."""
+        if not self.unread:
+            return measured
+        flags = bytearray(measured.flags)
+        more = 0
+        for cell, length in self.unread:
+            flags[cell] = MATCH
+            more += length
+        return StreamDelta(
+            bytes(flags), measured.matching + more, measured.writing, measured.size, more
+        )
 
 
 class _TargetPart:
@@ -281,24 +343,6 @@ class _TargetPart:
     def pread(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
         return bytes(self.reader.read(self.base + offset, length)) if length else b""
-
-
-def _cells_to_compare(
-    maps: StreamReader, reader: blockio.DirectReader, base: int, cell_size: int
-) -> set[int] | None:
-    """The cells of an ext2/3/4 stream that may differ on the target, or None: compare all."""
-    if maps.stream.raw.get("fstype") not in ("ext2", "ext3", "ext4"):
-        return None
-    from recovery.filesystems.ext4delta import blocks_to_compare
-
-    ranges = blocks_to_compare(maps, _TargetPart(reader, base, maps.stream.size))
-    if ranges is None:
-        return None
-    return {
-        cell
-        for offset, length in ranges
-        for cell in range(offset // cell_size, -(-(offset + length) // cell_size))
-    }
 
 
 def measure_clone(
@@ -373,15 +417,9 @@ def _collect(
     wanted: Iterable[tuple[int, int, T]],
     same: Callable[[tuple[int, int, T]], bool],
     cancel: CancelToken,
-    known: Iterable[tuple[int, int]] = (),
 ) -> StreamDelta:
-    """``known``: ``(cell, length)`` counted as matching without comparing."""
     flags = bytearray(ncells)
     matching = writing = 0
-    for cell, length in known:
-        flags[cell] = MATCH
-        matching += length
-    unread = matching
     with closing(in_order(same, wanted, MEASURE_WORKERS, "delta", cancel)) as done:
         for (cell, length, _), equal in done:
             if equal:
@@ -390,4 +428,4 @@ def _collect(
             else:
                 flags[cell] = WRITE
                 writing += length
-    return StreamDelta(bytes(flags), matching, writing, size, unread)
+    return StreamDelta(bytes(flags), matching, writing, size)

@@ -372,6 +372,7 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
     cancel.check()
     written = 0
     found = [0]  # bytes of differing cells that were there already (DELTA_BLOCK pieces)
+    told = False
     fd = blockio.open_exclusive_write(plan.target)
     try:
         with blockio.disk_lock(fd):
@@ -404,6 +405,7 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
                 plan.delta is not None and kernel_has(plan.target, plan.layout.table)
             ):
                 tell_kernel(plan.target)
+                told = True
     except IntegrityError as e:
         raise IntegrityError(
             f"{e.message}; the restore stopped before writing damaged data, and {plan.target} "
@@ -411,7 +413,10 @@ def run_restore(plan: RestorePlan, progress: Progress, cancel: CancelToken) -> R
         ) from e
     finally:
         os.close(fd)
-    refresh_udev(plan.target)
+    if told or plan.layout is None:
+        # New partition nodes settle before they are finished; finish() refreshes udev
+        # again at its end, which is all a table the kernel already had needs.
+        refresh_udev(plan.target)
     checks = _after_write(plan, progress)
     ok = all(not c.startswith("FAILED") for c in checks)
     if plan.boot_entry is not None:

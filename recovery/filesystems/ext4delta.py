@@ -47,6 +47,7 @@ damaged) also gives ``None``, never an exception.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,10 +67,14 @@ _RESIZE_INODE = 7
 _INODE_UNINIT = 0x0001
 _DIND = 0x28 + 13 * 4
 _REGULAR = 0x8
-_AHEAD = 4
+_AHEAD = 6
 """Inode tables read ahead of the one being looked at (each of a few MiB at most)."""
+_THREADS = 4
+"""Threads reading them: an image's tables are decompressed, two at once on two cores."""
 
-_INODE = struct.Struct("<H26xII")  # i_mode; i_blocks_lo at 0x1C, i_flags at 0x20
+_INODE = struct.Struct("<H26xII68xI10xH")
+"""i_mode; i_blocks_lo at 0x1C, i_flags at 0x20, i_file_acl_lo at 0x68, l_i_file_acl_high at
+0x76."""
 _HEADER = struct.Struct("<HHHH")
 _LEAF = struct.Struct("<IHHI")
 _INDEX = struct.Struct("<IIH")
@@ -145,6 +150,32 @@ def _same_file_system(a: ext4.Ext4, raw_a: bytes, b: ext4.Ext4, raw_b: bytes) ->
     )
 
 
+def metadata_ranges(image: BlockSource) -> list[tuple[int, int]] | None:
+    """The byte ranges, sorted and merged, of the blocks :func:`blocks_to_compare` always
+    returns for ``image`` (superblocks, descriptors, bitmaps, inode tables): known before any
+    inode is read, so a caller can start comparing them at once. ``None`` when it would
+    return ``None`` for any target."""
+    try:
+        fs, raw = _open(image)
+        bs = fs._layout.block_size
+        return [(f * bs, n * bs) for f, n in merge(sorted(_fixed(fs, raw)))]
+    except (_Unsupported, RecoveryError, struct.error, ValueError, IndexError, OSError):
+        return None
+
+
+def _fixed(fs: ext4.Ext4, raw: bytes) -> list[tuple[int, int]]:
+    lay, desc = fs._layout, fs._desc
+    out: list[tuple[int, int]] = [(0, max(1, (ext4.SUPERBLOCK_OFFSET + 1024) // lay.block_size))]
+    for g in range(lay.groups):
+        out += lay.super_and_descriptors(g)
+        out.append((desc.block_bitmap[g], 1))
+        out.append((desc.inode_bitmap[g], 1))
+        out.append((desc.inode_table[g], lay.itable_blocks))
+    if lay.sb.feature_incompat & _INCOMPAT_MMP:
+        out.append((int.from_bytes(raw[0x168:0x170], "little"), 1))
+    return [(f, n) for f, n in out if n > 0]
+
+
 def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[int, int]]:
     fs, raw = _open(image)
     other, other_raw = _open(target)
@@ -152,14 +183,7 @@ def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[in
         raise _Unsupported("another file system")
     lay, desc = fs._layout, fs._desc
     sb, bs, isz = lay.sb, lay.block_size, lay.inode_size
-    out: list[tuple[int, int]] = [(0, max(1, (ext4.SUPERBLOCK_OFFSET + 1024) // bs))]
-    for g in range(lay.groups):
-        out += lay.super_and_descriptors(g)
-        out.append((desc.block_bitmap[g], 1))
-        out.append((desc.inode_bitmap[g], 1))
-        out.append((desc.inode_table[g], lay.itable_blocks))
-    if sb.feature_incompat & _INCOMPAT_MMP:
-        out.append((int.from_bytes(raw[0x168:0x170], "little"), 1))
+    out = _fixed(fs, raw)
     first_ino = int.from_bytes(raw[0x54:0x58], "little")
     if not 1 <= first_ino <= sb.inodes_per_group:
         raise _Unsupported("s_first_ino")
@@ -179,28 +203,36 @@ def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[in
         for i in _candidates(b_tab, t_tab, used[g], isz, bs, always):
             ino = g * ipg + i + 1
             o = i * isz
-            inode = b_tab[o : o + isz]
-            mode, i_blocks, flags = _INODE.unpack_from(inode)
+            mode, i_blocks, flags, acl_lo, acl_hi = _INODE.unpack_from(b_tab, o)
             if mode == 0:
                 continue
-            acl = int.from_bytes(inode[0x68:0x6C], "little") | (
-                int.from_bytes(inode[0x76:0x78], "little") << 32
-            )
+            acl = acl_lo | acl_hi << 32
             if acl:
                 out.append((acl, 1))
-            plain = (
-                mode >> 12 == _REGULAR
-                and ino >= first_ino
-                and ino not in special
-                and not flags & _EA_INODE_FL
-                and _same_inode(inode, t_tab[o : o + isz])
-            )
             if flags & _INLINE_DATA_FL:
                 continue
             if flags & ext4.EXTENTS_FL:
-                out += _extent_blocks(image, target, lay, inode[0x28:0x64], plain)
+                plain = (
+                    mode >> 12 == _REGULAR
+                    and ino >= first_ino
+                    and ino not in special
+                    and not flags & _EA_INODE_FL
+                    and _same_inode(b_tab[o : o + isz], t_tab[o : o + isz])
+                )
+                magic, entries, _most, depth = _HEADER.unpack_from(b_tab, o + 0x28)
+                if depth == 0 and not plain and magic == ext4.EXTENT_MAGIC and entries <= 4:
+                    # The usual folder or changed file: its extents in the inode itself.
+                    for k in range(entries):
+                        _first, count, hi, lo = _LEAF.unpack_from(b_tab, o + 0x34 + 12 * k)
+                        start = hi << 32 | lo
+                        count = count - 32768 if count > 32768 else count
+                        if start + count > lay.blocks_count:
+                            raise _Unsupported("an extent past the end")
+                        out.append((start, count))
+                else:
+                    out += _extent_blocks(image, target, lay, b_tab[o + 0x28 : o + 0x64], plain)
             elif ino == _RESIZE_INODE:
-                out.append((int.from_bytes(inode[_DIND : _DIND + 4], "little"), 1))
+                out.append((int.from_bytes(b_tab[o + _DIND : o + _DIND + 4], "little"), 1))
             elif flags & _HUGE_FILE_FL or i_blocks != (bs // 512 if acl else 0):
                 # i_blocks counts 512-byte sectors, the attribute block's too: anything more
                 # is data mapped through indirect blocks (ext3 style), not followed here.
@@ -228,6 +260,21 @@ def _used_inodes(image: BlockSource, lay: ext4._Layout) -> list[int]:
     if len(out) != lay.groups:
         raise _Unsupported("group descriptors")
     return out
+
+
+def _masked(table: bytes, isz: int) -> bytes:
+    """An inode table with the fields :func:`_same_inode` ignores set to zero in every inode,
+    by strided slices (reading sets the access time of thousands of inodes)."""
+    out = bytearray(table)
+    n = len(out) // isz
+    words, halves = memoryview(out).cast("I"), memoryview(out).cast("H")
+    zero_words, zero_halves = array("I", bytes(4 * n)), array("H", bytes(2 * n))
+    words[0x08 // 4 :: isz // 4] = zero_words
+    halves[0x7C // 2 :: isz // 2] = zero_halves
+    if isz >= 0x90:
+        halves[0x82 // 2 :: isz // 2] = zero_halves
+        words[0x8C // 4 :: isz // 4] = zero_words
+    return bytes(out)
 
 
 def _same_inode(a: bytes, b: bytes) -> bool:
@@ -262,7 +309,7 @@ def _tables(
             raise _Unsupported("an inode table past the end")
         return g, got_a, got_b
 
-    with ThreadPoolExecutor(2, thread_name_prefix="inodes") as pool:
+    with ThreadPoolExecutor(_THREADS, thread_name_prefix="inodes") as pool:
         try:
             for g, at, length in wanted:
                 a = pool.submit(image.pread, at, length)
@@ -316,14 +363,13 @@ def _candidates(
             found.add(at)
             at = marks.find(1, at + 1)
     if image != target:
+        a, b = _masked(image, isz), _masked(target, isz)
         for k in range(0, count * isz, bs):
-            if image[k : k + bs] != target[k : k + bs]:
+            if a[k : k + bs] != b[k : k + bs]:
                 found.update(
                     i
                     for i in range(k // isz, min(count, (k + bs) // isz))
-                    if not _same_inode(
-                        image[i * isz : (i + 1) * isz], target[i * isz : (i + 1) * isz]
-                    )
+                    if a[i * isz : (i + 1) * isz] != b[i * isz : (i + 1) * isz]
                 )
     return iter(sorted(found))
 
