@@ -86,6 +86,7 @@ _NOT_PLAIN = bytes(0 if b >> 4 in (0, _REGULAR) else 1 for b in range(256))
 _IN_USE = bytes(1 if b else 0 for b in range(256))
 _NO_EXTENTS = bytes(0 if b & (ext4.EXTENTS_FL >> 16) else 1 for b in range(256))
 _NO_INLINE = bytes(0 if b & (_INLINE_DATA_FL >> 24) else 1 for b in range(256))
+_EA_INODE = bytes(1 if b & (_EA_INODE_FL >> 16) else 0 for b in range(256))
 
 
 _COMPARED = ((0x00, 0x08), (0x0C, 0x7C), (0x7E, 0x82), (0x84, 0x8C))
@@ -237,9 +238,10 @@ def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[in
                 # i_blocks counts 512-byte sectors, the attribute block's too: anything more
                 # is data mapped through indirect blocks (ext3 style), not followed here.
                 raise _Unsupported("a block-mapped file")
-    return [
-        (first * bs, count * bs) for first, count in merge(sorted((f, n) for f, n in out if n > 0))
-    ]
+    merged = list(merge(sorted((f, n) for f, n in out if n > 0)))
+    if merged and merged[-1][0] + merged[-1][1] > lay.blocks_count:
+        raise _Unsupported("a block past the end")  # an attribute block, MMP or DIND block
+    return [(first * bs, count * bs) for first, count in merged]
 
 
 def _used_inodes(image: BlockSource, lay: ext4._Layout) -> list[int]:
@@ -355,6 +357,10 @@ def _candidates(
         int.from_bytes(image[1:end:isz].translate(_IN_USE), "big")
         & int.from_bytes(image[0x22:end:isz].translate(_NO_EXTENTS), "big")
         & int.from_bytes(image[0x23:end:isz].translate(_NO_INLINE), "big")
+    )
+    # Extended-attribute inodes (EA_INODE_FL, bit 5 of i_flags' third byte): always compared.
+    mapped |= int.from_bytes(image[1:end:isz].translate(_IN_USE), "big") & int.from_bytes(
+        image[0x22:end:isz].translate(_EA_INODE), "big"
     )
     if mapped:
         marks = mapped.to_bytes(count, "big")
