@@ -28,6 +28,7 @@ from recovery.engine.plans import ImageInfo, PartitionSummary, RestoreResult, Ve
 from recovery.engine.progress import CancelToken, Progress
 from recovery.engine.targets import Target, check_target
 from recovery.errors import ImageNotFound, PeerImageError, Refused
+from recovery.filesystems.ext4 import SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE
 from recovery.peers import partclone
 from recovery.peers.clonezilla import (
     ClonezillaImage,
@@ -450,7 +451,7 @@ def _write_partition(
     return written
 
 
-_SB_START, _SB_END = 1024, 2048
+_SB_START, _SB_END = SUPERBLOCK_OFFSET, SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE
 
 
 def _keep_superblock(held: bytearray, off: int, data: bytes) -> bytes:

@@ -33,6 +33,7 @@ from recovery.devices.partitions import read_table
 from recovery.engine.progress import CancelToken
 from recovery.engine.workers import COPY_WORKERS, in_order
 from recovery.errors import DeviceError, RecoveryError
+from recovery.filesystems.ext4 import SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Ext4
 from recovery.repository.maps import DATA, ZERO, Record, StreamInfo, StreamReader
 from recovery.repository.store import Repository
 
@@ -114,7 +115,7 @@ class Delta:
         return lines
 
 
-EXT_FSTYPES = ("ext2", "ext3", "ext4")
+EXT_FSTYPES = Ext4.fstypes
 
 
 def hold_superblock(fd: int, base: int) -> None:
@@ -122,7 +123,7 @@ def hold_superblock(fd: int, base: int) -> None:
     device, before anything else is written into it; the caller writes the cell holding it
     last. A write cut short then leaves no file system (a mix of two states must not look like
     one: filesystems/ext4delta.py trusts inodes only on a file system that opens)."""
-    blockio.pwrite_all(fd, bytes(1024), base + 1024)
+    blockio.pwrite_all(fd, bytes(SUPERBLOCK_SIZE), base + SUPERBLOCK_OFFSET)
     blockio.flush(fd, "the target")
 
 

@@ -58,7 +58,6 @@ from recovery.filesystems import ext4
 from recovery.filesystems.base import BlockSource
 
 _INCOMPAT_MMP = 0x0100
-_INCOMPAT_EA_INODE = 0x0400
 _RO_COMPAT_ORPHAN_PRESENT = 0x10000
 _INLINE_DATA_FL = 0x10000000
 _EA_INODE_FL = 0x200000
@@ -87,11 +86,6 @@ _IN_USE = bytes(1 if b else 0 for b in range(256))
 _NO_EXTENTS = bytes(0 if b & (ext4.EXTENTS_FL >> 16) else 1 for b in range(256))
 _NO_INLINE = bytes(0 if b & (_INLINE_DATA_FL >> 24) else 1 for b in range(256))
 _EA_INODE = bytes(1 if b & (_EA_INODE_FL >> 16) else 0 for b in range(256))
-
-
-_COMPARED = ((0x00, 0x08), (0x0C, 0x7C), (0x7E, 0x82), (0x84, 0x8C))
-"""The bytes of an inode compared, up to 0x90: all but i_atime (0x08), l_i_checksum_lo (0x7C),
-i_checksum_hi (0x82) and i_atime_extra (0x8C)."""
 
 
 class _Unsupported(Exception):
@@ -265,8 +259,9 @@ def _used_inodes(image: BlockSource, lay: ext4._Layout) -> list[int]:
 
 
 def _masked(table: bytes, isz: int) -> bytes:
-    """An inode table with the fields :func:`_same_inode` ignores set to zero in every inode,
-    by strided slices (reading sets the access time of thousands of inodes)."""
+    """An inode table (or one inode) with i_atime, l_i_checksum_lo, i_checksum_hi and
+    i_atime_extra set to zero in every inode, by strided slices (reading sets the access time
+    of thousands of inodes)."""
     out = bytearray(table)
     n = len(out) // isz
     words, halves = memoryview(out).cast("I"), memoryview(out).cast("H")
@@ -282,9 +277,7 @@ def _masked(table: bytes, isz: int) -> bytes:
 def _same_inode(a: bytes, b: bytes) -> bool:
     """Whether two inodes are the same but for their access time (``relatime`` sets it when a
     file is read) and the checksum, which covers that time too."""
-    if a == b:
-        return True
-    return all(a[lo:hi] == b[lo:hi] for lo, hi in _COMPARED) and a[0x90:] == b[0x90:]
+    return a == b or _masked(a, len(a)) == _masked(b, len(b))
 
 
 def _tables(
