@@ -160,7 +160,8 @@ def metadata_ranges(image: BlockSource) -> list[tuple[int, int]] | None:
 
 def _fixed(fs: ext4.Ext4, raw: bytes) -> list[tuple[int, int]]:
     lay, desc = fs._layout, fs._desc
-    out: list[tuple[int, int]] = [(0, max(1, (ext4.SUPERBLOCK_OFFSET + 1024) // lay.block_size))]
+    end = ext4.SUPERBLOCK_OFFSET + ext4.SUPERBLOCK_SIZE
+    out: list[tuple[int, int]] = [(0, max(1, end // lay.block_size))]
     for g in range(lay.groups):
         out += lay.super_and_descriptors(g)
         out.append((desc.block_bitmap[g], 1))
@@ -218,12 +219,7 @@ def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[in
                 if depth == 0 and not plain and magic == ext4.EXTENT_MAGIC and entries <= 4:
                     # The usual folder or changed file: its extents in the inode itself.
                     for k in range(entries):
-                        _first, count, hi, lo = _LEAF.unpack_from(b_tab, o + 0x34 + 12 * k)
-                        start = hi << 32 | lo
-                        count = count - 32768 if count > 32768 else count
-                        if start + count > lay.blocks_count:
-                            raise _Unsupported("an extent past the end")
-                        out.append((start, count))
+                        out.append(_leaf(b_tab, o + 0x34 + 12 * k, lay.blocks_count))
                 else:
                     out += _extent_blocks(image, target, lay, b_tab[o + 0x28 : o + 0x64], plain)
             elif ino == _RESIZE_INODE:
@@ -346,15 +342,15 @@ def _candidates(
     # An inode in use without an extent tree or inline data (block-mapped, or holding no
     # blocks), found bytewise: its mode, and the i_flags bytes holding those two flags.
     end = count * isz
+    in_use = int.from_bytes(image[1:end:isz].translate(_IN_USE), "big")
+    flags = image[0x22:end:isz]
     mapped = (
-        int.from_bytes(image[1:end:isz].translate(_IN_USE), "big")
-        & int.from_bytes(image[0x22:end:isz].translate(_NO_EXTENTS), "big")
+        in_use
+        & int.from_bytes(flags.translate(_NO_EXTENTS), "big")
         & int.from_bytes(image[0x23:end:isz].translate(_NO_INLINE), "big")
     )
     # Extended-attribute inodes (EA_INODE_FL, bit 5 of i_flags' third byte): always compared.
-    mapped |= int.from_bytes(image[1:end:isz].translate(_IN_USE), "big") & int.from_bytes(
-        image[0x22:end:isz].translate(_EA_INODE), "big"
-    )
+    mapped |= in_use & int.from_bytes(flags.translate(_EA_INODE), "big")
     if mapped:
         marks = mapped.to_bytes(count, "big")
         at = marks.find(1)
@@ -371,6 +367,16 @@ def _candidates(
                     if a[i * isz : (i + 1) * isz] != b[i * isz : (i + 1) * isz]
                 )
     return iter(sorted(found))
+
+
+def _leaf(node: bytes, at: int, blocks_count: int) -> tuple[int, int]:
+    """``(first block, count)`` of the leaf extent at ``at`` in ``node`` (a count over 32768
+    marks an unwritten extent)."""
+    _first, count, hi, lo = _LEAF.unpack_from(node, at)
+    start, count = hi << 32 | lo, count - 32768 if count > 32768 else count
+    if start + count > blocks_count:
+        raise _Unsupported("an extent past the end")
+    return start, count
 
 
 def _extent_blocks(
@@ -395,11 +401,7 @@ def _extent_blocks(
             if depth == 0:
                 if plain:
                     continue
-                _first, count, hi, lo = _LEAF.unpack_from(node, e)
-                start, count = hi << 32 | lo, count - 32768 if count > 32768 else count
-                if start + count > lay.blocks_count:
-                    raise _Unsupported("an extent past the end")
-                out.append((start, count))
+                out.append(_leaf(node, e, lay.blocks_count))
             else:
                 _first, lo, hi = _INDEX.unpack_from(node, e)
                 child = hi << 32 | lo
