@@ -95,6 +95,7 @@ class StreamReader:
         self.size = stream.size
         self._maps: OrderedDict[int, bytes] = OrderedDict()
         self._cells: OrderedDict[int, bytes] = OrderedDict()
+        self._fetching: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
 
     def where(self, cell: int | None = None) -> str:
@@ -138,22 +139,37 @@ class StreamReader:
             yield cell, self.record(cell)
 
     def cell_data(self, cell: int) -> bytes:
-        """The bytes of one cell (zeros for UNUSED and ZERO cells), verified."""
+        """The bytes of one cell (zeros for UNUSED and ZERO cells), verified.
+
+        Threads asking for the same cell at once (neighbouring reads, as the ext4 delta's
+        inode tables two to a cell) wait for the one fetching it instead of each decompressing
+        and hashing it again."""
         rec = self.record(cell)
         if rec.kind != DATA:
             return bytes(rec.length)
-        with self._lock:
-            c = self._cells.get(cell)
-            if c is not None:
-                self._cells.move_to_end(cell)
-                return c
-        data = self.repo.get_chunk(rec.digest, self.where(cell))
-        if len(data) != rec.length:
-            raise IntegrityError(f"{self.where(cell)}: chunk length differs from the map")
-        with self._lock:
-            self._cells[cell] = data
-            while len(self._cells) > 8:
-                self._cells.popitem(last=False)
+        while True:
+            with self._lock:
+                c = self._cells.get(cell)
+                if c is not None:
+                    self._cells.move_to_end(cell)
+                    return c
+                fetching = self._fetching.get(cell)
+                if fetching is None:
+                    fetching = self._fetching[cell] = threading.Event()
+                    break
+            fetching.wait()  # then from the cache, or fetched here if it failed or was evicted
+        try:
+            data = self.repo.get_chunk(rec.digest, self.where(cell))
+            if len(data) != rec.length:
+                raise IntegrityError(f"{self.where(cell)}: chunk length differs from the map")
+            with self._lock:
+                self._cells[cell] = data
+                while len(self._cells) > 8:
+                    self._cells.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._fetching[cell]
+            fetching.set()
         return data
 
     def pread(self, offset: int, length: int) -> bytes:

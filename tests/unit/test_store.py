@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -155,8 +158,6 @@ def test_lock_is_exclusive_and_dies_with_holder(tmp_path: Path) -> None:
 
 def test_a_writer_asked_to_wait_waits_for_the_lock(new_repo: NewRepo) -> None:
     """With --wait, a second writer waits (told once) and then works; nothing overlaps."""
-    import threading
-
     from recovery.repository.store import wait_for_writers
 
     r = new_repo()
@@ -365,8 +366,6 @@ def test_chunks_read_through_reused_buffers_stay_intact(new_repo: NewRepo) -> No
     """get_chunk reads each chunk file into a buffer its thread reuses: what it returned before
     must not change when the next chunk is read, in one thread or many, whatever the sizes
     (a raw chunk larger than the first buffer makes it grow)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     r = new_repo()
     payloads = [os.urandom(3 << 20), b"small" * 100, os.urandom(1 << 20) * 2, b"\0x" * 70000]
     payloads += [os.urandom(n) for n in (10, 700_000, 2_500_000)]
@@ -410,3 +409,38 @@ def test_a_fresh_file_systems_root_counts_as_empty(entries: list[str], tmp_path:
     # "lock": creating a location takes the writers' lock (FORMAT.md, "Locking").
     expected = [*entries, "lock", "recovery-repo", "tmp"]
     assert sorted(os.listdir(tmp_path / "stick")) == sorted(expected)
+
+
+def test_threads_reading_one_cell_at_once_fetch_it_once(new_repo: NewRepo) -> None:
+    """StreamReader.cell_data: the threads that ask for a cell while another fetches it wait
+    for that one (the ext4 delta reads two inode tables of one cell on two threads)."""
+    r = new_repo()
+    cell = 65536
+    data = os.urandom(cell)
+    digest = hash_bytes(data)
+    r.put_chunk(digest, data, 3)
+    w = MapWriter(r, 3)
+    w.add(DATA, cell, digest)
+    info = StreamInfo.from_manifest(
+        {"id": "p1", "size": cell, "cells": 1, "map": w.finish(), "method": "raw"}, cell, "t"
+    )
+    reader = StreamReader(r, info, cell, "img")
+    reader.record(0)  # the map chunk, fetched before the threads start
+    fetched: list[bytes] = []
+    started = threading.Event()
+    get_chunk = r.get_chunk
+
+    def slow_get_chunk(d: bytes, where: str = "", stored: bytes | None = None) -> bytes:
+        fetched.append(d)
+        started.set()
+        time.sleep(0.2)
+        return get_chunk(d, where, stored)
+
+    r.get_chunk = slow_get_chunk  # type: ignore[method-assign]
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(reader.pread, 0, 100)
+        started.wait()
+        rest = [pool.submit(reader.pread, k * 1000, 100) for k in range(1, 4)]
+        got = [first.result()] + [f.result() for f in rest]
+    assert fetched == [digest]
+    assert got == [data[k * 1000 : k * 1000 + 100] for k in range(4)]
