@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import TypeVar
 
 from recovery.core.cells import Cell, cells
@@ -267,7 +268,9 @@ class _Choice:
     Every DATA and ZERO cell, unless the stream is an ext2/3/4 that the inodes of both sides
     can vouch for (filesystems/ext4delta.py). Reading the inodes takes a while, so it runs
     aside while the cells that are compared in any case (superblocks, descriptors, bitmaps,
-    inode tables) are compared first; then the cells the inodes name."""
+    inode tables) are compared first; then the cells the inodes name, group by group as the
+    scan finds them (a cell compared that the scan's answer would not have named costs a read,
+    never a wrong answer: only a finished scan's answer leaves cells unread)."""
 
     def __init__(
         self,
@@ -283,6 +286,8 @@ class _Choice:
         self.unread: list[tuple[int, int]] = []
         self.first: set[int] = set()
         self.later: Future[set[int] | None] | None = None
+        self.found: SimpleQueue[list[tuple[int, int]] | None] = SimpleQueue()
+        """Ranges the inode scan found so far (None: it ended), compared while it goes on."""
         if maps.stream.raw.get("fstype") not in EXT_FSTYPES:
             return
         from recovery.filesystems import ext4delta
@@ -292,13 +297,15 @@ class _Choice:
             return
         self.first = self._cells(fixed)
         part = _TargetPart(reader, base, maps.stream.size)
-        self.later = aside.submit(
-            lambda: (
-                None
-                if (ranges := ext4delta.blocks_to_compare(maps, part)) is None
-                else self._cells(ranges)
-            )
-        )
+
+        def scan() -> set[int] | None:
+            try:
+                ranges = ext4delta.blocks_to_compare(maps, part, self.found.put)
+                return None if ranges is None else self._cells(ranges)
+            finally:
+                self.found.put(None)
+
+        self.later = aside.submit(scan)
 
     def _cells(self, ranges: Iterable[tuple[int, int]]) -> set[int]:
         cs = self.cell_size
@@ -312,9 +319,17 @@ class _Choice:
                 yield cell, rec.length, rec.digest if rec.kind == DATA else None
         if self.later is None:
             return
+        by_cell = dict(self.records)
+        done = set(self.first)
+        while (ranges := self.found.get()) is not None:
+            for cell in sorted(self._cells(ranges) - done):
+                named = by_cell.get(cell)
+                if named is not None:
+                    done.add(cell)
+                    yield cell, named.length, named.digest if named.kind == DATA else None
         compare = self.later.result()
         for cell, rec in self.records:
-            if cell in self.first:
+            if cell in done:
                 continue
             if compare is None or cell in compare:
                 yield cell, rec.length, rec.digest if rec.kind == DATA else None

@@ -49,7 +49,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from recovery.core.extents import merge
@@ -92,12 +92,21 @@ class _Unsupported(Exception):
     """The rule cannot be applied; compare every cell."""
 
 
-def blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[int, int]] | None:
+def blocks_to_compare(
+    image: BlockSource,
+    target: BlockSource,
+    found: Callable[[list[tuple[int, int]]], None] | None = None,
+) -> list[tuple[int, int]] | None:
     """The byte ranges ``(offset, length)``, sorted and merged, of the blocks of ``image``'s
     file system whose bytes on ``target`` may differ, or ``None`` when every block must be
-    compared (see the module's docstring)."""
+    compared (see the module's docstring).
+
+    ``found``: called, as the inode tables are read group by group, with the ranges found so
+    far beyond :func:`metadata_ranges` (unsorted, possibly overlapping), so a caller can start
+    comparing them before the last table is read. Every range it gets is in the answer, unless
+    the answer is ``None``."""
     try:
-        return _blocks_to_compare(image, target)
+        return _blocks_to_compare(image, target, found)
     except (_Unsupported, RecoveryError, struct.error, ValueError, IndexError, OSError):
         return None
 
@@ -172,7 +181,11 @@ def _fixed(fs: ext4.Ext4, raw: bytes) -> list[tuple[int, int]]:
     return [(f, n) for f, n in out if n > 0]
 
 
-def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[int, int]]:
+def _blocks_to_compare(
+    image: BlockSource,
+    target: BlockSource,
+    found: Callable[[list[tuple[int, int]]], None] | None,
+) -> list[tuple[int, int]]:
     fs, raw = _open(image)
     other, other_raw = _open(target)
     if not _same_file_system(fs, raw, other, other_raw):
@@ -180,6 +193,7 @@ def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[in
     lay, desc = fs._layout, fs._desc
     sb, bs, isz = lay.sb, lay.block_size, lay.inode_size
     out = _fixed(fs, raw)
+    told = len(out)
     first_ino = int.from_bytes(raw[0x54:0x58], "little")
     if not 1 <= first_ino <= sb.inodes_per_group:
         raise _Unsupported("s_first_ino")
@@ -228,7 +242,11 @@ def _blocks_to_compare(image: BlockSource, target: BlockSource) -> list[tuple[in
                 # i_blocks counts 512-byte sectors, the attribute block's too: anything more
                 # is data mapped through indirect blocks (ext3 style), not followed here.
                 raise _Unsupported("a block-mapped file")
-    merged = list(merge(sorted((f, n) for f, n in out if n > 0)))
+        if found is not None and len(out) > told:
+            found([(f * bs, n * bs) for f, n in out[told:] if n > 0])
+            told = len(out)
+    out.sort()
+    merged = list(merge(out))  # merge drops empty extents
     if merged and merged[-1][0] + merged[-1][1] > lay.blocks_count:
         raise _Unsupported("a block past the end")  # an attribute block, MMP or DIND block
     return [(first * bs, count * bs) for first, count in merged]
@@ -254,7 +272,7 @@ def _used_inodes(image: BlockSource, lay: ext4._Layout) -> list[int]:
     return out
 
 
-def _masked(table: bytes, isz: int) -> bytes:
+def _masked(table: bytes, isz: int) -> bytearray:
     """An inode table (or one inode) with i_atime, l_i_checksum_lo, i_checksum_hi and
     i_atime_extra set to zero in every inode, by strided slices (reading sets the access time
     of thousands of inodes)."""
@@ -267,7 +285,7 @@ def _masked(table: bytes, isz: int) -> bytes:
     if isz >= 0x90:
         halves[0x82 // 2 :: isz // 2] = zero_halves
         words[0x8C // 4 :: isz // 4] = zero_words
-    return bytes(out)
+    return out
 
 
 def _same_inode(a: bytes, b: bytes) -> bool:
@@ -357,8 +375,7 @@ def _candidates(
         while at >= 0:
             found.add(at)
             at = marks.find(1, at + 1)
-    if image != target:
-        a, b = _masked(image, isz), _masked(target, isz)
+    if image != target and (a := _masked(image, isz)) != (b := _masked(target, isz)):
         for k in range(0, count * isz, bs):
             if a[k : k + bs] != b[k : k + bs]:
                 found.update(

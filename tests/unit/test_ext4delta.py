@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recovery.filesystems.base import BytesSource
-from recovery.filesystems.ext4delta import blocks_to_compare
+from recovery.filesystems.ext4delta import blocks_to_compare, metadata_ranges
 
 MiB = 1 << 20
 SIZE = 32 * MiB
@@ -185,3 +185,24 @@ def test_a_moved_extent_below_the_inode_makes_the_data_compared(made: Path, tmp_
         f.write(b"\x01")
     ranges = compare(made, target)
     assert ranges is not None and covered(ranges, data) == data
+
+
+def test_ranges_found_during_the_scan_are_the_answer_beyond_the_metadata(
+    made: Path, tmp_path: Path
+) -> None:
+    """What the scan hands out group by group (engine/delta.py compares it at once) is part of
+    its answer, and with metadata_ranges makes up the whole of it."""
+    target = copy(made, tmp_path)
+    debugfs(target, "sif /plain.bin ctime 20300101", write=True)
+    image = BytesSource(made.read_bytes())
+    found: list[tuple[int, int]] = []
+    ranges = blocks_to_compare(image, BytesSource(target.read_bytes()), found.extend)
+    fixed = metadata_ranges(image)
+    assert ranges is not None and fixed is not None and found
+    assert covered(ranges, blocks_of(made, "/plain.bin")) == blocks_of(made, "/plain.bin")
+
+    def blocks(rs: list[tuple[int, int]]) -> set[int]:
+        return {b for at, n in rs for b in range(at // BS, (at + n) // BS)}
+
+    assert blocks(found) <= blocks(ranges)
+    assert blocks(found) | blocks(fixed) == blocks(ranges)
