@@ -147,8 +147,27 @@ def kernel_has(disk: str, table: Table) -> bool:
 
 def refresh_udev(disk: str) -> None:
     """Let udev re-probe ``disk`` and its partitions so what is shown next is current."""
+    probe_udev(disk)
+    settle_udev()
+
+
+def probe_udev(disk: str) -> None:
+    """The first half of :func:`refresh_udev`: udev starts probing ``disk`` and its partitions
+    (reading them only) while the caller goes on; :func:`settle_udev` waits for it."""
     _run(["udevadm", "trigger", "--action=change", disk])
+
+
+def settle_udev() -> None:
     _run(["udevadm", "settle", "--timeout=20"])
 
 
-__all__ = ["disk_lock", "kernel_has", "read_table", "refresh_udev", "tell_kernel", "write_table"]
+__all__ = [
+    "disk_lock",
+    "kernel_has",
+    "probe_udev",
+    "read_table",
+    "refresh_udev",
+    "settle_udev",
+    "tell_kernel",
+    "write_table",
+]

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from recovery.core.table import partition_node
 from recovery.devices import blockio
-from recovery.devices.partitions import refresh_udev
+from recovery.devices.partitions import probe_udev, settle_udev
 from recovery.devices.tools import Need
 from recovery.engine.progress import Progress
 from recovery.errors import DeviceError
-from recovery.filesystems.base import kind_of
+from recovery.filesystems.base import Kind, kind_of
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,15 @@ def wait_node(node: str) -> None:
 
 
 def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
-    """Finish every written partition through its file system's home, then refresh udev.
+    """Finish every written partition through its file system's home, and refresh udev.
 
     For each, in this order: fix what names the old start (a moved NTFS or FAT), recreate what
-    was not imaged (swap), grow it when its partition grew and it can, and check it. A partition
-    a delta run did not write (:attr:`Written.unchanged`) is only reported.
+    was not imaged (swap), grow it when its partition grew and it can; then check each, while
+    udev probes the disk. A partition a delta run did not write (:attr:`Written.unchanged`) is
+    only reported. The lines come partition by partition.
     """
-    checks: list[str] = []
+    lines: list[list[str]] = []
+    to_check: list[tuple[list[str], Kind, str]] = []
 
     def step(what: str) -> None:
         progress.step(what, 0)
@@ -70,19 +72,24 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
         node = disk if w.number == 0 else partition_node(disk, w.number)
         wait_node(node)
         kind = kind_of(w.fstype)
+        lines.append(mine := [])
         if w.unchanged:
             # Checking it would only say again what the last check of it said: this run did
             # not touch it (a large data partition beside a changed system one takes minutes).
-            checks.append(f"{node}: {w.fstype or 'partition'} already held the image, not written")
+            mine.append(f"{node}: {w.fstype or 'partition'} already held the image, not written")
             continue
         if w.old_start != w.new_start:
-            checks.extend(kind.after_move(node, w.new_start))
-        checks.extend(kind.after_write(node, w.uuid, w.label))
+            mine.extend(kind.after_move(node, w.new_start))
+        mine.extend(kind.after_write(node, w.uuid, w.label))
         if w.grows and kind.can_grow:
-            checks.extend(kind.grow(node, step))
-        checks.extend(kind.check(node, step))
-    refresh_udev(disk)
-    return checks
+            mine.extend(kind.grow(node, step))
+        to_check.append((mine, kind, node))
+    # Nothing writes the disk any more: udev probes it while the checks (which only read) run.
+    probe_udev(disk)
+    for mine, kind, node in to_check:
+        mine.extend(kind.check(node, step))
+    settle_udev()
+    return [line for mine in lines for line in mine]
 
 
 def finish_needs(parts: Iterable[tuple[str | None, bool]], writes_table: bool) -> list[Need]:
