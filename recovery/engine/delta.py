@@ -53,6 +53,9 @@ WRITE = 1
 MATCH = 2
 """A cell flag: the target already holds this cell (0: a cell that is never written)."""
 
+_Wanted = tuple[int, int, bytes | None]
+"""A cell to compare: ``(cell, length, digest)``, digest None for a ZERO cell."""
+
 
 @dataclass(frozen=True)
 class StreamDelta:
@@ -228,38 +231,53 @@ def measure_restore(
     reader = blockio.DirectReader(target)
     out: dict[str, StreamDelta] = {}
     try:
-        for stream, base in placed:
-            maps = StreamReader(repo, stream, cell_size, image)
-            records = [(cell, rec) for cell, rec in _records(maps) if rec.kind in (DATA, ZERO)]
-            pieces = (
-                {c.number: c.pieces for c in cells(kept[stream.id], cell_size, stream.size)}
-                if stream.id in kept
-                else None
-            )
-
-            def same(
-                item: tuple[int, int, bytes | None],
-                base: int = base,
-                pieces: dict[int, tuple[tuple[int, int], ...]] | None = pieces,
-            ) -> bool:
-                cell, length, digest = item
-                got = _read(reader, target, base + cell * cell_size, length)
-                if pieces is not None:
-                    only = bytearray(length)
-                    for off, n in pieces.get(cell, ()):
-                        only[off : off + n] = got[off : off + n]
-                    got = memoryview(only)
-                if digest is None:
-                    return _zeros(length).__eq__(got) is True
-                return repo.hash(got) == digest
-
-            with ThreadPoolExecutor(1, thread_name_prefix="inodes") as aside:
+        with ThreadPoolExecutor(1, thread_name_prefix="inodes") as aside:
+            chosen: list[tuple[StreamInfo, Callable[[_Wanted], bool], _Choice]] = []
+            for stream, base in placed:
+                maps = StreamReader(repo, stream, cell_size, image)
+                records = [(cell, rec) for cell, rec in _records(maps) if rec.kind in (DATA, ZERO)]
+                pieces = (
+                    {c.number: c.pieces for c in cells(kept[stream.id], cell_size, stream.size)}
+                    if stream.id in kept
+                    else None
+                )
                 plan = _Choice(maps, reader, base, cell_size, records, aside)
+                chosen.append((stream, _same(repo, reader, target, cell_size, base, pieces), plan))
+            # The streams whose inodes are read aside go last: their scans start now.
+            chosen.sort(key=lambda c: c[2].later is not None)
+            for stream, same, plan in chosen:
                 measured = _collect(stream.cells, stream.size, plan.wanted(), same, cancel)
-            out[stream.id] = plan.add_unread(measured)
+                out[stream.id] = plan.add_unread(measured)
     finally:
         reader.close()
     return Delta(out, time.monotonic() - started)
+
+
+def _same(
+    repo: Repository,
+    reader: blockio.DirectReader,
+    target: str,
+    cell_size: int,
+    base: int,
+    pieces: dict[int, tuple[tuple[int, int], ...]] | None,
+) -> Callable[[_Wanted], bool]:
+    """Whether the target at ``base`` holds a cell of the stream: hashed by the location's own
+    hash, or compared with zeros. ``pieces``: only those byte ranges of each cell count (the
+    layout stream), the rest is compared as zeros."""
+
+    def same(item: _Wanted) -> bool:
+        cell, length, digest = item
+        got = _read(reader, target, base + cell * cell_size, length)
+        if pieces is not None:
+            only = bytearray(length)
+            for off, n in pieces.get(cell, ()):
+                only[off : off + n] = got[off : off + n]
+            got = memoryview(only)
+        if digest is None:
+            return _zeros(length).__eq__(got) is True
+        return repo.hash(got) == digest
+
+    return same
 
 
 class _Choice:
@@ -311,7 +329,7 @@ class _Choice:
         cs = self.cell_size
         return {cell for at, n in ranges for cell in range(at // cs, -(-(at + n) // cs))}
 
-    def wanted(self) -> Iterator[tuple[int, int, bytes | None]]:
+    def wanted(self) -> Iterator[_Wanted]:
         """``(cell, length, digest)`` to compare: None for a ZERO cell, compared with zeros
         (memcmp, several times faster than hashing)."""
         for cell, rec in self.records:
