@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from recovery.core.view import CellCache
 from recovery.errors import IntegrityError
 from recovery.repository.store import Repository
 
 RECORD = struct.Struct("<B3xI32s")
 RECORDS_PER_MAP_CHUNK = 26214
+CACHED_CELLS = 8
+"""Decompressed cells a :class:`StreamReader` keeps (the most recently read)."""
 UNUSED, ZERO, DATA = 0, 1, 2
 NO_HASH = bytes(32)
 
@@ -94,8 +97,7 @@ class StreamReader:
         self.image = image
         self.size = stream.size
         self._maps: OrderedDict[int, bytes] = OrderedDict()
-        self._cells: OrderedDict[int, bytes] = OrderedDict()
-        self._fetching: dict[int, threading.Event] = {}
+        self._cells = CellCache(CACHED_CELLS * cell_size)
         self._lock = threading.Lock()
 
     def where(self, cell: int | None = None) -> str:
@@ -143,34 +145,18 @@ class StreamReader:
 
         Threads asking for the same cell at once (neighbouring reads, as the ext4 delta's
         inode tables two to a cell) wait for the one fetching it instead of each decompressing
-        and hashing it again."""
+        and hashing it again (:class:`~recovery.core.view.CellCache`)."""
         rec = self.record(cell)
         if rec.kind != DATA:
             return bytes(rec.length)
-        while True:
-            with self._lock:
-                c = self._cells.get(cell)
-                if c is not None:
-                    self._cells.move_to_end(cell)
-                    return c
-                fetching = self._fetching.get(cell)
-                if fetching is None:
-                    fetching = self._fetching[cell] = threading.Event()
-                    break
-            fetching.wait()  # then from the cache, or fetched here if it failed or was evicted
-        try:
+
+        def fetch() -> bytes:
             data = self.repo.get_chunk(rec.digest, self.where(cell))
             if len(data) != rec.length:
                 raise IntegrityError(f"{self.where(cell)}: chunk length differs from the map")
-            with self._lock:
-                self._cells[cell] = data
-                while len(self._cells) > 8:
-                    self._cells.popitem(last=False)
-        finally:
-            with self._lock:
-                del self._fetching[cell]
-            fetching.set()
-        return data
+            return data
+
+        return self._cells.get(cell, fetch)
 
     def pread(self, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset+length)`` of the stream (short at its end)."""
