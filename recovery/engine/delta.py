@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import chain
 from queue import SimpleQueue
 from typing import TypeVar
 
@@ -245,12 +246,34 @@ def measure_restore(
                 chosen.append((stream, _same(repo, reader, target, cell_size, base, pieces), plan))
             # The streams whose inodes are read aside go last: their scans start now.
             chosen.sort(key=lambda c: c[2].later is not None)
-            for stream, same, plan in chosen:
-                measured = _collect(stream.cells, stream.size, plan.wanted(), same, cancel)
-                out[stream.id] = plan.add_unread(measured)
+            # One pipeline for every stream, so no thread waits while a scan goes on: first the
+            # cells compared in any case, of every stream, then those the scans name.
+            wanted = chain(
+                *(_tagged(k, plan.at_once()) for k, (_, _, plan) in enumerate(chosen)),
+                *(_tagged(k, plan.after_scan()) for k, (_, _, plan) in enumerate(chosen)),
+            )
+            sames = [same for _, same, _ in chosen]
+
+            def same(item: tuple[int, int, int, bytes | None]) -> bool:
+                return sames[item[0]](item[1:])
+
+            measured = _collect(
+                [(stream.cells, stream.size) for stream, _, _ in chosen],
+                wanted,
+                same,
+                cancel,
+            )
+            for (stream, _, plan), got in zip(chosen, measured, strict=True):
+                out[stream.id] = plan.add_unread(got)
     finally:
         reader.close()
     return Delta(out, time.monotonic() - started)
+
+
+def _tagged(k: int, items: Iterable[_Wanted]) -> Iterator[tuple[int, int, int, bytes | None]]:
+    """``items`` of stream ``k`` of a pipeline over several streams."""
+    for cell, length, digest in items:
+        yield k, cell, length, digest
 
 
 def _same(
@@ -329,12 +352,17 @@ class _Choice:
         cs = self.cell_size
         return {cell for at, n in ranges for cell in range(at // cs, -(-(at + n) // cs))}
 
-    def wanted(self) -> Iterator[_Wanted]:
-        """``(cell, length, digest)`` to compare: None for a ZERO cell, compared with zeros
+    def at_once(self) -> Iterator[_Wanted]:
+        """``(cell, length, digest)`` to compare in any case: every cell when no scan runs,
+        else the metadata cells. The digest is None for a ZERO cell, compared with zeros
         (memcmp, several times faster than hashing)."""
         for cell, rec in self.records:
             if self.later is None or cell in self.first:
                 yield cell, rec.length, rec.digest if rec.kind == DATA else None
+
+    def after_scan(self) -> Iterator[_Wanted]:
+        """The cells the scan names, as it finds them, then the ones its answer leaves (all
+        not compared yet when it gave None); blocks while the scan goes on."""
         if self.later is None:
             return
         by_cell = dict(self.records)
@@ -391,27 +419,27 @@ def measure_clone(
     cells the clone copies)``."""
     started = time.monotonic()
     cancel = cancel or CancelToken()
+    streams = list(placed)
     reader = blockio.DirectReader(target)
-    out: dict[str, StreamDelta] = {}
+
+    def same(item: tuple[int, int, int, Cell]) -> bool:
+        c = item[3]
+        _, _, base, read, _ = streams[item[0]]
+        src = read(c)
+        got = _read(reader, target, base + c.number * cell_size, c.size)
+        # memcmp: a bytearray on the left (see blockio.DirectWriter.matches).
+        left = src if isinstance(src, bytearray) else bytearray(src)
+        return left.__eq__(got) is True
+
     try:
-        for sid, size, base, read_source, todo in placed:
-            ncells = -(-size // cell_size)
-
-            def same(
-                item: tuple[int, int, Cell],
-                base: int = base,
-                read: Callable[[Cell], bytes | bytearray] = read_source,
-            ) -> bool:
-                c = item[2]
-                src = read(c)
-                got = _read(reader, target, base + c.number * cell_size, c.size)
-                # memcmp: a bytearray on the left (see blockio.DirectWriter.matches).
-                left = src if isinstance(src, bytearray) else bytearray(src)
-                return left.__eq__(got) is True
-
-            out[sid] = _collect(ncells, size, ((c.number, c.size, c) for c in todo), same, cancel)
+        wanted = chain.from_iterable(
+            ((k, c.number, c.size, c) for c in todo) for k, (_, _, _, _, todo) in enumerate(streams)
+        )
+        sizes = [(-(-size // cell_size), size) for _, size, _, _, _ in streams]
+        measured = _collect(sizes, wanted, same, cancel)
     finally:
         reader.close()
+    out = {sid: got for (sid, *_), got in zip(streams, measured, strict=True)}
     return Delta(out, time.monotonic() - started)
 
 
@@ -446,20 +474,25 @@ T = TypeVar("T")
 
 
 def _collect(
-    ncells: int,
-    size: int,
-    wanted: Iterable[tuple[int, int, T]],
-    same: Callable[[tuple[int, int, T]], bool],
+    streams: list[tuple[int, int]],
+    wanted: Iterable[tuple[int, int, int, T]],
+    same: Callable[[tuple[int, int, int, T]], bool],
     cancel: CancelToken,
-) -> StreamDelta:
-    flags = bytearray(ncells)
-    matching = writing = 0
+) -> list[StreamDelta]:
+    """Compare ``(stream index, cell, length, what)`` items on :data:`MEASURE_WORKERS`
+    threads: one :class:`StreamDelta` per ``(cells, size)`` of ``streams``."""
+    flags = [bytearray(ncells) for ncells, _ in streams]
+    matching = [0] * len(streams)
+    writing = [0] * len(streams)
     with closing(in_order(same, wanted, MEASURE_WORKERS, "delta", cancel)) as done:
-        for (cell, length, _), equal in done:
+        for (k, cell, length, _), equal in done:
             if equal:
-                flags[cell] = MATCH
-                matching += length
+                flags[k][cell] = MATCH
+                matching[k] += length
             else:
-                flags[cell] = WRITE
-                writing += length
-    return StreamDelta(bytes(flags), matching, writing, size)
+                flags[k][cell] = WRITE
+                writing[k] += length
+    return [
+        StreamDelta(bytes(f), m, w, size)
+        for f, m, w, (_, size) in zip(flags, matching, writing, streams, strict=True)
+    ]
