@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = list(sys.argv[1:] if argv is None else argv)
         named = words[0] if words and words[0] in {c[0] for c in COMMANDS} else None
         args = build_parser(named).parse_args(words)
+        from recovery.devices.memory import tune_allocator
+
+        tune_allocator()  # before any worker thread starts
         if args.command is None:
             return _start_tui()
         if args._early is not None:
