@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recovery.core.cells import gaps
 from recovery.core.extents import Extent, merge, total
@@ -34,6 +34,9 @@ from recovery.filesystems.base import (
     open_filesystem,
 )
 from recovery.filesystems.encrypted import detect_encrypted
+
+if TYPE_CHECKING:
+    from recovery.devices.model import Disk
 
 SOURCE_NEEDS = (
     Need("sfdisk", "to read the partition table of the source"),
@@ -115,13 +118,14 @@ class SourcePlan:
         return sum(s.used_bytes for s in self.streams)
 
 
-def disk_identity(disk: str) -> dict[str, Any]:
-    """Model, serial, transport of ``disk`` (from udev when it runs; sysfs otherwise)."""
+def disk_identity(disk: str, found: Disk | None = None) -> dict[str, Any]:
+    """Model, serial, transport of ``disk`` (from udev when it runs; sysfs otherwise).
+    ``found``: the disk as :func:`~recovery.devices.disks.find_disk` just described it."""
     ident: dict[str, Any] = {"path": disk, "model": None, "serial": None}
     try:
         from recovery.devices.disks import find_disk
 
-        d = find_disk(disk)
+        d = found or find_disk(disk)
         ident.update(model=d.model, serial=d.serial, transport=d.transport)
     except (ImportError, DeviceError):
         name = blockio.sysfs_name(disk)
