@@ -17,10 +17,12 @@ does not disturb partitions that are in use elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from recovery.core.layout import Alignment
@@ -158,7 +160,33 @@ def probe_udev(disk: str) -> None:
 
 
 def settle_udev() -> None:
-    _run(["udevadm", "settle", "--timeout=20"])
+    _run(["udevadm", "settle", f"--timeout={SETTLE_SECONDS}"])
+
+
+SETTLE_SECONDS = 20
+
+
+@contextlib.contextmanager
+def udev_probing(disk: str) -> Iterator[None]:
+    """:func:`refresh_udev` around the caller's block, which must only read the disk (file
+    system checks): udev probes it meanwhile, and ``udevadm settle`` waits beside the block,
+    so it is usually done when the block is. Sound because the trigger's event is numbered
+    before settle starts, and settle waits for every event up to the number it finds; a
+    read-only open makes no new event. Saves settle's own 10-20 ms after a delta restore."""
+    probe_udev(disk)
+    try:
+        settling = subprocess.Popen(
+            ["udevadm", "settle", f"--timeout={SETTLE_SECONDS}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except FileNotFoundError as e:
+        raise MissingTool(f"udevadm is not installed: install {TOOLS['udevadm'].package}") from e
+    try:
+        yield
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            settling.wait(SETTLE_SECONDS + 5)
 
 
 __all__ = [
@@ -169,5 +197,6 @@ __all__ = [
     "refresh_udev",
     "settle_udev",
     "tell_kernel",
+    "udev_probing",
     "write_table",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from recovery.core.table import partition_node
 from recovery.devices import blockio
-from recovery.devices.partitions import probe_udev, settle_udev
+from recovery.devices.partitions import udev_probing
 from recovery.devices.tools import Need
 from recovery.engine.progress import Progress
 from recovery.errors import DeviceError
@@ -85,10 +85,9 @@ def finish(disk: str, written: list[Written], progress: Progress) -> list[str]:
             mine.extend(kind.grow(node, step))
         to_check.append((mine, kind, node))
     # Nothing writes the disk any more: udev probes it while the checks (which only read) run.
-    probe_udev(disk)
-    for mine, kind, node in to_check:
-        mine.extend(kind.check(node, step))
-    settle_udev()
+    with udev_probing(disk):
+        for mine, kind, node in to_check:
+            mine.extend(kind.check(node, step))
     return [line for mine in lines for line in mine]
 
 
