@@ -377,8 +377,24 @@ def register_kind(kind: Kind) -> Kind:
 
 def kind_of(fstype: str | None) -> Kind:
     """The home of blkid's TYPE ``fstype``; a know-nothing :class:`Kind` for any other."""
-    _load_all()
-    return _KINDS.get(fstype or "") or Kind(fstype or "")
+    name = fstype or ""
+    if name not in _KINDS:
+        _load_home(name)
+    return _KINDS.get(name) or Kind(name)
+
+
+def _load_home(fstype: str) -> None:
+    """Import the home registering ``fstype`` (filesystems/load_all.py's HOMES), every home
+    when none claims it."""
+    import importlib
+
+    from recovery.filesystems.homes import home_of
+
+    home = home_of(fstype)
+    if home is None:
+        _load_all()
+    else:
+        importlib.import_module(f"recovery.filesystems.{home}")
 
 
 def kinds() -> list[Kind]:

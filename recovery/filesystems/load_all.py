@@ -1,4 +1,5 @@
-"""Importing this module registers every file system home (the registry's only list of modules).
+"""Importing this module registers every file system home (the registry's only list of modules:
+:data:`recovery.filesystems.homes.HOMES`).
 
 A home that fails to import is an error, not a file system that quietly is not there: a build
 that lost a module would otherwise image that file system every byte and never grow or check it.
@@ -6,7 +7,7 @@ that lost a module would otherwise image that file system every byte and never g
 
 import importlib
 
-HOMES = ("ext4", "fat", "swap", "ntfs", "xfs", "btrfs", "exfat", "encrypted", "lvm", "md")
+from recovery.filesystems.homes import HOMES
 
 for _name in HOMES:
     importlib.import_module(f"recovery.filesystems.{_name}")

@@ -36,3 +36,32 @@ def test_an_unknown_type_gets_a_know_nothing_kind() -> None:
     assert kind_of(None).check("/dev/x", print) == [
         "/dev/x: unknown content written, no check available"
     ]
+
+
+def test_each_home_registers_the_types_the_list_gives_it() -> None:
+    """kind_of imports only the home filesystems/homes.py names for a type: that home must
+    register it, and every registered kind must be named there."""
+    assert {k.name for k in kinds()} == {t for types in HOMES.values() for t in types}
+    for home, types in HOMES.items():
+        code = (
+            f"import recovery.filesystems.{home}\n"
+            "from recovery.filesystems.base import _KINDS\n"
+            "print(' '.join(sorted(_KINDS)))\n"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert set(types) <= set(r.stdout.split()), home
+
+
+def test_asking_for_one_type_loads_only_its_home() -> None:
+    code = (
+        "import sys\n"
+        "from recovery.filesystems.base import kind_of\n"
+        "assert kind_of('ext4').can_grow\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('recovery.filesystems.'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.split())
+    assert "recovery.filesystems.ext4" in loaded
+    assert not {"recovery.filesystems.ntfs", "recovery.filesystems.xfs"} & loaded
