@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from recovery.commands.reporting import overwrite
 from recovery.core.units import human_duration, human_size
-from recovery.engine import api, clonezilla
-from recovery.engine.plans import ImageInfo, RestorePlan, VerifyResult
-from recovery.engine.progress import CancelToken, Progress
 from recovery.errors import ImageNotFound
-from recovery.peers.clonezilla import image_folders
+from recovery.peers.clonezilla import image_folders, is_clonezilla_ref
 from recovery.repository.store import is_repository
+
+if TYPE_CHECKING:
+    from recovery.engine.plans import ImageInfo, VerifyResult
+    from recovery.engine.progress import Progress
 
 
 def is_clonezilla(location: str, image: str) -> bool:
     """Whether ``location::image`` is a Clonezilla image; ImageNotFound when ``location`` holds
     only Clonezilla images and none is called ``image``."""
-    if clonezilla.is_clonezilla_ref(location, image):
+    if is_clonezilla_ref(location, image):
         return True
     if "://" in location or is_repository(location):
         return False
@@ -38,10 +39,15 @@ def is_clonezilla(location: str, image: str) -> bool:
 
 def list_images(location: str) -> list[ImageInfo]:
     """Our images and the Clonezilla images at ``location``; ours first."""
+    from recovery.engine import api
+
     return api.list_images(location)
 
 
 def verify(location: str, image: str, progress: Progress) -> VerifyResult:
+    from recovery.engine import clonezilla
+    from recovery.engine.progress import CancelToken
+
     return clonezilla.verify_image(location, image, progress, CancelToken())
 
 
@@ -50,6 +56,10 @@ def restore(args: argparse.Namespace, location: str, image: str) -> int:
         from recovery.errors import UsageError
 
         raise UsageError("--partitions is not available for Clonezilla images: restore the disk")
+    from recovery.engine import clonezilla
+    from recovery.engine.plans import RestorePlan
+    from recovery.engine.progress import CancelToken
+
     plan = clonezilla.plan_restore(location, image, args.target)
     return overwrite(
         args,

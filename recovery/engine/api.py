@@ -172,14 +172,18 @@ def restore_plan(
     When ``repo::image`` is a Clonezilla image folder (see :func:`list_images`) the plan is a
     :class:`ClonezillaRestorePlan`: always the whole disk, always written whole (``full`` and
     ``boot_entry`` do not apply)."""
-    from recovery.engine import clonezilla, restore
+    from recovery.peers.clonezilla import is_clonezilla_ref
 
-    if clonezilla.is_clonezilla_ref(repo, image):
+    if is_clonezilla_ref(repo, image):
+        from recovery.engine import clonezilla
+
         if partitions is not None:
             raise UsageError(
                 f"'{image}' is a Clonezilla image: it is restored as a whole disk, not by partition"
             )
         return clonezilla.plan_restore(repo, image, target)
+    from recovery.engine import restore
+
     return restore.plan_restore(
         repo, image, target, partitions=partitions, full=full, boot_entry=boot_entry
     )
@@ -190,10 +194,12 @@ def restore_run(
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
 ) -> RestoreResult:
-    from recovery.engine import clonezilla, restore
+    if not isinstance(plan, RestorePlan):  # a ClonezillaRestorePlan
+        from recovery.engine import clonezilla
 
-    if isinstance(plan, clonezilla.ClonezillaRestorePlan):
         return clonezilla.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
+    from recovery.engine import restore
+
     return restore.run_restore(plan, progress or NullProgress(), cancel or CancelToken())
 
 
@@ -217,9 +223,12 @@ def verify(
     repo: str, image: str, progress: Progress | None = None, cancel: CancelToken | None = None
 ) -> VerifyResult:
     """Every chunk's hash (ours), or every partclone checksum (a Clonezilla image)."""
-    from recovery.engine import clonezilla, images
+    from recovery.engine import images
+    from recovery.peers.clonezilla import is_clonezilla_ref
 
-    if clonezilla.is_clonezilla_ref(repo, image):
+    if is_clonezilla_ref(repo, image):
+        from recovery.engine import clonezilla
+
         return clonezilla.verify_image(
             repo, image, progress or NullProgress(), cancel or CancelToken()
         )

@@ -35,7 +35,6 @@ from recovery.peers.clonezilla import (
     PartitionImage,
     SwapInfo,
     image_folders,
-    is_clonezilla_image,
     open_image,
 )
 from recovery.peers.streams import ImageStream
@@ -49,13 +48,6 @@ FSTYPES = {"fat12": "vfat", "fat16": "vfat", "fat32": "vfat", "fat": "vfat", "nt
 def our_fstype(name: str) -> str:
     """Clonezilla's file system name (from the image file name) as blkid would say it."""
     return FSTYPES.get(name.lower(), name.lower())
-
-
-def is_clonezilla_ref(location: str, name: str) -> bool:
-    """Whether ``location::name`` names a Clonezilla image folder on this machine."""
-    if "://" in location or "/" in name or name in ("", ".", ".."):
-        return False
-    return is_clonezilla_image(Path(location) / name)
 
 
 def find_image(location: str, name: str) -> ClonezillaImage:

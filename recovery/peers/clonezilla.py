@@ -105,6 +105,13 @@ def is_clonezilla_image(folder: Path) -> bool:
         return False
 
 
+def is_clonezilla_ref(location: str, name: str) -> bool:
+    """Whether ``location::name`` names a Clonezilla image folder on this machine."""
+    if "://" in location or "/" in name or name in ("", ".", ".."):
+        return False
+    return is_clonezilla_image(Path(location) / name)
+
+
 def read_text(path: Path) -> str:
     try:
         with open(path, "rb") as f:
