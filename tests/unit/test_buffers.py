@@ -6,6 +6,8 @@ import ctypes
 import mmap
 import threading
 
+import pytest
+
 from recovery.devices import blockio, memory
 
 
@@ -24,17 +26,19 @@ def _in_a_thread(local: threading.local, size: int) -> int:
     return seen[0]
 
 
-def test_a_buffer_outlives_its_thread_and_serves_the_next() -> None:
-    pool = blockio._Buffers()
-    saved = blockio._BUFFERS
-    blockio._BUFFERS = pool
-    try:
-        local = threading.local()
-        first = _in_a_thread(local, 1 << 20)
-        assert [id(b) for b in pool._free] == [first]
-        assert _in_a_thread(local, 2 << 20) == first  # the same pages, no new mapping
-    finally:
-        blockio._BUFFERS = saved
+@pytest.fixture
+def pool(monkeypatch: pytest.MonkeyPatch) -> blockio._Buffers:
+    """A pool of its own in place of the process's."""
+    fresh = blockio._Buffers()
+    monkeypatch.setattr(blockio, "_BUFFERS", fresh)
+    return fresh
+
+
+def test_a_buffer_outlives_its_thread_and_serves_the_next(pool: blockio._Buffers) -> None:
+    local = threading.local()
+    first = _in_a_thread(local, 1 << 20)
+    assert [id(b) for b in pool._free] == [first]
+    assert _in_a_thread(local, 2 << 20) == first  # the same pages, no new mapping
 
 
 def test_buffers_are_private_aligned_and_at_least_a_cell() -> None:
@@ -53,18 +57,11 @@ def test_the_pool_keeps_a_bounded_amount() -> None:
     assert sum(map(len, pool._free)) == blockio._Buffers.KEEP
 
 
-def test_a_grown_buffer_returns_the_smaller_one() -> None:
-    pool = blockio._Buffers()
-    saved = blockio._BUFFERS
-    blockio._BUFFERS = pool
-    try:
-        local = threading.local()
-        small = blockio._thread_buffer(local, "buf", 1 << 20)
-        small.release()
-        blockio._thread_buffer(local, "buf", 8 << 20).release()
-        assert [len(b) for b in pool._free] == [blockio._Buffers.SMALLEST]
-    finally:
-        blockio._BUFFERS = saved
+def test_a_grown_buffer_returns_the_smaller_one(pool: blockio._Buffers) -> None:
+    local = threading.local()
+    blockio._thread_buffer(local, "buf", 1 << 20).release()
+    blockio._thread_buffer(local, "buf", 8 << 20).release()
+    assert [len(b) for b in pool._free] == [blockio._Buffers.SMALLEST]
 
 
 def test_tuning_the_allocator_is_harmless_to_call_again() -> None:

@@ -6,7 +6,12 @@ import subprocess
 import sys
 
 from recovery.filesystems.base import kind_of, kinds, readers
-from recovery.filesystems.load_all import HOMES
+from recovery.filesystems.homes import HOMES
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter, so that only what it imports is registered."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
 def test_a_missing_home_is_an_error_not_silence() -> None:
@@ -16,7 +21,7 @@ def test_a_missing_home_is_an_error_not_silence() -> None:
         "from recovery.filesystems.base import readers\n"
         "readers()\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = _python(code)
     assert r.returncode != 0
     assert "ModuleNotFoundError" in r.stderr and "recovery.filesystems.ntfs" in r.stderr
 
@@ -48,7 +53,7 @@ def test_each_home_registers_the_types_the_list_gives_it() -> None:
             "from recovery.filesystems.base import _KINDS\n"
             "print(' '.join(sorted(_KINDS)))\n"
         )
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        r = _python(code)
         assert r.returncode == 0, r.stderr
         assert set(types) <= set(r.stdout.split()), home
 
@@ -60,7 +65,7 @@ def test_asking_for_one_type_loads_only_its_home() -> None:
         "assert kind_of('ext4').can_grow\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('recovery.filesystems.'))))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = _python(code)
     assert r.returncode == 0, r.stderr
     loaded = set(r.stdout.split())
     assert "recovery.filesystems.ext4" in loaded
