@@ -432,15 +432,21 @@ def measure_clone(
         return left.__eq__(got) is True
 
     try:
-        wanted = chain.from_iterable(
-            ((k, c.number, c.size, c) for c in todo) for k, (_, _, _, _, todo) in enumerate(streams)
-        )
         sizes = [(-(-size // cell_size), size) for _, size, _, _, _ in streams]
-        measured = _collect(sizes, wanted, same, cancel)
+        measured = _collect(sizes, _clone_cells(streams), same, cancel)
     finally:
         reader.close()
     out = {sid: got for (sid, *_), got in zip(streams, measured, strict=True)}
     return Delta(out, time.monotonic() - started)
+
+
+def _clone_cells(
+    streams: list[tuple[str, int, int, Callable[[Cell], bytes | bytearray], Iterable[Cell]]],
+) -> Iterator[tuple[int, int, int, Cell]]:
+    """``(stream index, cell, length, the cell)`` of every cell of every stream, in order."""
+    for k, (_, _, _, _, todo) in enumerate(streams):
+        for c in todo:
+            yield k, c.number, c.size, c
 
 
 _ZEROS: dict[int, bytearray] = {}
