@@ -33,10 +33,18 @@ from recovery.errors import DeviceError, MissingTool
 
 
 def _run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
-    try:
+    with _tool(cmd[0]):
         return subprocess.run(cmd, input=input, text=True, capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def _tool(name: str) -> Iterator[None]:
+    """Starting the program ``name`` in the block: MissingTool, saying which package has it,
+    when it is not installed."""
+    try:
+        yield
     except FileNotFoundError as e:
-        raise MissingTool(f"{cmd[0]} is not installed: install {TOOLS[cmd[0]].package}") from e
+        raise MissingTool(f"{name} is not installed: install {TOOLS[name].package}") from e
 
 
 MAX_GRAIN = 64 << 20
@@ -159,11 +167,11 @@ def probe_udev(disk: str) -> None:
     _run(["udevadm", "trigger", "--action=change", disk])
 
 
+SETTLE_SECONDS = 20
+
+
 def settle_udev() -> None:
     _run(["udevadm", "settle", f"--timeout={SETTLE_SECONDS}"])
-
-
-SETTLE_SECONDS = 20
 
 
 @contextlib.contextmanager
@@ -174,14 +182,12 @@ def udev_probing(disk: str) -> Iterator[None]:
     before settle starts, and settle waits for every event up to the number it finds; a
     read-only open makes no new event. Saves settle's own 10-20 ms after a delta restore."""
     probe_udev(disk)
-    try:
+    with _tool("udevadm"):
         settling = subprocess.Popen(
             ["udevadm", "settle", f"--timeout={SETTLE_SECONDS}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    except FileNotFoundError as e:
-        raise MissingTool(f"udevadm is not installed: install {TOOLS['udevadm'].package}") from e
     try:
         yield
     finally:
